@@ -1,0 +1,44 @@
+# Two entry points (see README): `make serve` runs the standalone runtime on the examples,
+# `make test` installs everything and runs every test, the e2e ones against a real control plane.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: setup system-packages python guests models cluster-binaries serve test typecheck bench clean
+
+setup: python guests models
+
+system-packages:
+	@bash .ci/system-packages.sh
+
+python: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+guests: python
+	$(PY) sdk/build.py
+
+models: python
+	$(PY) examples/fetch_models.py
+
+cluster-binaries: python
+	bash e2e/cluster/build
+
+serve: setup
+	$(VENV)/bin/wasminfer serve examples/ --host 127.0.0.1 --port 8080
+
+typecheck: python
+	$(VENV)/bin/mypy
+
+test: system-packages setup cluster-binaries typecheck
+	$(VENV)/bin/pytest -ra
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf .artifacts examples/**/*.wasm tests/guests/*.wasm

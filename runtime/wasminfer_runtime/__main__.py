@@ -1,0 +1,3 @@
+from wasminfer_runtime.cli import main
+
+raise SystemExit(main())

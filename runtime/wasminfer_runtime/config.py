@@ -1,0 +1,230 @@
+"""The `runtime.yaml` contract: what a runtime process serves.
+
+`wasminfer serve --config runtime.yaml` reads this file; `wasminfer serve DIR` builds the same
+object from a wws folder (see `wws.py`); the operator renders it into a ConfigMap. One schema,
+validated by pydantic, so a bad file is refused at start with the file and the key that is wrong.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_MEMORY_MIB = 256
+DEFAULT_TIMEOUT_SECONDS = 30.0
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be served; the message names the file and the key."""
+
+
+class ModelFormat(str, enum.Enum):
+    openvino = "openvino"  # OpenVINO IR: model.xml + model.bin
+    onnx = "onnx"
+
+
+class BackendName(str, enum.Enum):
+    openvino = "openvino"
+    onnxruntime = "onnxruntime"
+
+
+class Device(str, enum.Enum):
+    CPU = "CPU"
+    GPU = "GPU"
+    NPU = "NPU"
+    AUTO = "AUTO"
+
+
+class PerformanceHint(str, enum.Enum):
+    LATENCY = "LATENCY"
+    THROUGHPUT = "THROUGHPUT"
+    CUMULATIVE_THROUGHPUT = "CUMULATIVE_THROUGHPUT"
+
+
+class Precision(str, enum.Enum):
+    f32 = "f32"
+    f16 = "f16"
+    bf16 = "bf16"
+
+
+def default_backend(fmt: ModelFormat) -> BackendName:
+    """OpenVINO reads both IR and ONNX; it is the default for both formats."""
+    return BackendName.openvino
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ModelOptions(_Strict):
+    precision: Precision = Field(
+        Precision.f32,
+        description="Inference precision. f32 by default so results match across CPUs (OpenVINO picks bf16 on AMX CPUs otherwise).",
+    )
+    performance_hint: PerformanceHint = PerformanceHint.LATENCY
+    streams: Annotated[int, Field(ge=1, le=64)] | None = Field(
+        None, description="Parallel inference streams; the backend decides when unset."
+    )
+    pool_size: Annotated[int, Field(ge=1, le=256)] = Field(
+        4, description="Infer requests kept ready for concurrent calls to this model."
+    )
+
+
+class ModelConfig(_Strict):
+    """A named model: compiled once at start, shared by every worker allowed to use it."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    format: ModelFormat
+    backend: BackendName | None = Field(None, description="Defaults from the format.")
+    device: Device = Device.CPU
+    files: list[Path] = Field(
+        description="openvino: [model.xml, model.bin] (or [model.xml]); onnx: [model.onnx]", min_length=1, max_length=2
+    )
+    options: ModelOptions = Field(default_factory=ModelOptions)
+
+    @model_validator(mode="after")
+    def _resolve_backend(self) -> ModelConfig:
+        if self.backend is None:
+            self.backend = default_backend(self.format)
+        if self.format is ModelFormat.openvino and self.backend is not BackendName.openvino:
+            raise ValueError("format 'openvino' (IR) can only be served by backend 'openvino'")
+        if self.format is ModelFormat.onnx and len(self.files) != 1:
+            raise ValueError("format 'onnx' takes exactly one file")
+        return self
+
+    @property
+    def resolved_backend(self) -> BackendName:
+        assert self.backend is not None
+        return self.backend
+
+
+class FolderConfig(_Strict):
+    """A host directory preopened in the guest; read-only unless writable."""
+
+    from_: Path = Field(alias="from")
+    to: str
+    writable: bool = False
+
+    @field_validator("to")
+    @classmethod
+    def _absolute_guest_path(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("guest path must be absolute (start with '/')")
+        return v
+
+
+class Limits(_Strict):
+    memory_mib: Annotated[int, Field(ge=1, le=4096)] = DEFAULT_MEMORY_MIB
+    timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = DEFAULT_TIMEOUT_SECONDS
+    max_body_bytes: Annotated[int, Field(ge=0)] = DEFAULT_MAX_BODY_BYTES
+
+
+class WasiNnConfig(_Strict):
+    """wasi-nn is denied unless enabled; then only these backends and these named models."""
+
+    enabled: bool = False
+    allowed_backends: list[BackendName] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=list, description="Named models this worker may load_by_name.")
+
+
+class WorkerConfig(_Strict):
+    name: Annotated[str, Field(min_length=1)]
+    module: Path
+    route: str
+    version: str | None = None
+    vars: dict[str, str] = Field(default_factory=dict)
+    folders: list[FolderConfig] = Field(default_factory=list)
+    limits: Limits = Field(default_factory=Limits)
+    wasi_nn: WasiNnConfig = Field(default_factory=WasiNnConfig)
+
+    @field_validator("route")
+    @classmethod
+    def _route_starts_with_slash(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("route must start with '/'")
+        return v
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    public_dir: Path | None = Field(None, description="Static files served at '/' when no worker route matches.")
+    cache_dir: Path | None = Field(None, description="Compiled-module cache; ~/.cache/wasminfer when unset.")
+
+
+class RuntimeConfig(_Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    models: list[ModelConfig] = Field(default_factory=list)
+    workers: list[WorkerConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> RuntimeConfig:
+        for kind, names in (("models", [m.name for m in self.models]), ("workers", [w.name for w in self.workers])):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"duplicate {kind} name(s): {', '.join(dupes)}")
+        known = {m.name for m in self.models}
+        for i, w in enumerate(self.workers):
+            missing = [m for m in w.wasi_nn.models if m not in known]
+            if missing:
+                raise ValueError(f"workers[{i}] ({w.name}): wasi_nn.models names unknown model(s): {', '.join(missing)}")
+        return self
+
+    def resolve_paths(self, base: Path) -> RuntimeConfig:
+        """Make relative paths relative to the config file's folder, as users expect."""
+
+        def res(p: Path) -> Path:
+            return p if p.is_absolute() else (base / p).resolve()
+
+        data = self.model_copy(deep=True)
+        for m in data.models:
+            m.files = [res(f) for f in m.files]
+        for w in data.workers:
+            w.module = res(w.module)
+            for f in w.folders:
+                f.from_ = res(f.from_)
+        if data.server.public_dir is not None:
+            data.server.public_dir = res(data.server.public_dir)
+        if data.server.cache_dir is not None:
+            data.server.cache_dir = res(data.server.cache_dir)
+        return data
+
+
+def format_validation_error(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {key}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_runtime_config(data: Any, source: str) -> RuntimeConfig:
+    try:
+        return RuntimeConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(source, err)) from None
+
+
+def load_runtime_config(path: Path) -> RuntimeConfig:
+    """Read and validate runtime.yaml; relative paths are taken from the file's folder."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is None:
+        data = {}
+    return parse_runtime_config(data, str(path)).resolve_paths(path.parent.resolve())
+
+
+def dump_runtime_config(cfg: RuntimeConfig) -> str:
+    """YAML text for a config, as the operator writes it into a ConfigMap."""
+    return yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False)
