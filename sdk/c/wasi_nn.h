@@ -25,7 +25,8 @@ enum {
 };
 
 enum { WASI_NN_ENCODING_OPENVINO = 0, WASI_NN_ENCODING_ONNX = 1, WASI_NN_ENCODING_AUTODETECT = 5 };
-enum { WASI_NN_TARGET_CPU = 0, WASI_NN_TARGET_GPU = 1, WASI_NN_TARGET_TPU = 2 };
+/* TPU is served on an NPU where the runtime has one; AUTO (a WasmEdge addition) lets the backend choose. */
+enum { WASI_NN_TARGET_CPU = 0, WASI_NN_TARGET_GPU = 1, WASI_NN_TARGET_TPU = 2, WASI_NN_TARGET_AUTO = 3 };
 
 /* Tensor element types in the wasmtime/witx numbering (wasi-nn crate 0.6). The host also
  * accepts the older numbering (f16 0, f32 1, u8 2, i32 3) and tells them apart by data length. */

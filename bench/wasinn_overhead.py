@@ -1,0 +1,145 @@
+"""What the wasi-nn host adds to one inference, against direct OpenVINO calls from Python.
+
+Model: fc256 (one 256-wide fully connected layer, ~10 us: the host's cost is not hidden behind
+the model's). Measured in one process, interleaved in rounds so both sides see the same machine:
+
+- direct (native):  copy the input into the infer request's tensor, the C++ infer call, copy the
+                    output out; the physical limit for Python
+- direct (API):     the same through OpenVINO's public `InferRequest.infer()` (builds a result dict)
+- wasi-nn:          bench/guests/nn_loop.c in a real instance: set_input + compute + get_output on
+                    the named model, each iteration timed inside the guest with the WASI clock
+
+Target: median(wasi-nn) - median(direct native) <= +20 us.
+
+    python bench/wasinn_overhead.py [--iterations 5000] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_OVERHEAD_US = 20.0
+
+
+def say(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def prepare() -> tuple[Path, Path]:
+    sys.path.insert(0, str(ROOT / "sdk"))
+    import build  # sdk/build.py
+
+    module: Path = build.build_c(ROOT / "bench" / "guests" / "nn_loop.c")
+    subprocess.run([sys.executable, str(ROOT / "examples" / "fetch_models.py"), "fc256"], check=True,
+                   stdout=sys.stderr)
+    return module, ROOT / "examples" / "_models" / "fc256"
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=5000, help="inferences per round and side")
+    parser.add_argument("--rounds", type=int, default=5)
+    opts = parser.parse_args()
+
+    module, model_dir = prepare()
+    import openvino as ov
+    import openvino._pyopenvino as ovnative
+
+    from wasminfer_runtime.backends.openvino import compile_properties
+    from wasminfer_runtime.config import ModelConfig, ModelOptions, WorkerConfig
+    from wasminfer_runtime.engine import RuntimeEngine
+    from wasminfer_runtime.executor import WorkerExecutor
+    from wasminfer_runtime.metrics import Metrics
+    from wasminfer_runtime.models import ModelRegistry
+
+    x = (np.arange(256, dtype=np.float32) / 256.0).reshape(1, 256)
+
+    # Direct: the same file and the same compile properties as the named model.
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(model_dir / "model.xml"), "CPU",
+                                  compile_properties(ModelOptions.model_validate({})))
+    request = compiled.create_infer_request()
+    in_view = request.get_input_tensor(0).data
+    out_view = request.get_output_tensor(0).data
+    result = np.empty_like(out_view)
+
+    def direct_native(n: int) -> list[float]:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter_ns()
+            np.copyto(in_view, x)
+            ovnative.InferRequest.infer(request, {}, True, False)
+            np.copyto(result, out_view)
+            times.append((time.perf_counter_ns() - t0) / 1000)
+        return times
+
+    def direct_api(n: int) -> list[float]:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter_ns()
+            out = request.infer({0: x})
+            np.copyto(result, out[0])
+            times.append((time.perf_counter_ns() - t0) / 1000)
+        return times
+
+    metrics = Metrics()
+    registry = ModelRegistry(metrics)
+    registry.load(ModelConfig.model_validate(
+        {"name": "fc256", "format": "openvino", "files": [model_dir / "model.xml", model_dir / "model.bin"]}))
+    with tempfile.TemporaryDirectory() as cache, RuntimeEngine(Path(cache), metrics) as engine:
+        worker = WorkerExecutor(engine, registry, WorkerConfig.model_validate({
+            "name": "nn_loop", "module": module, "route": "/",
+            "wasi_nn": {"enabled": True, "models": ["fc256"]},
+        }))
+
+        def guest(n: int) -> list[float]:
+            inv = worker.invoke(x.tobytes(), ["fc256", "1,256", str(n)])
+            if inv.outcome != "ok":
+                raise SystemExit(f"guest failed: {inv.message}\n{inv.stdout[-500:]!r}")
+            lines = inv.stdout.decode().splitlines()
+            return [int(ln.split()[1]) / 1000 for ln in lines if ln.startswith("ns ")]
+
+        # the guest's answer equals the direct one
+        direct_native(1)
+        check = worker.invoke(x.tobytes(), ["fc256", "1,256", "1"])
+        assert check.outcome == "ok", check.message
+
+        samples: dict[str, list[float]] = {"direct (native)": [], "direct (API)": [], "wasi-nn guest": []}
+        say(f"{opts.rounds} rounds x {opts.iterations} inferences per side")
+        for r in range(opts.rounds):
+            samples["direct (native)"] += direct_native(opts.iterations)
+            samples["direct (API)"] += direct_api(opts.iterations)
+            samples["wasi-nn guest"] += guest(opts.iterations)
+            say(f"round {r + 1}/{opts.rounds} done")
+
+    base = statistics.median(samples["direct (native)"])
+    print()
+    print(f"wasi-nn overhead per inference, fc256 (OpenVINO {ov.__version__}, CPU), "
+          f"{opts.rounds * opts.iterations} inferences per row")
+    print(f"{'path':<18} {'median us':>10} {'p90 us':>9} {'vs direct':>11} {'ratio':>7}")
+    for name, values in samples.items():
+        med = statistics.median(values)
+        print(f"{name:<18} {med:>10.2f} {percentile(values, 0.9):>9.2f} {med - base:>+10.2f}  {med / base:>6.2f}x")
+    overhead = statistics.median(samples["wasi-nn guest"]) - base
+    verdict = "met" if overhead <= TARGET_OVERHEAD_US else "NOT met"
+    print(f"\noverhead of wasi-nn over direct OpenVINO: {overhead:+.2f} us "
+          f"(target <= +{TARGET_OVERHEAD_US:.0f} us: {verdict})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

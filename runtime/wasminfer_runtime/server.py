@@ -1,0 +1,337 @@
+"""`wasminfer serve`: the HTTP front of the runtime (aiohttp).
+
+Every path goes through one handler so precedence is explicit and wws-like: a fixed worker route,
+then a static file from the public folder, then a dynamic worker route, then 404. `/healthz`,
+`/readyz` and `/metrics` are reserved. A worker request becomes the wws JSON on the guest's
+stdin (protocol.py); the invocation runs in a thread; the verdict maps to an HTTP status:
+
+    guest ok, valid response   -> the worker's status, headers and body
+    trap, nonzero exit, memory -> 500      invalid JSON on stdout -> 500
+    (memory includes output beyond the host's capture cap)
+    timeout                    -> 504      body over the limit    -> 413
+    worker or its model not loaded (yet, or ever)                 -> 503
+
+Errors are JSON: {"error": kind, "worker": name, "message": why}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import ValidationError
+
+from wasminfer_runtime.config import (
+    ConfigError,
+    RuntimeConfig,
+    ServerConfig,
+    WorkerConfig,
+    format_validation_error,
+    load_runtime_config,
+)
+from wasminfer_runtime.executor import Invocation
+from wasminfer_runtime.metrics import Metrics
+from wasminfer_runtime.protocol import ProtocolError, decode_response, encode_request
+from wasminfer_runtime.routing import RouteError, RouteMatch, RouteTable
+from wasminfer_runtime.service import Service, Unavailable, default_threads
+from wasminfer_runtime.wws import load_wws_folder
+
+log = logging.getLogger(__name__)
+
+RESERVED_PATHS = ("/healthz", "/readyz", "/metrics")
+SHUTDOWN_GRACE_SECONDS = 10.0
+
+SERVICE_KEY = web.AppKey("service", Service)
+ROUTES_KEY = web.AppKey("routes", RouteTable)
+
+# Verdicts other than "ok" -> (HTTP status, error kind).
+_FAILURES = {
+    "trap": (500, "trap"),
+    "exit": (500, "exit"),
+    "memory": (500, "memory"),
+    "timeout": (504, "timeout"),
+}
+
+
+def _error(status: int, kind: str, message: str, worker: str | None = None) -> web.Response:
+    doc: dict[str, Any] = {"error": kind}
+    if worker is not None:
+        doc["worker"] = worker
+    doc["message"] = message
+    return web.json_response(doc, status=status)
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+def load_config(folder: Path | None, config: Path | None) -> RuntimeConfig:
+    """The RuntimeConfig for `serve DIR` or `serve --config FILE` (raises ConfigError)."""
+    if (folder is None) == (config is None):
+        raise ConfigError("serve takes a wws folder or --config runtime.yaml (exactly one)")
+    if config is not None:
+        return load_runtime_config(config)
+    assert folder is not None
+    return load_wws_folder(folder)
+
+
+def with_overrides(cfg: RuntimeConfig, **overrides: object) -> RuntimeConfig:
+    """cfg with command-line values (those not None) replacing its server settings, validated."""
+    server = cfg.server.model_dump(by_alias=True)
+    server.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return cfg.model_copy(update={"server": ServerConfig.model_validate(server)})
+    except ValidationError as err:
+        raise ConfigError(format_validation_error("command line", err)) from None
+
+
+def build_routes(cfg: RuntimeConfig) -> RouteTable:
+    for w in cfg.workers:
+        if w.route.rstrip("/") in RESERVED_PATHS:
+            raise ConfigError(f"worker {w.name!r} ({w.module}): route {w.route} is reserved by the server")
+    try:
+        return RouteTable((w.route, w.name) for w in cfg.workers)
+    except RouteError as err:
+        raise ConfigError(f"routes: {err}") from None
+
+
+# -- handlers ------------------------------------------------------------------------------------
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    readiness = request.app[SERVICE_KEY].readiness()
+    return web.json_response(readiness.as_json(), status=200 if readiness.ready else 503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = request.app[SERVICE_KEY].metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _static_file(public: Path | None, path: str) -> Path | None:
+    """The file under the public folder for a URL path (dir -> index.html, /about -> about.html)."""
+    if public is None:
+        return None
+    parts = [p for p in path.split("/") if p]
+    if any(p.startswith(".") or "\0" in p for p in parts):
+        return None  # `..`, hidden files, and names no file system takes
+    root = public.resolve()
+    try:
+        target = root.joinpath(*parts).resolve()
+        if not target.is_relative_to(root):
+            return None  # a symlink out of the folder
+        if target.is_dir():
+            target = target / "index.html"
+        elif not target.exists() and target.suffix == "":
+            target = target.with_name(target.name + ".html")
+        return target if target.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+async def _dispatch(request: web.Request) -> web.StreamResponse:
+    service = request.app[SERVICE_KEY]
+    match = request.app[ROUTES_KEY].match(request.path)
+    if match is not None and not match.dynamic:
+        return await _serve_worker(request, service, match)
+    if request.method in ("GET", "HEAD"):
+        static = _static_file(service.cfg.server.public_dir, request.path)
+        if static is not None:
+            log.debug("%s %s -> static %s", request.method, request.path_qs, static)
+            return web.FileResponse(static)
+    if match is not None:
+        return await _serve_worker(request, service, match)
+    log.debug("%s %s -> 404", request.method, request.path_qs)
+    not_found = _static_file(service.cfg.server.public_dir, "/404.html")
+    if not_found is not None and request.method in ("GET", "HEAD"):
+        return web.FileResponse(not_found, status=404)
+    return _error(404, "not_found", f"no worker or static file for {request.path}")
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes | None:
+    """The request body, or None when it is larger than `limit`."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _serve_worker(request: web.Request, service: Service, match: RouteMatch) -> web.StreamResponse:
+    t0 = time.perf_counter()
+    worker = service.workers[match.target]
+    response = await _run_worker(request, service, worker, match)
+    seconds = time.perf_counter() - t0
+    status = str(response.status)
+    service.metrics.requests.labels(worker.name, status).inc()
+    service.metrics.request_seconds.labels(worker.name, status).observe(seconds)
+    log.debug("%s %s -> %s %s %.2f ms", request.method, request.path_qs, worker.name, status, seconds * 1e3)
+    return response
+
+
+async def _run_worker(
+    request: web.Request, service: Service, worker: WorkerConfig, match: RouteMatch
+) -> web.StreamResponse:
+    executor = service.executor(worker.name)
+    if isinstance(executor, Unavailable):
+        resp = _error(503, "unavailable", executor.reason, worker.name)
+        if not executor.failed:
+            resp.headers["Retry-After"] = "1"
+        return resp
+    limit = worker.limits.max_body_bytes
+    body = await _read_body(request, limit)
+    if body is None:
+        return _error(413, "body_too_large", f"the request body is larger than {limit} bytes", worker.name)
+    stdin = encode_request(
+        url=str(request.url),
+        method=request.method,
+        headers=request.headers.items(),
+        body=body,
+        params=match.params,
+    )
+    loop = asyncio.get_running_loop()
+    try:
+        inv = await loop.run_in_executor(service.invoke_pool, executor.invoke, stdin)
+    except Exception as err:  # a host bug must cost one request, never the server
+        if service.closing:  # the pool refuses new work once shutdown began
+            return _error(503, "unavailable", "the server is shutting down", worker.name)
+        log.exception("worker %s: the host failed to run it", worker.name)
+        return _error(500, "internal", f"the host failed to run worker {worker.name!r}: {err}", worker.name)
+    return _respond(worker, inv)
+
+
+def _stderr_tail(inv: Invocation) -> str:
+    tail = inv.stderr[-400:].decode("utf-8", "replace").strip()
+    return f" (stderr: {tail})" if tail else ""
+
+
+def _respond(worker: WorkerConfig, inv: Invocation) -> web.Response:
+    if inv.outcome != "ok":
+        status, kind = _FAILURES.get(inv.outcome, (500, inv.outcome))
+        log.warning("worker %s: %s%s", worker.name, inv.message, _stderr_tail(inv))
+        return _error(status, kind, f"worker {worker.name!r} {inv.message}", worker.name)
+    try:
+        out = decode_response(inv.stdout)
+    except ProtocolError as err:
+        extra = f"; {inv.message}" if inv.message else ""
+        log.warning("worker %s: invalid response: %s%s%s", worker.name, err, extra, _stderr_tail(inv))
+        return _error(500, "invalid_response", f"worker {worker.name!r} gave an invalid response: {err}{extra}",
+                      worker.name)
+    resp = web.Response(status=out.status, body=out.body)
+    for name, value in out.headers:
+        resp.headers.add(name, value)
+    return resp
+
+
+# -- app and lifecycle ---------------------------------------------------------------------------
+
+
+def build_app(service: Service, routes: RouteTable) -> web.Application:
+    app = web.Application()
+    app[SERVICE_KEY] = service
+    app[ROUTES_KEY] = routes
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_route("*", "/{tail:.*}", _dispatch)
+
+    async def on_startup(app: web.Application) -> None:
+        app[SERVICE_KEY].start()
+
+    async def on_cleanup(app: web.Application) -> None:
+        log.info("shutting down: waiting for running invocations")
+        await asyncio.get_running_loop().run_in_executor(None, app[SERVICE_KEY].close)
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+def _log_plan(cfg: RuntimeConfig) -> None:
+    for w in sorted(cfg.workers, key=lambda w: w.route):
+        nn = f", wasi-nn models: {', '.join(w.wasi_nn.models) or '-'}" if w.wasi_nn.enabled else ""
+        log.info("route %-24s -> worker %s (%s%s)", w.route, w.name, w.module, nn)
+    if cfg.server.public_dir is not None:
+        log.info("static files from %s", cfg.server.public_dir)
+
+
+async def start_server(
+    cfg: RuntimeConfig, *, threads: int | None = None, metrics: Metrics | None = None
+) -> tuple[web.AppRunner, str]:
+    """Start serving cfg; returns the runner (await runner.cleanup() to stop) and the base URL."""
+    routes = build_routes(cfg)
+    service = Service(cfg, metrics or Metrics(), threads=threads)
+    runner = web.AppRunner(build_app(service, routes), access_log=None, handle_signals=False,
+                           shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.server.host, cfg.server.port)
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    host, port = runner.addresses[0][:2]
+    url = f"http://{host}:{port}"
+    log.info("serving %d worker(s) and %d model(s) on %s (models and workers load in the background)",
+             len(cfg.workers), len(cfg.models), url)
+    return runner, url
+
+
+async def _serve(cfg: RuntimeConfig, threads: int) -> int:
+    _log_plan(cfg)
+    try:
+        runner, _ = await start_server(cfg, threads=threads)
+    except ConfigError as err:
+        log.error("%s", err)
+        return 2
+    except OSError as err:
+        log.error("cannot listen on %s:%d: %s", cfg.server.host, cfg.server.port, err.strerror or err)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("signal received; stopping (grace %.0f s)", SHUTDOWN_GRACE_SECONDS)
+    await runner.cleanup()
+    log.info("stopped")
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", nargs="?", type=Path, help="a wws folder: *.wasm workers, *.toml configs, public/")
+    parser.add_argument("--config", type=Path, help="a runtime.yaml instead of a folder")
+    parser.add_argument("--host", help="address to listen on (default: the config's, 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default: the config's, 8080; 0 picks one)")
+    parser.add_argument("--cache-dir", type=Path, help="compiled-module cache (default ~/.cache/wasminfer)")
+    parser.add_argument("--threads", type=int, default=default_threads(),
+                        help="concurrent worker invocations (default: %(default)s)")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        cfg = with_overrides(load_config(args.folder, args.config), host=args.host, port=args.port,
+                             cache_dir=args.cache_dir)
+        build_routes(cfg)
+    except ConfigError as err:
+        log.error("%s", err)
+        return 2
+    if args.threads < 1:
+        log.error("--threads must be at least 1")
+        return 2
+    return asyncio.run(_serve(cfg, args.threads))

@@ -1,0 +1,198 @@
+"""What a serving runtime holds: the engine, the named models, the compiled workers and their state.
+
+Models and workers load in background threads so the HTTP server answers /healthz at once; a
+worker or model that fails to load is reported (logs, /readyz, 503 on its routes) and the others
+are served. Invocations run in their own thread pool: wasm execution releases the GIL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Literal
+
+from wasminfer_runtime.config import ModelConfig, RuntimeConfig, WorkerConfig
+from wasminfer_runtime.engine import RuntimeEngine
+from wasminfer_runtime.executor import WorkerExecutor
+from wasminfer_runtime.metrics import Metrics
+from wasminfer_runtime.models import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+State = Literal["loading", "ready", "failed"]
+
+
+def default_threads() -> int:
+    """Concurrent invocations: enough to overlap a few slow guests with fast ones."""
+    return max(4, 2 * (os.cpu_count() or 1))
+
+
+@dataclass
+class Status:
+    state: State = "loading"
+    error: str | None = None
+    seconds: float | None = None
+
+    def as_json(self) -> dict[str, object]:
+        doc: dict[str, object] = {"state": self.state}
+        if self.error is not None:
+            doc["error"] = self.error
+        if self.seconds is not None:
+            doc["seconds"] = round(self.seconds, 3)
+        return doc
+
+
+@dataclass(frozen=True)
+class Readiness:
+    workers: dict[str, Status]
+    models: dict[str, Status]
+    pending: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return not self.pending and not self.failed
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "ready": self.ready,
+            "pending": self.pending,
+            "failed": self.failed,
+            "workers": {n: s.as_json() for n, s in self.workers.items()},
+            "models": {n: s.as_json() for n, s in self.models.items()},
+        }
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """Why a worker cannot take a request now."""
+
+    reason: str
+    failed: bool  # False while something is still loading
+
+
+class Service:
+    def __init__(self, cfg: RuntimeConfig, metrics: Metrics, *, threads: int | None = None) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self.engine = RuntimeEngine(cfg.server.cache_dir, metrics)
+        self.models = ModelRegistry(metrics)
+        self.workers: dict[str, WorkerConfig] = {w.name: w for w in cfg.workers}
+        self._executors: dict[str, WorkerExecutor] = {}
+        self._worker_status = {w.name: Status() for w in cfg.workers}
+        self._model_status = {m.name: Status() for m in cfg.models}
+        self._lock = threading.Lock()
+        self._remaining = len(cfg.workers) + len(cfg.models)
+        self._started_at = 0.0
+        self.loaded = threading.Event()  # set once every load has finished, well or badly
+        self.closing = False
+        self.invoke_pool = ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="wasminfer-invoke")
+        self._load_pool = ThreadPoolExecutor(2, thread_name_prefix="wasminfer-load")
+        for w in cfg.workers:
+            metrics.worker_ready.labels(w.name).set(0)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the epoch ticker and the background loads; returns at once."""
+        self._started_at = time.monotonic()
+        self.engine.start()
+        if self._remaining == 0:
+            self.loaded.set()
+        # Models first: they take longest, and workers only compile (or load from the cache).
+        for m in self.cfg.models:
+            self._load_pool.submit(self._load_model, m)
+        for w in self.cfg.workers:
+            self._load_pool.submit(self._load_worker, w)
+
+    def close(self) -> None:
+        """Stop taking work; running invocations end by themselves (each has a timeout)."""
+        self.closing = True
+        self._load_pool.shutdown(wait=False, cancel_futures=True)
+        # The epoch ticker must outlive the invocations: it is what ends a guest that loops.
+        self.invoke_pool.shutdown(wait=True, cancel_futures=True)
+        self.engine.close()
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    def _load_model(self, cfg: ModelConfig) -> None:
+        t0 = time.monotonic()
+        try:
+            self.models.load(cfg)
+        except Exception as err:  # a failed load is reported, never fatal to the server
+            self._finish(self._model_status, cfg.name, "model", err, t0)
+        else:
+            self._finish(self._model_status, cfg.name, "model", None, t0)
+
+    def _load_worker(self, cfg: WorkerConfig) -> None:
+        t0 = time.monotonic()
+        try:
+            executor = WorkerExecutor(self.engine, self.models, cfg)
+        except Exception as err:
+            self._finish(self._worker_status, cfg.name, "worker", err, t0)
+        else:
+            with self._lock:
+                self._executors[cfg.name] = executor
+            self.metrics.worker_ready.labels(cfg.name).set(1)
+            self._finish(self._worker_status, cfg.name, "worker", None, t0)
+
+    def _finish(self, table: dict[str, Status], name: str, kind: str, err: Exception | None, t0: float) -> None:
+        seconds = time.monotonic() - t0
+        if err is None:
+            status = Status("ready", None, seconds)
+            # The model registry logs its own loads.
+            log.log(logging.DEBUG if kind == "model" else logging.INFO, "%s %s ready in %.2f s", kind, name, seconds)
+        else:
+            text = str(err) or type(err).__name__
+            status = Status("failed", text, seconds)
+            log.error("%s %s failed to load: %s", kind, name, text)
+        with self._lock:
+            table[name] = status
+            self._remaining -= 1
+            done = self._remaining == 0
+        if done:
+            self._log_summary()
+            self.loaded.set()
+
+    def _log_summary(self) -> None:
+        r = self.readiness()
+        took = time.monotonic() - self._started_at
+        if r.ready:
+            log.info("ready in %.2f s: %d worker(s), %d model(s)", took, len(r.workers), len(r.models))
+        else:
+            log.error("started in %.2f s with failures (serving the rest): %s", took,
+                      "; ".join(f"{k}: {v}" for k, v in r.failed.items()))
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def readiness(self) -> Readiness:
+        with self._lock:
+            workers = dict(self._worker_status)
+            models = dict(self._model_status)
+        pending = [f"worker {n}" for n, s in workers.items() if s.state == "loading"]
+        pending += [f"model {n}" for n, s in models.items() if s.state == "loading"]
+        failed = {f"worker {n}": s.error or "" for n, s in workers.items() if s.state == "failed"}
+        failed.update({f"model {n}": s.error or "" for n, s in models.items() if s.state == "failed"})
+        return Readiness(workers, models, pending, failed)
+
+    def executor(self, name: str) -> WorkerExecutor | Unavailable:
+        """The worker's executor, or why it cannot serve now (its module or one of its models)."""
+        with self._lock:
+            status = self._worker_status[name]
+            executor = self._executors.get(name)
+            model_status = {m: self._model_status[m] for m in self.workers[name].wasi_nn.models}
+        if status.state == "failed":
+            return Unavailable(f"worker {name!r} failed to load: {status.error}", failed=True)
+        for model, ms in model_status.items():
+            if ms.state == "failed":
+                return Unavailable(f"model {model!r}, used by worker {name!r}, failed to load: {ms.error}", True)
+        if executor is None:
+            return Unavailable(f"worker {name!r} is still loading", failed=False)
+        for model, ms in model_status.items():
+            if ms.state == "loading":
+                return Unavailable(f"model {model!r}, used by worker {name!r}, is still loading", failed=False)
+        return executor

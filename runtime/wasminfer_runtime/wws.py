@@ -1,0 +1,280 @@
+"""A Wasm Workers Server (wws) folder -> RuntimeConfig.
+
+`wasminfer serve DIR` serves the folder a user ran `wws DIR` on:
+
+- every `*.wasm` is a worker; its route comes from its path (`api/hello.wasm` -> `/api/hello`,
+  `index.wasm` -> `/`, `api/index.wasm` -> `/api`, `[id].wasm` -> dynamic segment `id`);
+- paths with a component starting with `_` or `.` are not routes, nor is anything under a folder
+  named `public` when the root has one; `public/` holds static files;
+- `NAME.toml` next to `NAME.wasm` configures the worker: name, version, [vars] ("$X" takes the
+  host's env var X, empty when unset), [[folders]] from/to (from is relative to the worker; add
+  `writable = true` to allow writes), [features.wasi_nn] allowed_backends and
+  [[features.wasi_nn.preload_models]] (each a named model called after its folder), and, beyond
+  wws, [limits] with the keys of runtime.yaml (memory_mib, timeout_seconds, max_body_bytes).
+
+Anything wrong is a ConfigError naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from wasminfer_runtime.config import (
+    BackendName,
+    ConfigError,
+    FolderConfig,
+    Limits,
+    ModelConfig,
+    ModelFormat,
+    RuntimeConfig,
+    ServerConfig,
+    WasiNnConfig,
+    WorkerConfig,
+    format_validation_error,
+    parse_runtime_config,
+)
+from wasminfer_runtime.routing import Route, RouteError, RouteTable
+
+log = logging.getLogger(__name__)
+
+PUBLIC_DIR = "public"
+
+# wws backend names -> ours. wasmtime's CLI calls ONNX Runtime "onnx", so both spellings work.
+_BACKENDS = {"openvino": BackendName.openvino, "onnx": BackendName.onnxruntime, "onnxruntime": BackendName.onnxruntime}
+
+
+def _backend(value: str) -> BackendName:
+    try:
+        return _BACKENDS[value]
+    except KeyError:
+        raise ValueError(f"unknown backend {value!r} (known: {', '.join(sorted(_BACKENDS))})") from None
+
+
+class _Toml(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class _Provider(_Toml):
+    type: Literal["local"]
+    dir: str
+
+
+class _Preload(_Toml):
+    backend: str
+    provider: _Provider
+
+    @field_validator("backend")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        _backend(v)
+        return v
+
+
+class _WasiNn(_Toml):
+    allowed_backends: list[str] = Field(default_factory=list)
+    preload_models: list[_Preload] = Field(default_factory=list)
+
+    @field_validator("allowed_backends")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        for b in v:
+            _backend(b)
+        return v
+
+
+class _Features(_Toml):
+    wasi_nn: _WasiNn | None = None
+    http_requests: dict[str, Any] | None = None  # accepted so wws folders load; not granted (see below)
+
+
+class _Folder(_Toml):
+    from_: str = Field(alias="from")
+    to: str
+    writable: bool = False
+
+
+class _WorkerToml(_Toml):
+    name: str | None = Field(default=None, min_length=1)
+    version: str | None = None
+    vars: dict[str, str] = Field(default_factory=dict)
+    folders: list[_Folder] = Field(default_factory=list)
+    features: _Features = Field(default_factory=_Features)
+    limits: Limits | None = None
+    data: dict[str, Any] | None = None  # wws key/value store: accepted, not provided
+
+
+def route_for(rel: Path) -> str:
+    """Route of a module at `rel` (relative to the served folder), the wws way."""
+    parts = [p for p in rel.with_suffix("").parts if p != "index"]
+    return "/" + "/".join(parts)
+
+
+def _is_route(rel: Path, has_public: bool) -> bool:
+    return not any(p.startswith(("_", ".")) or (has_public and p == PUBLIC_DIR) for p in rel.parts)
+
+
+def _expand_vars(vars: Mapping[str, str], env: Mapping[str, str], source: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in vars.items():
+        if value.startswith("$") and " " not in value:
+            name = value[1:]
+            if name not in env:
+                log.warning("%s: vars.%s takes $%s, which is not set; the worker gets an empty value", source, key, name)
+            value = env.get(name, "")
+        out[key] = value
+    return out
+
+
+def _model_files(model_dir: Path, backend: BackendName) -> tuple[ModelFormat, list[Path]] | None:
+    xml, bin_, onnx = model_dir / "model.xml", model_dir / "model.bin", model_dir / "model.onnx"
+    if backend is BackendName.openvino and xml.is_file() and bin_.is_file():
+        return ModelFormat.openvino, [xml, bin_]
+    if onnx.is_file():
+        return ModelFormat.onnx, [onnx]
+    return None
+
+
+class _Models:
+    """Named models collected over all workers; the same folder preloaded twice is one model."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, tuple[ModelConfig, Path]] = {}
+
+    def add(self, pre: _Preload, worker_dir: Path, source: Path, key: str) -> str:
+        backend = _backend(pre.backend)
+        model_dir = (worker_dir / pre.provider.dir).resolve()
+        where = f"{source}: {key}.provider.dir"
+        if not model_dir.is_dir():
+            raise ConfigError(f"{where}: model folder {model_dir} does not exist")
+        found = _model_files(model_dir, backend)
+        if found is None:
+            wanted = "model.xml + model.bin (or model.onnx)" if backend is BackendName.openvino else "model.onnx"
+            raise ConfigError(f"{where}: {model_dir} holds no {wanted} for backend {pre.backend!r}")
+        fmt, files = found
+        name = model_dir.name
+        try:
+            cfg = ModelConfig(name=name, format=fmt, backend=backend, files=files)
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(f"{where} (model {name!r})", err)) from None
+        known = self.by_name.get(name)
+        if known is not None:
+            if known[0] != cfg:
+                raise ConfigError(
+                    f"{where}: a model named {name!r} is already preloaded from {known[0].files[0].parent} "
+                    f"(by {known[1]}); the name of a model is its folder's name, so rename one folder"
+                )
+            return name
+        self.by_name[name] = (cfg, source)
+        return name
+
+
+def _read_toml(path: Path) -> _WorkerToml:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    try:
+        return _WorkerToml.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(str(path), err)) from None
+
+
+def _worker(root: Path, module: Path, env: Mapping[str, str], models: _Models) -> WorkerConfig:
+    rel = module.relative_to(root)
+    route = route_for(rel)
+    try:
+        Route(route, "")
+    except RouteError as err:
+        raise ConfigError(f"{module}: {err}") from None
+    toml_path = module.with_suffix(".toml")
+    toml = _read_toml(toml_path) if toml_path.is_file() else _WorkerToml()
+    worker_dir = module.parent
+
+    folders: list[FolderConfig] = []
+    for i, f in enumerate(toml.folders):
+        host = (worker_dir / f.from_).resolve()
+        if not host.is_dir():
+            raise ConfigError(f"{toml_path}: folders[{i}].from: folder {host} does not exist")
+        try:
+            folders.append(FolderConfig.model_validate({"from": host, "to": f.to, "writable": f.writable}))
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(f"{toml_path}: folders[{i}]", err)) from None
+
+    nn = WasiNnConfig()
+    if toml.features.wasi_nn is not None:
+        spec = toml.features.wasi_nn
+        names = [
+            models.add(p, worker_dir, toml_path, f"features.wasi_nn.preload_models[{i}]")
+            for i, p in enumerate(spec.preload_models)
+        ]
+        nn = WasiNnConfig(
+            enabled=True,
+            allowed_backends=list(dict.fromkeys(_backend(b) for b in spec.allowed_backends)),
+            models=list(dict.fromkeys(names)),
+        )
+    if toml.features.http_requests is not None:
+        log.warning("%s: features.http_requests is not supported; the worker gets no outbound HTTP", toml_path)
+    if toml.data is not None:
+        log.warning("%s: [data] (key/value store) is not supported; workers see an empty kv", toml_path)
+
+    name = toml.name or (rel.with_suffix("").as_posix())
+    try:
+        return WorkerConfig(
+            name=name,
+            module=module,
+            route=route,
+            version=toml.version,
+            vars=_expand_vars(toml.vars, env, toml_path),
+            folders=folders,
+            limits=toml.limits or Limits(),
+            wasi_nn=nn,
+        )
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(str(toml_path), err)) from None
+
+
+def load_wws_folder(root: Path, env: Mapping[str, str] | None = None) -> RuntimeConfig:
+    """Read a wws folder into a RuntimeConfig (raises ConfigError)."""
+    env = os.environ if env is None else env
+    root = root.resolve()
+    if not root.is_dir():
+        raise ConfigError(f"{root}: not a folder")
+    public = root / PUBLIC_DIR
+    has_public = public.is_dir()
+    modules = sorted(
+        p for p in root.rglob("*.wasm") if p.is_file() and _is_route(p.relative_to(root), has_public)
+    )
+    models = _Models()
+    workers: list[WorkerConfig] = []
+    seen_names: dict[str, Path] = {}
+    for module in modules:
+        w = _worker(root, module, env, models)
+        if w.name in seen_names:
+            raise ConfigError(
+                f"{module.with_suffix('.toml')}: name: worker name {w.name!r} is already used by {seen_names[w.name]}"
+            )
+        seen_names[w.name] = module
+        workers.append(w)
+    try:
+        RouteTable((w.route, str(w.module)) for w in workers)
+    except RouteError as err:
+        raise ConfigError(f"{root}: {err}") from None
+    if not workers:
+        log.warning("%s: no workers found (no *.wasm outside _*, .* and public/)", root)
+    cfg = RuntimeConfig(
+        server=ServerConfig.model_validate({"public_dir": public if has_public else None}),
+        models=[m for m, _ in models.by_name.values()],
+        workers=workers,
+    )
+    # Run the same validation a runtime.yaml gets, with the folder as the source.
+    return parse_runtime_config(cfg.model_dump(by_alias=True), str(root))

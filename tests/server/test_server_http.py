@@ -1,0 +1,174 @@
+"""Real HTTP on loopback against a served wws folder: routing, the protocol, limits, hostile guests."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from wasminfer_runtime.wws import load_wws_folder
+
+from .support import HOSTILE, ServerThread, metric, put_worker, request, wait_ready
+
+HOSTILE_LIMITS = "[limits]\ntimeout_seconds = 0.5\nmemory_mib = 32\n"
+
+# What each hostile guest must get: HTTP status and error kind.
+EXPECTED = {
+    "hostile_loop": (504, "timeout"),
+    "hostile_memory": (500, "memory"),
+    "hostile_trap": (500, "trap"),
+    "hostile_badjson": (500, "invalid_response"),
+    "hostile_huge": (500, "memory"),  # output past the host's capture cap
+    "hostile_exit": (500, "exit"),
+}
+
+
+@pytest.fixture(scope="module")
+def site(guests: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("site")
+    put_worker(root, "hello.wasm", guests["hello"], 'name = "hello"\n[vars]\nGREETING = "$SERVE_TEST_GREETING"\n')
+    put_worker(root, "api/[name].wasm", guests["greet"], 'name = "greet"\n')
+    put_worker(root, "items/[id].wasm", guests["hello"], 'name = "items"\n')
+    put_worker(root, "small.wasm", guests["hello"], 'name = "small"\n[limits]\nmax_body_bytes = 1024\n')
+    for name in HOSTILE:
+        # The flood needs time to write 64 MiB: it must meet the output cap, not the timeout.
+        limits = HOSTILE_LIMITS.replace("0.5", "20") if name == "hostile_huge" else HOSTILE_LIMITS
+        put_worker(root, f"hostile/{name.removeprefix('hostile_')}.wasm", guests[name], f'name = "{name}"\n{limits}')
+    public = root / "public"
+    (public / "items").mkdir(parents=True)
+    (public / "index.html").write_text("<h1>index</h1>")
+    (public / "hello.html").write_text("static hello: shadowed by the /hello worker")
+    (public / "items" / "special.html").write_text("special item page")
+    (public / "style.css").write_text("body{}")
+    (public / ".secret").write_text("nope")
+    return root
+
+
+@pytest.fixture(scope="module")
+def url(site: Path) -> Iterator[str]:
+    cfg = load_wws_folder(site, env={"SERVE_TEST_GREETING": "Hi from the host env"})
+    with ServerThread(cfg) as server:
+        wait_ready(server.url)
+        yield server.url
+
+
+def test_fixed_route_gets_the_wws_request(url: str) -> None:
+    reply = request(url + "/hello?x=1&y=two", headers={"User-Agent": "serve-test/1"})
+    assert reply.status == 200, reply.body
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.headers["x-worker"] == "hello"
+    doc = reply.json()
+    assert doc == {
+        "message": "Hi from the host env",
+        "method": "GET",
+        "path": "/hello",
+        "url": f"{url}/hello?x=1&y=two",
+        "params": {},
+        "user_agent": "serve-test/1",
+        "body_bytes": 0,
+        "body": "",
+    }
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+def test_every_method_reaches_the_worker(url: str, method: str) -> None:
+    reply = request(url + "/hello", method=method, body=b"payload" if method != "OPTIONS" else None)
+    assert reply.status == 200, reply.body
+    assert reply.json()["method"] == method
+
+
+def test_dynamic_route_gets_params(url: str) -> None:
+    reply = request(url + "/api/ada%20lovelace?shout=1")
+    assert reply.status == 200, reply.body
+    assert reply.body == b"HELLO, ADA LOVELACE!\n"
+    assert reply.headers["content-type"] == "text/plain; charset=utf-8"
+    doc = request(url + "/items/42/").json()
+    assert doc["params"] == {"id": "42"} and doc["path"] == "/items/42/"
+
+
+def test_static_files_sit_between_fixed_and_dynamic_routes(url: str) -> None:
+    # A fixed worker route beats public/hello.html ...
+    assert request(url + "/hello").json()["method"] == "GET"
+    # ... a static file beats a dynamic route (public/items/special.html vs items/[id].wasm) ...
+    special = request(url + "/items/special")
+    assert (special.status, special.body) == (200, b"special item page")
+    # ... and a dynamic route takes the rest.
+    assert request(url + "/items/other").json()["params"] == {"id": "other"}
+    index = request(url + "/")
+    assert (index.status, index.body) == (200, b"<h1>index</h1>")
+    css = request(url + "/style.css")
+    assert css.status == 200 and css.headers["content-type"].startswith("text/css")
+    for hostile in ("/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/.secret", "/x%00y", "/style.css%00"):
+        reply = request(url + hostile)
+        assert reply.status == 404 and b"nope" not in reply.body, hostile
+
+
+def test_text_and_binary_bodies_reach_the_worker(url: str) -> None:
+    text = "naïve ✓".encode()
+    doc = request(url + "/hello", method="POST", body=text).json()
+    assert (doc["body_bytes"], doc["body"]) == (len(text), "naïve ✓")
+    binary = b"\x00\xff\xfeabc\x80"
+    doc = request(url + "/hello", method="POST", body=binary).json()
+    # Sent base64 (not UTF-8), decoded by the SDK: every byte arrives.
+    assert doc["body_bytes"] == len(binary)
+    assert doc["body"] == "\u0000\ufffd\ufffdabc\ufffd"
+
+
+def test_body_over_the_limit_is_413(url: str) -> None:
+    assert request(url + "/small", method="POST", body=b"x" * 1024).status == 200
+    for chunked in (False, True):
+        reply = request(url + "/small", method="POST", body=b"x" * 1025, chunked=chunked)
+        assert reply.status == 413, (chunked, reply.body)
+        doc = reply.json()
+        assert doc["worker"] == "small" and doc["error"] == "body_too_large" and "1024" in doc["message"]
+    assert request(url + "/small").status == 200
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_guest_gets_its_error_and_the_next_request_is_served(url: str, name: str) -> None:
+    status, kind = EXPECTED[name]
+    path = f"/hostile/{name.removeprefix('hostile_')}"
+    for _ in range(2):  # the worker is not poisoned by its own failure either
+        reply = request(url + path, method="POST", body=b"{}")
+        assert reply.status == status, reply.body[:300]
+        doc = reply.json()
+        assert doc["worker"] == name and doc["error"] == kind, doc
+        assert name in doc["message"]
+        hello = request(url + "/hello")
+        assert hello.status == 200 and hello.json()["path"] == "/hello"
+
+
+def test_a_looping_guest_does_not_block_others(url: str) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        loops = [pool.submit(request, url + "/hostile/loop") for _ in range(2)]
+        hellos = list(pool.map(lambda i: request(url + f"/api/n{i}"), range(20)))
+        assert all(r.status == 200 for r in hellos)
+        assert [r.body for r in hellos] == [f"Hello, n{i}!\n".encode() for i in range(20)]
+        assert [f.result().status for f in loops] == [504, 504]
+
+
+def test_unknown_path_is_a_json_404(url: str) -> None:
+    reply = request(url + "/nothing/here", method="POST")
+    assert reply.status == 404
+    assert reply.json()["error"] == "not_found" and "/nothing/here" in reply.json()["message"]
+
+
+def test_health_and_metrics_count_requests(url: str) -> None:
+    assert request(url + "/healthz").json() == {"status": "alive"}
+    ready = request(url + "/readyz")
+    assert ready.status == 200 and ready.json()["ready"] is True
+    before_ok = metric(url, "wasminfer_requests_total", worker="greet", status="200")
+    before_trap = metric(url, "wasminfer_requests_total", worker="hostile_trap", status="500")
+    before_hist = metric(url, "wasminfer_request_duration_seconds_count", worker="greet", status="200")
+    for i in range(3):
+        assert request(url + f"/api/m{i}").status == 200
+    assert request(url + "/hostile/trap").status == 500
+    assert metric(url, "wasminfer_requests_total", worker="greet", status="200") == before_ok + 3
+    assert metric(url, "wasminfer_requests_total", worker="hostile_trap", status="500") == before_trap + 1
+    assert metric(url, "wasminfer_request_duration_seconds_count", worker="greet", status="200") == before_hist + 3
+    assert metric(url, "wasminfer_worker_ready", worker="greet") == 1.0
+    text = request(url + "/metrics").body.decode()
+    assert json.dumps("x") and "wasminfer_request_duration_seconds_bucket" in text
