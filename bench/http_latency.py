@@ -32,28 +32,18 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-MODELS = ROOT / "examples" / "_models"
+from harness import ROOT, build_guest, fetch_model, say
+
 GUEST = ROOT / "bench" / "guests" / "nn_named.c"
 TARGET_RATIO = 1.3
 BLOCK_PAUSE_SECONDS = 0.05
 BLOCK_WARMUP = 5
 
 
-def say(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
 def prepare(model: str) -> tuple[Path, Path]:
-    """Build the guest and the model with the project's own steps; returns (module, model dir)."""
-    sys.path.insert(0, str(ROOT / "sdk"))
-    import build  # sdk/build.py
-
-    module: Path = build.build_c(GUEST)
-    build.build_c(ROOT / "examples" / "hello.c")
-    subprocess.run([sys.executable, str(ROOT / "examples" / "fetch_models.py"), model], check=True,
-                   stdout=sys.stderr)
-    return module, MODELS / model
+    """The worker's module and the model's folder; hello.wasm is built too."""
+    build_guest(ROOT / "examples" / "hello.c")
+    return build_guest(GUEST), fetch_model(model)
 
 
 def model_input(model_dir: Path) -> tuple[str, list[int]]:

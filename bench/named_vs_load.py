@@ -10,14 +10,13 @@ inference, the instance torn down. The two ways differ only in how the guest get
 Also shown: the direct OpenVINO inference of the same model from Python, the floor for both.
 Target: median(load) / median(named) >= 20.
 
-    python bench/named_vs_load.py [--requests 40] [--load-requests 10]
+    python bench/named_vs_load.py [--requests 120] [--load-requests 20]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,23 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness import ROOT, build_guest, fetch_model, say
+
 TARGET_RATIO = 20.0
 DIMS = "1,3,224,224"
 
 
-def say(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
 def prepare() -> tuple[Path, Path]:
-    sys.path.insert(0, str(ROOT / "sdk"))
-    import build  # sdk/build.py
-
-    module: Path = build.build_c(ROOT / "bench" / "guests" / "nn_request.c")
-    subprocess.run([sys.executable, str(ROOT / "examples" / "fetch_models.py"), "mobilenet"], check=True,
-                   stdout=sys.stderr)
-    return module, ROOT / "examples" / "_models" / "mobilenet"
+    return build_guest(ROOT / "bench" / "guests" / "nn_request.c"), fetch_model("mobilenet")
 
 
 def timed(fn: Callable[[], object], n: int) -> list[float]:
@@ -56,8 +46,8 @@ def timed(fn: Callable[[], object], n: int) -> list[float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=40, help="requests with the named model")
-    parser.add_argument("--load-requests", type=int, default=10, help="requests that load the model")
+    parser.add_argument("--requests", type=int, default=120, help="requests with the named model")
+    parser.add_argument("--load-requests", type=int, default=20, help="requests that load the model")
     opts = parser.parse_args()
 
     module, model_dir = prepare()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,22 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness import ROOT, build_guest, fetch_model, say
+
 TARGET_OVERHEAD_US = 20.0
 
 
-def say(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
 def prepare() -> tuple[Path, Path]:
-    sys.path.insert(0, str(ROOT / "sdk"))
-    import build  # sdk/build.py
-
-    module: Path = build.build_c(ROOT / "bench" / "guests" / "nn_loop.c")
-    subprocess.run([sys.executable, str(ROOT / "examples" / "fetch_models.py"), "fc256"], check=True,
-                   stdout=sys.stderr)
-    return module, ROOT / "examples" / "_models" / "fc256"
+    return build_guest(ROOT / "bench" / "guests" / "nn_loop.c"), fetch_model("fc256")
 
 
 def percentile(samples: list[float], q: float) -> float:

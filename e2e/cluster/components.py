@@ -136,6 +136,9 @@ def start_kwok(launcher: Launcher, files: Credentials, data_dir: Path) -> None:
             f"--manage-nodes-with-annotation-selector={FAKE_NODE_SELECTOR}",
             f"--server-address=127.0.0.1:{port}",
             f"--cidr={POD_CIDR}",
+            # Without node leases the node lifecycle controller sees stale heartbeats and marks
+            # every node NotReady for a few seconds each minute; leases keep the fleet Ready.
+            "--node-lease-duration-seconds=40",
         ]
         return argv, f"http://127.0.0.1:{port}/healthz", [port]
 

@@ -25,11 +25,12 @@ _lock = threading.Lock()
 class GuestOutput:
     """One output stream of one invocation; `path` is what wasmtime opens."""
 
-    __slots__ = ("fd", "path", "sealed", "__weakref__")
+    __slots__ = ("fd", "path", "path_bytes", "sealed", "__weakref__")
 
     def __init__(self, name: str) -> None:
         self.fd = os.memfd_create(f"wasminfer-{name}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         self.path = f"/proc/self/fd/{self.fd}"
+        self.path_bytes = self.path.encode()
         self.sealed = False
         with _lock:
             _live.add(self)

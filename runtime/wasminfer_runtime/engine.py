@@ -156,7 +156,7 @@ class RuntimeEngine:
         try:
             module = wasmtime.Module(self.engine, wasm)
         except wasmtime.WasmtimeError as err:
-            raise WorkerLoadError(f"{source}: not a valid WebAssembly module: {_first_line(err)}") from None
+            raise WorkerLoadError(f"{source}: not a valid WebAssembly module: {first_line(err)}") from None
         self._store_in_cache(cached, module, source)
         return module
 
@@ -182,6 +182,7 @@ def _use_pooling_allocator(config: wasmtime.Config) -> None:
         ffi.wasmtime_pooling_allocation_config_delete(pool)
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message, for one-line reports."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__

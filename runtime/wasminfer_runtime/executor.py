@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -17,9 +18,9 @@ from typing import Literal
 import wasmtime
 from wasmtime import _ffi as ffi
 
-from wasminfer_runtime import capture
+from wasminfer_runtime import capi, capture
 from wasminfer_runtime.config import WorkerConfig
-from wasminfer_runtime.engine import RuntimeEngine, WorkerLoadError
+from wasminfer_runtime.engine import RuntimeEngine, WorkerLoadError, first_line
 from wasminfer_runtime.models import ModelRegistry
 from wasminfer_runtime.wasinn.abi import MODULE_NAME as WASI_NN_MODULE
 from wasminfer_runtime.wasinn.host import WasiNnHost
@@ -52,12 +53,69 @@ class Invocation:
         return self.outcome == "ok"
 
 
-def _set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
-    # wasmtime-py only offers a stdin file; the C API takes a byte vector (and owns it afterwards).
-    vec = ffi.wasm_byte_vec_t()
-    buf = ctypes.create_string_buffer(data, len(data))
-    ffi.wasm_byte_vec_new(ctypes.byref(vec), len(data), ctypes.cast(buf, ctypes.POINTER(ffi.wasm_byte_t)))
-    ffi.wasi_config_set_stdin_bytes(wasi.ptr(), ctypes.byref(vec))
+class _WasiSetupError(Exception):
+    """The WASI context of an invocation cannot be built (bad text in argv or env, a folder gone)."""
+
+
+def _not_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _c_strings(items: Sequence[bytes]) -> ctypes.Array[ctypes.c_char_p]:
+    return (ctypes.c_char_p * len(items))(*items)
+
+
+class _WasiTemplate:
+    """A worker's WASI context, encoded once: argv[0], env and folders; stdio varies per call."""
+
+    def __init__(self, worker: WorkerConfig) -> None:
+        self.argv0 = os.fsencode(worker.module.name)
+        try:
+            self.env_names = _c_strings([k.encode() for k in worker.vars])
+            self.env_values = _c_strings([v.encode() for v in worker.vars.values()])
+        except UnicodeEncodeError:
+            bad = [k for k, v in worker.vars.items() if _not_utf8(k + v)]
+            raise WorkerLoadError(f"worker {worker.name!r}: vars {', '.join(bad)} are not UTF-8 text") from None
+        self.folders = [(str(f.from_).encode(), f.to.encode(), f.writable) for f in worker.folders]
+        self.default_argv = _c_strings([self.argv0])
+
+    def build(self, stdin: bytes, args: Sequence[str], out: capture.GuestOutput, err: capture.GuestOutput) -> int:
+        """A new wasi_config_t (the caller hands it to a store, which then owns it)."""
+        argv = self.default_argv if not args else _c_strings([self.argv0, *(os.fsencode(a) for a in args)])
+        cfg: int = capi.wasi_config_new()
+        try:
+            if not capi.wasi_config_set_argv(cfg, len(argv), argv):
+                raise _WasiSetupError("an argument is not UTF-8")
+            if not capi.wasi_config_set_env(cfg, len(self.env_names), self.env_names, self.env_values):
+                raise _WasiSetupError("an environment variable is not UTF-8")
+            vec = ffi.wasm_byte_vec_t()
+            capi.byte_vec_new(ctypes.addressof(vec), len(stdin), stdin)
+            capi.wasi_config_set_stdin_bytes(cfg, ctypes.addressof(vec))
+            if not (capi.wasi_config_set_stdout_file(cfg, out.path_bytes)
+                    and capi.wasi_config_set_stderr_file(cfg, err.path_bytes)):
+                raise _WasiSetupError("cannot open the output capture files")
+            for host, guest, writable in self.folders:
+                if not capi.wasi_config_preopen_dir(cfg, host, guest, writable):
+                    raise _WasiSetupError(f"cannot open folder {host.decode(errors='replace')}")
+        except BaseException:
+            capi.wasi_config_delete(cfg)
+            raise
+        return cfg
+
+
+def _raise_failure(error: int, trap: int) -> None:
+    """Raise what wasmtime reported, as wasmtime-py's own exceptions (ExitTrap, Trap, WasmtimeError)."""
+    if error:
+        raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, ctypes.POINTER(ffi.wasmtime_error_t)))
+    if trap:
+        raise wasmtime.Trap._from_ptr(ctypes.cast(trap, ctypes.POINTER(ffi.wasm_trap_t)))
+
+
+_FUNC_OFFSET = ffi.wasmtime_extern_t.of.offset  # where an extern's func / memory handle starts
 
 
 class WorkerExecutor:
@@ -81,8 +139,8 @@ class WorkerExecutor:
                 f"worker {worker.name!r} ({worker.module}): the module imports {WASI_NN_MODULE} but wasi-nn is not "
                 "enabled for this worker (set features.wasi_nn / wasi_nn.enabled)"
             )
-        exports = {exp.name for exp in module.exports}
-        if "_start" not in exports:
+        exports = {exp.name: exp.type for exp in module.exports}
+        if not isinstance(exports.get("_start"), wasmtime.FuncType):
             raise WorkerLoadError(
                 f"worker {worker.name!r} ({worker.module}): not a WASI command module (no `_start` export)"
             )
@@ -97,95 +155,99 @@ class WorkerExecutor:
             self._pre = linker.instantiate_pre(module)
         except wasmtime.WasmtimeError as err:
             raise WorkerLoadError(
-                f"worker {worker.name!r} ({worker.module}): cannot link the module's imports: {_one_line(err)}"
+                f"worker {worker.name!r} ({worker.module}): cannot link the module's imports: {first_line(err)}"
             ) from None
-        self._has_memory = "memory" in exports
-
-    def _wasi(self, stdin: bytes, args: Sequence[str], out: capture.GuestOutput,
-              err: capture.GuestOutput) -> wasmtime.WasiConfig:
-        wasi = wasmtime.WasiConfig()
-        wasi.argv = [self.worker.module.name, *args]
-        wasi.env = list(self.worker.vars.items())
-        _set_stdin_bytes(wasi, stdin)
-        wasi.stdout_file = out.path
-        wasi.stderr_file = err.path
-        for folder in self.worker.folders:
-            wasi.preopen_dir(str(folder.from_), folder.to, folder.writable)
-        return wasi
+        self._pre_ptr = capi.address(self._pre.ptr())
+        self._engine_ptr = capi.address(engine.engine.ptr())
+        self._has_memory = isinstance(exports.get("memory"), wasmtime.MemoryType)
+        self._wasi = _WasiTemplate(worker)
 
     def invoke(self, stdin: bytes, args: Sequence[str] = ()) -> Invocation:
         """Run `_start` once in a fresh instance; never raises for anything the guest does."""
         out, err = capture.GuestOutput("stdout"), capture.GuestOutput("stderr")
         try:
-            store = wasmtime.Store(self.engine.engine)
+            store = capi.store_new(self._engine_ptr, None, None)
             try:
-                store.set_limits(memory_size=self.memory_cap)
-                store.set_epoch_deadline(self.deadline_ticks)
-                try:
-                    store.set_wasi(self._wasi(stdin, args, out, err))
-                except wasmtime.WasmtimeError as e:
-                    verdict = _Verdict("trap", 0, f"cannot set up WASI: {_one_line(e)}")
-                else:
-                    verdict = self._run(store)
+                ctx = capi.store_context(store)
+                capi.store_limiter(store, self.memory_cap, -1, -1, -1, -1)
+                capi.context_set_epoch_deadline(ctx, self.deadline_ticks)
+                verdict = self._run(ctx, stdin, args, out, err)
             finally:
-                store.close()  # closes wasmtime's handles on the output files too
+                capi.store_delete(store)  # closes wasmtime's handles on the output files too
         finally:
             stdout, out_over = out.collect()
             stderr, err_over = err.collect()
         return self._finish(verdict, stdout, stderr, out_over, err_over)
 
-    def _run(self, store: wasmtime.Store) -> _Verdict:
-        instance: wasmtime.Instance | None = None
+    def _run(self, ctx: int, stdin: bytes, args: Sequence[str], out: capture.GuestOutput,
+             err: capture.GuestOutput) -> _Verdict:
+        try:
+            error = capi.context_set_wasi(ctx, self._wasi.build(stdin, args, out, err))
+            _raise_failure(error, 0)
+        except (_WasiSetupError, wasmtime.WasmtimeError) as e:
+            return _Verdict("trap", 0, f"cannot set up WASI: {first_line(e)}")
+        instance = ffi.wasmtime_instance_t()
+        export = ffi.wasmtime_extern_t()
+        trap = ctypes.c_void_p()
+        trap_at, export_at = ctypes.addressof(trap), ctypes.addressof(export)
+        memory: ffi.wasmtime_memory_t | None = None
+        instantiated = False
         session = self.nn.session() if self.nn is not None else None
         try:
             if session is not None:
                 session.enter()
             try:
-                instance = self._pre.instantiate(store)
+                error = capi.instance_pre_instantiate(self._pre_ptr, ctx, ctypes.addressof(instance), trap_at)
+                _raise_failure(error, trap.value or 0)
+                instantiated = True
+                memory = self._memory(ctx, instance)
                 if session is not None:
-                    session.attach(store, instance)
-                start = instance.exports(store)["_start"]
-                assert isinstance(start, wasmtime.Func)
-                start(store)
+                    session.attach(ctx, memory)
+                capi.instance_export_get(ctx, ctypes.addressof(instance), b"_start", 6, export_at)
+                error = capi.func_call(ctx, export_at + _FUNC_OFFSET, None, 0, None, 0, trap_at)
+                _raise_failure(error, trap.value or 0)
             except wasmtime.ExitTrap as e:
                 if e.code == 0:
                     return _Verdict("ok", 0, "")
-                return self._classify_failure("exit", e.code, f"exited with code {e.code}", store, instance)
+                return self._classify_failure("exit", e.code, f"exited with code {e.code}", ctx, memory)
             except wasmtime.Trap as e:
                 if e.trap_code is wasmtime.TrapCode.INTERRUPT:
                     secs = self.worker.limits.timeout_seconds
                     return self._classify_failure("timeout", 0, f"exceeded the {secs:g} s execution timeout",
-                                                  store, instance)
-                return self._classify_failure("trap", 0, f"trapped: {_trap_text(e)}", store, instance)
+                                                  ctx, memory)
+                return self._classify_failure("trap", 0, f"trapped: {_trap_text(e)}", ctx, memory)
             except wasmtime.WasmtimeError as e:
                 text = _error_text(e)
-                if instance is None and "memory" in text and ("limit" in text or "exceed" in text):
+                if not instantiated and "memory" in text and ("limit" in text or "exceed" in text):
                     mib = self.worker.limits.memory_mib
                     return _Verdict("memory", 0, f"needs more memory than its {mib} MiB limit at start: {text}")
-                return self._classify_failure("trap", 0, f"failed: {text}", store, instance)
+                return self._classify_failure("trap", 0, f"failed: {text}", ctx, memory)
             return _Verdict("ok", 0, "")
         finally:
             if session is not None:
                 session.close()
 
-    def _classify_failure(self, outcome: Outcome, code: int, message: str, store: wasmtime.Store,
-                          instance: wasmtime.Instance | None) -> _Verdict:
+    def _memory(self, ctx: int, instance: ffi.wasmtime_instance_t) -> ffi.wasmtime_memory_t | None:
+        """The instance's exported `memory`, or None when the module exports none."""
+        if not self._has_memory:
+            return None
+        export = ffi.wasmtime_extern_t()
+        if not capi.instance_export_get(ctx, ctypes.addressof(instance), b"memory", 6, ctypes.addressof(export)):
+            return None
+        return export.of.memory
+
+    def _classify_failure(self, outcome: Outcome, code: int, message: str, ctx: int,
+                          memory: ffi.wasmtime_memory_t | None) -> _Verdict:
         # A failed memory.grow is not a trap in wasm: the guest sees -1 and then aborts, exits or
         # spins. If it ended badly with its memory at the cap, the cap is the cause.
-        if instance is not None and self._has_memory and self._near_cap(store, instance):
+        if memory is not None and self._near_cap(ctx, memory):
             mib = self.worker.limits.memory_mib
             return _Verdict("memory", code, f"hit the {mib} MiB memory limit ({message})")
         return _Verdict(outcome, code, message)
 
-    def _near_cap(self, store: wasmtime.Store, instance: wasmtime.Instance) -> bool:
-        try:
-            mem = instance.exports(store)["memory"]
-        except (KeyError, wasmtime.WasmtimeError, ValueError):
-            return False
-        if not isinstance(mem, wasmtime.Memory):
-            return False
+    def _near_cap(self, ctx: int, memory: ffi.wasmtime_memory_t) -> bool:
         # Allocators grow in modest steps, so a refused growth leaves the memory close to the cap.
-        headroom = self.memory_cap - mem.data_len(store)
+        headroom: int = self.memory_cap - capi.memory_data_size(ctx, ctypes.addressof(memory))
         return headroom < min(max(self.memory_cap // 8, 64 * 1024), 8 * _MIB)
 
     def _finish(self, verdict: _Verdict, stdout: bytes, stderr: bytes, out_over: bool,
@@ -198,21 +260,16 @@ class WorkerExecutor:
                 outcome, message = "memory", note
             else:
                 message = f"{message}; {note}"
-        if outcome != "ok":
-            log.info("worker %s: %s", self.worker.name, message)
+        if outcome != "ok":  # the server reports it with the request; `run` leaves stderr to the guest
+            log.debug("worker %s: %s", self.worker.name, message)
         return Invocation(outcome, verdict.exit_code, stdout, stderr, message)
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _error_text(err: wasmtime.WasmtimeError) -> str:
     text = str(err).strip()
     if "Caused by:" in text:
         return " ".join(line.strip() for line in text.splitlines() if line.strip() and "backtrace" not in line)
-    return _one_line(err)
+    return first_line(err)
 
 
 def _trap_text(trap: wasmtime.Trap) -> str:
@@ -221,5 +278,5 @@ def _trap_text(trap: wasmtime.Trap) -> str:
     if "Caused by:" in text:
         reason = text.rsplit("Caused by:", 1)[1].strip()
         return reason.splitlines()[0].strip() if reason else text
-    return _one_line(trap)
+    return first_line(trap)
 

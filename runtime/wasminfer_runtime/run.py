@@ -1,8 +1,10 @@
 """`wasminfer run MODULE.wasm`: run one WASI command once, flags shaped like `wasmtime run -S nn`.
 
-    wasminfer run --dir ./fixture::/fixture --nn-graph openvino::./models/mobilenet app.wasm -- ARGS
+    wasminfer run --dir ./fixture::/fixture --nn-graph openvino::./models/mobilenet app.wasm ARGS
+    wasminfer run app.wasm --dir ./fixture::/fixture --nn-graph openvino::./models/mobilenet -- ARGS
 
-The guest's stdout and stderr go to ours and its exit code becomes ours (134 when it traps, times
+Options go before the module, as with wasmtime, or right after it up to `--`; everything after
+the module that is not one of these options belongs to the guest. The guest's stdout and stderr go to ours and its exit code becomes ours (134 when it traps, times
 out or runs out of memory, as with wasmtime). Standard input is read to its end before the guest
 starts.
 """
@@ -43,8 +45,14 @@ class UsageError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("module", type=Path, help="the WebAssembly module (a WASI command)")
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the guest (after the module or --)")
+    _add_options(parser)
+    # One list, module first: a separate `module` positional would swallow the `--` after it.
+    parser.add_argument("args", nargs=argparse.REMAINDER, metavar="MODULE [OPTIONS] [--] [ARGS]",
+                        help="the WebAssembly module (a WASI command), options of this command up to `--`, "
+                             "then the guest's arguments")
+
+
+def _add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", action="append", default=[], metavar="HOST[::GUEST]",
                         help="preopen a host directory (read-write, as in wasmtime); repeatable")
     parser.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
@@ -58,6 +66,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-memory-mib", type=int, default=4096, metavar="MIB",
                         help="linear memory limit (default: %(default)s)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="compiled-module cache (~/.cache/wasminfer)")
+
+
+# The options above; each takes a value (`--dir X` or `--dir=X`; `-Snn` is `-S nn`).
+_VALUED = ("--dir", "--env", "--nn-graph", "-S", "--timeout", "--max-memory-mib", "--cache-dir")
+
+
+def _is_option(token: str) -> bool:
+    return token in _VALUED or token.split("=", 1)[0] in _VALUED or (token.startswith("-S") and len(token) > 2)
+
+
+def split_command(args: argparse.Namespace) -> list[str]:
+    """Sets `args.module` and applies options written after it (up to `--`); returns the guest's arguments."""
+    rest = list(args.args)
+    if rest and rest[0] == "--":
+        rest.pop(0)
+    if not rest:
+        raise UsageError("which module? usage: wasminfer run [OPTIONS] MODULE.wasm [OPTIONS] [--] [ARGS]")
+    args.module = Path(rest.pop(0))
+    ours: list[str] = []
+    while rest and _is_option(rest[0]):
+        token = rest.pop(0)
+        ours.append(token)
+        if token in _VALUED and rest:
+            ours.append(rest.pop(0))
+    if rest and rest[0] == "--":
+        rest.pop(0)
+    if ours:
+        parser = argparse.ArgumentParser(prog="wasminfer run", add_help=False, exit_on_error=False)
+        _add_options(parser)
+        try:
+            parser.parse_args(ours, namespace=args)
+        except argparse.ArgumentError as err:
+            raise UsageError(str(err)) from None
+    return rest
 
 
 def parse_dir(spec: str) -> FolderConfig:
@@ -119,6 +161,7 @@ def build(args: argparse.Namespace) -> tuple[WorkerConfig, list[ModelConfig]]:
 
 def main(args: argparse.Namespace) -> int:
     try:
+        argv = split_command(args)
         worker, models = build(args)
     except (UsageError, ValueError) as err:
         print(f"wasminfer run: {err}", file=sys.stderr)
@@ -139,7 +182,7 @@ def main(args: argparse.Namespace) -> int:
             hint = " (pass -S nn, or --nn-graph to preload a model)" if not worker.wasi_nn.enabled else ""
             print(f"wasminfer run: {err}{hint}", file=sys.stderr)
             return 1
-        result = executor.invoke(stdin, extra_args(args))
+        result = executor.invoke(stdin, argv)
     sys.stdout.buffer.write(result.stdout)
     sys.stdout.buffer.flush()
     sys.stderr.buffer.write(result.stderr)
@@ -150,7 +193,3 @@ def main(args: argparse.Namespace) -> int:
     print(f"wasminfer run: {args.module}: {result.message}", file=sys.stderr)
     return TRAP_EXIT_CODE
 
-
-def extra_args(args: argparse.Namespace) -> list[str]:
-    extra = list(args.args)
-    return extra[1:] if extra and extra[0] == "--" else extra

@@ -76,9 +76,27 @@ def load_config(folder: Path | None, config: Path | None) -> RuntimeConfig:
     if (folder is None) == (config is None):
         raise ConfigError("serve takes a wws folder or --config runtime.yaml (exactly one)")
     if config is not None:
-        return load_runtime_config(config)
+        cfg = load_runtime_config(config)
+        check_paths(cfg, config)
+        return cfg
     assert folder is not None
-    return load_wws_folder(folder)
+    return load_wws_folder(folder)  # checks its paths as it reads them
+
+
+def check_paths(cfg: RuntimeConfig, source: Path) -> None:
+    """Refuse a config whose model files or worker folders are missing (raises ConfigError).
+
+    A missing module is left to its worker (it fails alone, like a module that does not compile).
+    """
+    for i, m in enumerate(cfg.models):
+        for j, f in enumerate(m.files):
+            if not f.is_file():
+                raise ConfigError(f"{source}: models[{i}].files[{j}] (model {m.name!r}): {f} does not exist")
+    for i, w in enumerate(cfg.workers):
+        for j, folder in enumerate(w.folders):
+            if not folder.from_.is_dir():
+                raise ConfigError(f"{source}: workers[{i}].folders[{j}].from (worker {w.name!r}): "
+                                  f"folder {folder.from_} does not exist")
 
 
 def with_overrides(cfg: RuntimeConfig, **overrides: object) -> RuntimeConfig:
@@ -160,6 +178,8 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
 
 async def _read_body(request: web.Request, limit: int) -> bytes | None:
     """The request body, or None when it is larger than `limit`."""
+    if not request.body_exists:
+        return b""
     if request.content_length is not None and request.content_length > limit:
         return None
     chunks: list[bytes] = []
@@ -177,10 +197,10 @@ async def _serve_worker(request: web.Request, service: Service, match: RouteMatc
     worker = service.workers[match.target]
     response = await _run_worker(request, service, worker, match)
     seconds = time.perf_counter() - t0
-    status = str(response.status)
-    service.metrics.requests.labels(worker.name, status).inc()
-    service.metrics.request_seconds.labels(worker.name, status).observe(seconds)
-    log.debug("%s %s -> %s %s %.2f ms", request.method, request.path_qs, worker.name, status, seconds * 1e3)
+    service.record_request(worker.name, response.status, seconds)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%s %s -> %s %s %.2f ms", request.method, request.path_qs, worker.name, response.status,
+                  seconds * 1e3)
     return response
 
 

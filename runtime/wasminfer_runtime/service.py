@@ -13,7 +13,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from wasminfer_runtime.config import ModelConfig, RuntimeConfig, WorkerConfig
 from wasminfer_runtime.engine import RuntimeEngine
@@ -94,6 +94,18 @@ class Service:
         self._load_pool = ThreadPoolExecutor(2, thread_name_prefix="wasminfer-load")
         for w in cfg.workers:
             metrics.worker_ready.labels(w.name).set(0)
+        # (worker, status) -> (request counter, latency histogram); `labels()` costs microseconds.
+        self._request_metrics: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def record_request(self, worker: str, status: int, seconds: float) -> None:
+        """Count one served request in the per-worker, per-status metrics."""
+        children = self._request_metrics.get((worker, status))
+        if children is None:
+            label = str(status)
+            children = (self.metrics.requests.labels(worker, label), self.metrics.request_seconds.labels(worker, label))
+            self._request_metrics[(worker, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     # -- lifecycle -------------------------------------------------------------------------------
 

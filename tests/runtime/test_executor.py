@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import wasmtime
 
+from wasminfer_runtime import engine as engine_module
 from wasminfer_runtime.engine import RuntimeEngine, WorkerLoadError
 from wasminfer_runtime.executor import MAX_CAPTURE_BYTES
 
@@ -57,21 +58,45 @@ def test_args_env_and_stderr(runtime: Runtime, guests: Path) -> None:
     assert (result.stdout, result.stderr) == (b"", b"to stderr\n")
 
 
-def test_folders_are_read_only_unless_writable(runtime: Runtime, guests: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """A host folder `data` holding in.txt, to be granted to guests."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "in.txt").write_text("from the host")
+    return folder
+
+
+def test_folders_are_read_only_unless_writable(runtime: Runtime, guests: Path, data: Path) -> None:
     probe = guests / "wasi_probe.wasm"
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "in.txt").write_text("from the host")
     ro = [{"from": str(data), "to": "/data"}]
     assert runtime.run(probe, ["read", "/data/in.txt"], folders=ro).stdout == b"from the host"
     denied = runtime.run(probe, ["write", "/data/out.txt", "x"], folders=ro)
     assert denied.stdout.startswith(b"error"), denied.stdout
     assert not (data / "out.txt").exists()
+    overwrite = runtime.run(probe, ["write", "/data/in.txt", "changed"], folders=ro)
+    assert overwrite.stdout.startswith(b"error"), overwrite.stdout
+    assert (data / "in.txt").read_text() == "from the host"
     rw = [{"from": str(data), "to": "/data", "writable": True}]
     assert runtime.run(probe, ["write", "/data/out.txt", "written"], folders=rw).stdout == b"ok\n"
     assert (data / "out.txt").read_text() == "written"
-    outside = runtime.run(probe, ["read", "/etc/passwd"], folders=ro)
-    assert outside.stdout.startswith(b"error")
+    assert runtime.run(probe, ["write", "/data/in.txt", "changed"], folders=rw).stdout == b"ok\n"
+    assert (data / "in.txt").read_text() == "changed"
+
+
+def test_only_granted_folders_are_visible(runtime: Runtime, guests: Path, data: Path, tmp_path: Path) -> None:
+    probe = guests / "wasi_probe.wasm"
+    (tmp_path / "secret.txt").write_text("not granted")
+    (data / "escape").symlink_to(tmp_path / "secret.txt")
+    assert runtime.run(probe, ["read", "/data/in.txt"]).stdout.startswith(b"error")  # no folder granted at all
+    granted = [{"from": str(data), "to": "/data", "writable": True}]
+    assert runtime.run(probe, ["read", "/data/in.txt"], folders=granted).stdout == b"from the host"
+    for path in ("/data/../secret.txt", "/data/escape", "/secret.txt", str(tmp_path / "secret.txt"), "/etc/passwd"):
+        result = runtime.run(probe, ["read", path], folders=granted)
+        assert result.stdout.startswith(b"error"), (path, result.stdout)
+    # Not even a writable folder lets a guest create a way out.
+    escape = runtime.run(probe, ["write", "/data/../planted.txt", "x"], folders=granted)
+    assert escape.stdout.startswith(b"error") and not (tmp_path / "planted.txt").exists()
 
 
 def test_exit_codes(runtime: Runtime, guests: Path) -> None:
@@ -142,6 +167,12 @@ def test_modules_that_cannot_run_are_refused_at_load(runtime: Runtime, tmp_path:
     assert "'bad'" in str(err.value)  # names the worker
 
 
+def test_vars_that_are_not_text_are_refused_at_load(runtime: Runtime, guests: Path) -> None:
+    # What `$NAME` expands to when the host's environment holds bytes that are not UTF-8.
+    with pytest.raises(WorkerLoadError, match="worker 'wasi_probe': vars RAW are not UTF-8 text"):
+        runtime.worker(guests / "wasi_probe.wasm", vars={"OK": "fine", "RAW": "caf\udce9"})
+
+
 def test_not_wasm_and_missing_file_are_refused(runtime: Runtime, tmp_path: Path) -> None:
     junk = tmp_path / "junk.wasm"
     junk.write_bytes(b"\0asm garbage")
@@ -167,6 +198,28 @@ def test_compiled_modules_are_cached_on_disk(runtime: Runtime, guests: Path, tmp
     cached[0].write_bytes(b"corrupt")
     RuntimeEngine(tmp_path / "cache", runtime.metrics).compile(guests / "wasi_probe.wasm")
     assert cached[0].read_bytes() != b"corrupt"
+
+
+def test_cache_key_covers_module_wasmtime_version_and_engine_config(runtime: Runtime, guests: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    wasm = (guests / "wasi_probe.wasm").read_bytes()
+
+    def key(module: bytes = wasm) -> str:
+        return RuntimeEngine(tmp_path, runtime.metrics).cache_key(module)
+
+    first = key()
+    assert key() == first  # the same module under the same engine: a hit
+    assert key(wasm + b"\0\x01\0") != first  # another module (a custom section more)
+    with monkeypatch.context() as m:
+        m.setattr(engine_module, "_wasmtime_version", lambda: "0.0.0")
+        assert key() != first
+    with monkeypatch.context() as m:
+        m.setitem(engine_module._ENGINE_SETTINGS, "cranelift_opt_level", "none")
+        assert key() != first
+    with monkeypatch.context() as m:
+        m.setitem(engine_module._POOLING, "max_memory_size", 1024 * 1024 * 1024)
+        assert key() != first
+    assert key() == first
 
 
 def test_concurrent_invocations_are_isolated(runtime: Runtime, guests: Path) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import http.client
 import json
 import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +21,12 @@ from wasminfer_runtime.config import RuntimeConfig
 from wasminfer_runtime.server import start_server, with_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def wasminfer_command() -> list[str]:
+    """The `wasminfer` command as installed beside this Python."""
+    exe = Path(sys.executable).parent / "wasminfer"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "wasminfer_runtime"]
 
 HOSTILE = ["hostile_loop", "hostile_memory", "hostile_trap", "hostile_badjson", "hostile_huge", "hostile_exit"]
 

@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ from wasminfer_runtime.config import RuntimeConfig
 from wasminfer_runtime.server import load_config
 from wasminfer_runtime.wws import load_wws_folder
 
-from .support import ROOT, ServerThread, guest_input_pattern, metric, put_worker, request, wait_ready, write_matmul_chain
+from .support import ROOT, ServerThread, wasminfer_command, guest_input_pattern, metric, put_worker, request, wait_ready, write_matmul_chain
 
 Serve = Callable[[RuntimeConfig], ServerThread]
 
@@ -129,15 +128,10 @@ workers:
     assert (doc["message"], doc["params"]) == ("from yaml", {"who": "bob"})
 
 
-def _wasminfer() -> list[str]:
-    exe = Path(sys.executable).parent / "wasminfer"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "wasminfer_runtime"]
-
-
 def test_serve_command_starts_serves_and_stops_on_sigterm(guests: dict[str, Path], tmp_path: Path) -> None:
     put_worker(tmp_path, "index.wasm", guests["hello"], '[vars]\nGREETING = "cli"\n')
     proc = subprocess.Popen(
-        [*_wasminfer(), "--log-level", "debug", "serve", str(tmp_path), "--host", "127.0.0.1", "--port", "0"],
+        [*wasminfer_command(), "--log-level", "debug", "serve", str(tmp_path), "--host", "127.0.0.1", "--port", "0"],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert proc.stderr is not None
@@ -171,11 +165,11 @@ def test_serve_command_starts_serves_and_stops_on_sigterm(guests: dict[str, Path
 def test_serve_command_refuses_a_bad_config_naming_file_and_key(tmp_path: Path) -> None:
     (tmp_path / "w.wasm").write_bytes(b"\0asm\x01\0\0\0")
     (tmp_path / "w.toml").write_text('[features.wasi_nn]\nallowed_backends = ["cuda"]\n')
-    proc = subprocess.run([*_wasminfer(), "serve", str(tmp_path), "--port", "0"], capture_output=True, text=True,
+    proc = subprocess.run([*wasminfer_command(), "serve", str(tmp_path), "--port", "0"], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert str((tmp_path / "w.toml").resolve()) in proc.stderr
     assert "features.wasi_nn.allowed_backends" in proc.stderr and "unknown backend 'cuda'" in proc.stderr
-    both = subprocess.run([*_wasminfer(), "serve", str(tmp_path), "--config", str(ROOT / "nope.yaml")],
+    both = subprocess.run([*wasminfer_command(), "serve", str(tmp_path), "--config", str(ROOT / "nope.yaml")],
                           capture_output=True, text=True, timeout=60)
     assert both.returncode == 2 and "exactly one" in both.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Protocol, TypeVar
 
 from wasminfer_runtime.config import Device, ModelConfig, ModelFormat
 
@@ -45,6 +46,31 @@ class InvalidModel(BackendError):
 
 class Unsupported(BackendError):
     """A device or format this backend (or this host) does not have."""
+
+
+class _TypedInput(Protocol):
+    @property
+    def etype(self) -> ElementType | None: ...
+
+
+_Slot = TypeVar("_Slot", bound=_TypedInput)
+
+
+def input_slot(slots: Sequence[_Slot], index: int, etype: ElementType) -> _Slot:
+    """Input `index` of a context, if it exists and takes `etype` (raises InvalidTensor)."""
+    if not 0 <= index < len(slots):
+        raise InvalidTensor(f"input {index} does not exist (the model has {len(slots)})")
+    slot = slots[index]
+    if etype is not slot.etype:
+        want = slot.etype.value if slot.etype else "an unsupported type"
+        raise InvalidTensor(f"input {index} takes {want}, not {etype.value}")
+    return slot
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message, for one-line reports."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 class ExecutionContext(ABC):

@@ -23,6 +23,8 @@ from wasminfer_runtime.backends.base import (
     InvalidModel,
     InvalidTensor,
     Unsupported,
+    first_line,
+    input_slot,
 )
 from wasminfer_runtime.config import Device, ModelConfig, ModelFormat, Precision
 
@@ -81,13 +83,7 @@ class OnnxRuntimeContext(ExecutionContext):
         slot.dims = dims
 
     def set_input(self, index: int, etype: ElementType, dims: tuple[int, ...], src: int, nbytes: int) -> None:
-        try:
-            slot = self.inputs[index]
-        except IndexError:
-            raise InvalidTensor(f"input {index} does not exist (the model has {len(self.inputs)})") from None
-        if etype is not slot.etype:
-            want = slot.etype.value if slot.etype else "an unsupported type"
-            raise InvalidTensor(f"input {index} takes {want}, not {etype.value}")
+        slot = input_slot(self.inputs, index, etype)
         if dims != slot.dims:
             if len(dims) != len(slot.shape) or any(s is not None and s != d for s, d in zip(slot.shape, dims)):
                 shape = ["?" if s is None else s for s in slot.shape]
@@ -107,7 +103,7 @@ class OnnxRuntimeContext(ExecutionContext):
         try:
             outputs = self.graph.session.run(None, self.feed)
         except Exception as err:  # onnxruntime raises its own exception classes from C++
-            raise BackendError(f"inference failed: {_first_line(err)}") from None
+            raise BackendError(f"inference failed: {first_line(err)}") from None
         self.results = [np.ascontiguousarray(o) for o in outputs]
 
     def output(self, index: int) -> tuple[int, int]:
@@ -145,7 +141,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             return ort.InferenceSession(model, sess_options=options, providers=providers)
         except Exception as err:  # onnxruntime's own exception classes
-            raise InvalidModel(f"ONNX Runtime cannot load the model: {_first_line(err)}") from None
+            raise InvalidModel(f"ONNX Runtime cannot load the model: {first_line(err)}") from None
 
     def load_model(self, cfg: ModelConfig) -> Graph:
         if cfg.format is not ModelFormat.onnx:
@@ -169,8 +165,3 @@ class OnnxRuntimeBackend(Backend):
 
 def _static_dims(shape: Sequence[object]) -> list[int | None]:
     return [d if isinstance(d, int) and d >= 0 else None for d in shape]
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -28,6 +28,8 @@ from wasminfer_runtime.backends.base import (
     InvalidModel,
     InvalidTensor,
     Unsupported,
+    first_line,
+    input_slot,
 )
 from wasminfer_runtime.config import Device, ModelConfig, ModelFormat, ModelOptions
 
@@ -103,13 +105,7 @@ class OpenVinoContext(ExecutionContext):
         self._computed = False
 
     def set_input(self, index: int, etype: ElementType, dims: tuple[int, ...], src: int, nbytes: int) -> None:
-        try:
-            slot = self.inputs[index]
-        except IndexError:
-            raise InvalidTensor(f"input {index} does not exist (the model has {len(self.inputs)})") from None
-        if etype is not slot.etype:
-            want = slot.etype.value if slot.etype else "an unsupported type"
-            raise InvalidTensor(f"input {index} takes {want}, not {etype.value}")
+        slot = input_slot(self.inputs, index, etype)
         if dims != slot.dims:
             self._reshape(index, slot, dims)
         if nbytes != slot.nbytes:
@@ -124,7 +120,7 @@ class OpenVinoContext(ExecutionContext):
         try:
             slot.tensor.set_shape(list(dims))
         except RuntimeError as err:
-            raise InvalidTensor(f"input {index}: cannot take shape {list(dims)}: {_first_line(err)}") from None
+            raise InvalidTensor(f"input {index}: cannot take shape {list(dims)}: {_reason(err)}") from None
         slot.dims = dims
         slot.addr, slot.nbytes = _address(slot.tensor), int(slot.tensor.byte_size)
 
@@ -134,7 +130,7 @@ class OpenVinoContext(ExecutionContext):
         try:
             _native_infer(self.request, {}, True, False)
         except RuntimeError as err:
-            raise BackendError(f"inference failed: {_first_line(err)}") from None
+            raise BackendError(f"inference failed: {_reason(err)}") from None
         self._computed = True
 
     def output(self, index: int) -> tuple[int, int]:
@@ -164,7 +160,7 @@ class OpenVinoGraph(Graph):
         try:
             return OpenVinoContext(self, self.compiled.create_infer_request())
         except RuntimeError as err:
-            raise BackendError(f"cannot create an infer request: {_first_line(err)}") from None
+            raise BackendError(f"cannot create an infer request: {_reason(err)}") from None
 
     def init_context(self) -> ExecutionContext:
         with self._lock:
@@ -204,7 +200,7 @@ class OpenVinoBackend(Backend):
         try:
             return self.core.compile_model(model, device.value, compile_properties(options))
         except RuntimeError as err:
-            raise BackendError(f"OpenVINO cannot compile {label} for {device.value}: {_first_line(err)}") from None
+            raise BackendError(f"OpenVINO cannot compile {label} for {device.value}: {_reason(err)}") from None
 
     def load_model(self, cfg: ModelConfig) -> Graph:
         self._check_device(cfg.device)
@@ -215,7 +211,7 @@ class OpenVinoBackend(Backend):
             else:
                 model = self.core.read_model(cfg.files[0])
         except RuntimeError as err:
-            raise InvalidModel(f"OpenVINO cannot read the model: {_first_line(err)}") from None
+            raise InvalidModel(f"OpenVINO cannot read the model: {_reason(err)}") from None
         compiled = self._compile(cfg.name, model, cfg.device, cfg.options)
         return OpenVinoGraph(cfg.name, compiled, cfg.options.pool_size)
 
@@ -231,7 +227,7 @@ class OpenVinoBackend(Backend):
                     raise InvalidModel(f"an ONNX model is one byte array, not {len(parts)}")
                 model = self.core.read_model(bytes(parts[0]))
         except RuntimeError as err:
-            raise InvalidModel(f"OpenVINO cannot read the model: {_first_line(err)}") from None
+            raise InvalidModel(f"OpenVINO cannot read the model: {_reason(err)}") from None
         compiled = self._compile("the model", model, device, ModelOptions.model_validate({}))
         return OpenVinoGraph(f"(load:{fmt.value})", compiled, 1)
 
@@ -241,8 +237,8 @@ def _address(tensor: ov.Tensor) -> int:
     return int(data.ctypes.data)
 
 
-def _first_line(err: BaseException) -> str:
+def _reason(err: BaseException) -> str:
     # OpenVINO prefixes the reason with "Exception from <source file>:<line>:" lines.
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    reasons = [ln for ln in lines if not ln.startswith("Exception from ")]
-    return (reasons or lines or [type(err).__name__])[0]
+    lines = (ln.strip() for ln in str(err).splitlines())
+    reasons = [ln for ln in lines if ln and not ln.startswith("Exception from ")]
+    return reasons[0] if reasons else first_line(err)

@@ -140,18 +140,18 @@ class NnSession:
     def enter(self) -> None:
         _local.session = self
 
-    def attach(self, store: wasmtime.Store, instance: wasmtime.Instance) -> None:
-        """Find the instance's exported memory; without one every call gets missing_memory."""
-        mem = instance.exports(store).get("memory")
-        if not isinstance(mem, wasmtime.Memory):
+    def attach(self, ctx: int, memory: ffi.wasmtime_memory_t | None) -> None:
+        """Bind the instance's exported memory; without one every call gets missing_memory."""
+        if memory is None:
             return
-        self._mem = ffi.wasmtime_memory_t.from_buffer_copy(mem._memory)  # our own copy of the handle
+        self._mem = ffi.wasmtime_memory_t.from_buffer_copy(memory)  # our own copy of the handle
         self._mem_addr = ctypes.addressof(self._mem)
-        self.ctx = capi.address(store._context())
+        self.ctx = ctx
         self.base = _memory_data(self.ctx, self._mem_addr)
         self.size = _memory_size(self.ctx, self._mem_addr)
 
     def close(self) -> None:
+        """Unbind from the thread, give back every handle (pooled contexts return to their graph)."""
         if getattr(_local, "session", None) is self:
             _local.session = None
         for c in self.contexts.values():
@@ -164,13 +164,13 @@ class NnSession:
         self._flush_metrics()
 
     def _flush_metrics(self) -> None:
-        metrics = self.host.metrics
+        """Add this instance's call counts and inference times to the Prometheus metrics."""
+        host = self.host
         for i, n in enumerate(self.counts):
             if n:
-                fn = FUNCTIONS[i // _ERRNO_SLOTS][0]
-                metrics.wasi_nn_calls.labels(fn, Errno(i % _ERRNO_SLOTS).name).inc(n)
+                host.call_counter(i).inc(n)
         for label, durations in self.durations.items():
-            hist = metrics.inference_seconds.labels(label)
+            hist = host.inference_histogram(label)
             for d in durations:
                 hist.observe(d)
 
@@ -298,9 +298,7 @@ class NnSession:
         return 0
 
     def set_input(self, ctx: int, index: int, tensor_ptr: int) -> int:
-        c = self.contexts.get(ctx)
-        if c is None:
-            raise AbiError(Errno.invalid_argument, f"no execution context {ctx}")
+        c = self._context(ctx)
         size = self.size
         if tensor_ptr + TENSOR_SIZE > size:
             size = self._grown(tensor_ptr + TENSOR_SIZE)
@@ -324,18 +322,14 @@ class NnSession:
         return 0
 
     def compute(self, ctx: int) -> int:
-        c = self.contexts.get(ctx)
-        if c is None:
-            raise AbiError(Errno.invalid_argument, f"no execution context {ctx}")
+        c = self._context(ctx)
         started = _perf_counter()
         c.backend.compute()
         c.durations.append(_perf_counter() - started)
         return 0
 
     def get_output(self, ctx: int, index: int, out_ptr: int, out_max: int, written_ptr: int) -> int:
-        c = self.contexts.get(ctx)
-        if c is None:
-            raise AbiError(Errno.invalid_argument, f"no execution context {ctx}")
+        c = self._context(ctx)
         end = max(out_ptr + out_max, written_ptr + 4)
         if end > self.size:
             self._grown(end)
@@ -412,76 +406,30 @@ def _outside(name: str) -> int:
 
 
 def _make_trampoline(fid: int, name: str, arity: int, impl: Callable[..., int]) -> Any:
-    """A C callback for one import; its body is written out per arity to keep the call cheap."""
+    """A C callback for one import: the session bound to this thread, the i32 arguments, an errno."""
     words = ctypes.c_uint32 * (_VAL_RAW_U32 * arity)
     slot = fid * _ERRNO_SLOTS
     from_address = words.from_address
+    end = _VAL_RAW_U32 * arity
     get_session = _local.__getattribute__
 
-    def session_or_none() -> NnSession | None:
+    def callback(env: int, caller: int, raw: int, n: int) -> int:
         try:
             s: NnSession = get_session("session")
-            return s
         except AttributeError:
-            return None
+            return _outside(name)
+        if s is None:
+            return _outside(name)
+        v = from_address(raw)
+        try:
+            e = impl(s, *v[0:end:_VAL_RAW_U32])  # each i32 is the first word of a 16-byte value
+        except BaseException as err:
+            e = _failed(s, name, err)
+        v[0] = e
+        s.counts[slot + e] += 1
+        return 0
 
-    if arity == 1:
-        def cb1(env: int, caller: int, raw: int, n: int) -> int:
-            s = session_or_none()
-            if s is None:
-                return _outside(name)
-            v = from_address(raw)
-            try:
-                e = impl(s, v[0])
-            except BaseException as err:
-                e = _failed(s, name, err)
-            v[0] = e
-            s.counts[slot + e] += 1
-            return 0
-        return _CALLBACK(cb1)
-    if arity == 2:
-        def cb2(env: int, caller: int, raw: int, n: int) -> int:
-            s = session_or_none()
-            if s is None:
-                return _outside(name)
-            v = from_address(raw)
-            try:
-                e = impl(s, v[0], v[4])
-            except BaseException as err:
-                e = _failed(s, name, err)
-            v[0] = e
-            s.counts[slot + e] += 1
-            return 0
-        return _CALLBACK(cb2)
-    if arity == 3:
-        def cb3(env: int, caller: int, raw: int, n: int) -> int:
-            s = session_or_none()
-            if s is None:
-                return _outside(name)
-            v = from_address(raw)
-            try:
-                e = impl(s, v[0], v[4], v[8])
-            except BaseException as err:
-                e = _failed(s, name, err)
-            v[0] = e
-            s.counts[slot + e] += 1
-            return 0
-        return _CALLBACK(cb3)
-    if arity == 5:
-        def cb5(env: int, caller: int, raw: int, n: int) -> int:
-            s = session_or_none()
-            if s is None:
-                return _outside(name)
-            v = from_address(raw)
-            try:
-                e = impl(s, v[0], v[4], v[8], v[12], v[16])
-            except BaseException as err:
-                e = _failed(s, name, err)
-            v[0] = e
-            s.counts[slot + e] += 1
-            return 0
-        return _CALLBACK(cb5)
-    raise ValueError(f"no trampoline for arity {arity}")
+    return _CALLBACK(callback)
 
 
 # Created once per process and kept alive here: the Linkers hold raw pointers to them.
@@ -499,6 +447,23 @@ class WasiNnHost:
         self.metrics = metrics
         self.owner = owner
         self.max_loaded_bytes = max_loaded_bytes
+        # Prometheus children, looked up once: `labels()` costs microseconds on every request.
+        self._calls: dict[int, Any] = {}
+        self._inference: dict[str, Any] = {}
+
+    def call_counter(self, slot: int) -> Any:
+        """The wasi_nn_calls child for a slot of NnSession.counts (function x errno)."""
+        child = self._calls.get(slot)
+        if child is None:
+            fn = FUNCTIONS[slot // _ERRNO_SLOTS][0]
+            child = self._calls[slot] = self.metrics.wasi_nn_calls.labels(fn, Errno(slot % _ERRNO_SLOTS).name)
+        return child
+
+    def inference_histogram(self, model: str) -> Any:
+        child = self._inference.get(model)
+        if child is None:
+            child = self._inference[model] = self.metrics.inference_seconds.labels(model)
+        return child
 
     def define(self, linker: wasmtime.Linker) -> None:
         module = MODULE_NAME.encode()

@@ -1,0 +1,320 @@
+"""`wasminfer fetch`: bring a worker's module and models into the pod, each checked against its sha256.
+
+The operator runs this as the init container of every runtime pod, with a plan it renders next to
+`runtime.yaml`:
+
+    files:
+      - url: https://models.example.com/mobilenet/model.xml   # downloaded to dest
+        sha256: 1f0e...
+        dest: /var/lib/wasminfer/models/mobilenet/model.xml
+      - path: /var/run/wasminfer/sources/hello/hello.wasm       # a mounted ConfigMap key: copied to dest
+        dest: /var/lib/wasminfer/modules/hello.wasm
+      - path: /var/run/wasminfer/claims/models/big/model.bin    # a file on a claim: verified in place
+        sha256: 9ab1...
+
+Downloads are retried with exponential backoff and resumed with HTTP ranges; a file already at its
+destination with the right sha256 is kept (a restarted init container does not download again); a
+file is moved into place only after its sha256 matched. Progress is logged while bytes arrive.
+One file can also be fetched without a plan: `wasminfer fetch URL --sha256 HEX -o DEST`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import logging
+import os
+import shutil
+import ssl
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import aiohttp
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from wasminfer_runtime.config import format_validation_error
+
+log = logging.getLogger("wasminfer.fetch")
+
+CHUNK = 1 << 20
+PROGRESS_EVERY_SECONDS = 5.0
+RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class FetchError(Exception):
+    """A file that could not be fetched or verified; the message says which and why."""
+
+
+class _Retry(Exception):
+    """A failure worth another attempt (network error, 5xx, 429, checksum of a truncated transfer)."""
+
+
+class FetchFile(BaseModel):
+    """One artifact: a URL to download or a local path to verify (and copy when dest is set)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = None
+    path: Path | None = None
+    sha256: Sha256 | None = None
+    dest: Path | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> FetchFile:
+        if (self.url is None) == (self.path is None):
+            raise ValueError("set exactly one of url or path")
+        if self.url is not None:
+            if not self.url.startswith(("https://", "http://")):
+                raise ValueError("url must be an https:// URL")
+            if self.sha256 is None:
+                raise ValueError("a url needs its sha256")
+            if self.dest is None:
+                raise ValueError("a url needs a dest")
+        if self.dest is not None and not self.dest.is_absolute():
+            raise ValueError("dest must be an absolute path")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.dest.name if self.dest is not None else Path(self.path or "").name
+
+
+class FetchPlan(BaseModel):
+    """Everything one pod needs, fetched before the runtime starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    files: list[FetchFile] = Field(default_factory=list)
+    retries: Annotated[int, Field(ge=1, le=100)] = 6
+    timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    concurrency: Annotated[int, Field(ge=1, le=32)] = 4
+    backoff_seconds: Annotated[float, Field(ge=0, le=60)] = 1.0
+    ca_file: Path | None = None
+    allow_http: bool = Field(default=False, description="Accept plain http:// URLs (tests and air-gapped mirrors only).")
+
+    @model_validator(mode="after")
+    def _http(self) -> FetchPlan:
+        for i, f in enumerate(self.files):
+            if f.url is not None and f.url.startswith("http://") and not self.allow_http:
+                raise ValueError(f"files[{i}]: plain http:// is refused; use https:// (or allow_http for tests)")
+        dests = [str(f.dest) for f in self.files if f.dest is not None]
+        if len(set(dests)) != len(dests):
+            raise ValueError("two files have the same dest")
+        return self
+
+
+def dump_fetch_plan(plan: FetchPlan) -> str:
+    """YAML text of a plan, as the operator writes it into the worker's ConfigMap."""
+    return yaml.safe_dump(plan.model_dump(mode="json", exclude_none=True, exclude_defaults=False), sort_keys=False)
+
+
+def load_fetch_plan(path: Path) -> FetchPlan:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise FetchError(f"{path}: cannot read: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise FetchError(f"{path}: not valid YAML: {err}") from None
+    try:
+        return FetchPlan.model_validate(data or {})
+    except ValidationError as err:
+        raise FetchError(format_validation_error(str(path), err)) from None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _mib(n: float) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+class _Progress:
+    """Logs a line per file every few seconds while bytes arrive."""
+
+    def __init__(self, label: str, total: int | None, start: int) -> None:
+        self.label, self.total, self.done = label, total, start
+        self.started = self.last = time.monotonic()
+        self.start = start
+
+    def add(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY_SECONDS:
+            self.last = now
+            rate = (self.done - self.start) / max(now - self.started, 1e-6)
+            if self.total:
+                pct = 100.0 * self.done / self.total
+                log.info("%s: %s / %s (%.0f%%), %s/s", self.label, _mib(self.done), _mib(self.total), pct, _mib(rate))
+            else:
+                log.info("%s: %s, %s/s", self.label, _mib(self.done), _mib(rate))
+
+
+async def _download_once(session: aiohttp.ClientSession, f: FetchFile, part: Path) -> None:
+    """One attempt: continue `part` with a range request when it holds bytes from an earlier attempt."""
+    assert f.url is not None and f.dest is not None
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    try:
+        async with session.get(f.url, headers=headers) as resp:
+            if resp.status in RETRYABLE_STATUS:
+                raise _Retry(f"HTTP {resp.status} {resp.reason}")
+            if resp.status == 416 and have:  # the part is already complete (or stale): start over
+                part.unlink()
+                raise _Retry("range not satisfiable, restarting")
+            if resp.status >= 400:
+                raise FetchError(f"{f.url}: HTTP {resp.status} {resp.reason}")
+            if resp.status != 206:
+                have = 0
+            total = resp.content_length + have if resp.content_length is not None else None
+            progress = _Progress(f.label, total, have)
+            with part.open("ab" if have else "wb") as out:
+                async for chunk in resp.content.iter_chunked(CHUNK):
+                    out.write(chunk)
+                    progress.add(len(chunk))
+    except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+        raise _Retry(f"{type(err).__name__}: {err}".rstrip(": ")) from None
+
+
+async def _download(session: aiohttp.ClientSession, f: FetchFile, plan: FetchPlan) -> None:
+    assert f.url is not None and f.dest is not None and f.sha256 is not None
+    part = f.dest.with_name(f.dest.name + ".part")
+    started = time.monotonic()
+    for attempt in range(1, plan.retries + 1):
+        try:
+            await _download_once(session, f, part)
+            digest = await asyncio.to_thread(sha256_file, part)
+            if digest != f.sha256:
+                part.unlink()
+                raise _Retry(f"sha256 mismatch: expected {f.sha256}, got {digest}")
+            os.replace(part, f.dest)
+            size = f.dest.stat().st_size
+            log.info("%s: downloaded %s in %.1fs, sha256 ok", f.label, _mib(size), time.monotonic() - started)
+            return
+        except _Retry as err:
+            if attempt == plan.retries:
+                raise FetchError(f"{f.url}: {err} (gave up after {plan.retries} attempts)") from None
+            delay = min(plan.backoff_seconds * 2.0 ** (attempt - 1), 30.0)
+            log.warning("%s: attempt %d/%d failed: %s; retrying in %.0fs", f.label, attempt, plan.retries, err, delay)
+            await asyncio.sleep(delay)
+
+
+def _local(f: FetchFile) -> None:
+    """Verify a mounted file and copy it to dest when asked (atomically, like downloads)."""
+    assert f.path is not None
+    if not f.path.is_file():
+        raise FetchError(f"{f.path}: not found (is the ConfigMap key or the file on the claim missing?)")
+    if f.sha256 is not None:
+        digest = sha256_file(f.path)
+        if digest != f.sha256:
+            raise FetchError(f"{f.path}: sha256 mismatch: expected {f.sha256}, got {digest}")
+    if f.dest is None:
+        log.info("%s: verified in place%s", f.path, ", sha256 ok" if f.sha256 else "")
+        return
+    tmp = f.dest.with_name(f.dest.name + ".part")
+    shutil.copyfile(f.path, tmp)
+    os.replace(tmp, f.dest)
+    log.info("%s: copied from %s (%s)%s", f.label, f.path, _mib(f.dest.stat().st_size), ", sha256 ok" if f.sha256 else "")
+
+
+def _already_there(f: FetchFile) -> bool:
+    if f.dest is None or f.sha256 is None or not f.dest.is_file():
+        return False
+    return sha256_file(f.dest) == f.sha256
+
+
+async def fetch_all(plan: FetchPlan) -> list[str]:
+    """Fetch every file of the plan; returns the error messages (empty when all succeeded)."""
+    for f in plan.files:
+        if f.dest is not None:
+            f.dest.parent.mkdir(parents=True, exist_ok=True)
+    ssl_ctx = ssl.create_default_context(cafile=str(plan.ca_file) if plan.ca_file else None)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=plan.timeout_seconds, sock_read=plan.timeout_seconds)
+    gate = asyncio.Semaphore(plan.concurrency)
+    errors: list[str] = []
+
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(ssl=ssl_ctx)) as session:
+
+        async def one(f: FetchFile) -> None:
+            async with gate:
+                try:
+                    if await asyncio.to_thread(_already_there, f):
+                        log.info("%s: already present, sha256 ok", f.label)
+                    elif f.url is not None:
+                        await _download(session, f, plan)
+                    else:
+                        await asyncio.to_thread(_local, f)
+                except FetchError as err:
+                    log.error("%s", err)
+                    errors.append(str(err))
+                except OSError as err:
+                    msg = f"{f.label}: {err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+                    log.error("%s", msg)
+                    errors.append(msg)
+
+        await asyncio.gather(*(one(f) for f in plan.files))
+    return errors
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Fetch a worker's module and models with sha256 checks, retries and progress lines."
+    parser.add_argument("source", nargs="?", help="one URL or local file to fetch (instead of --plan)")
+    parser.add_argument("--plan", type=Path, help="YAML plan listing the files (what the operator renders)")
+    parser.add_argument("--sha256", help="expected sha256 of SOURCE")
+    parser.add_argument("-o", "--output", type=Path, help="where to put SOURCE")
+    parser.add_argument("--retries", type=int, help="attempts per download (default: the plan's, else 6)")
+    parser.add_argument("--timeout", type=float, help="seconds without progress before an attempt fails")
+    parser.add_argument("--ca-file", type=Path, help="extra CA bundle for https")
+    parser.add_argument("--termination-log", type=Path, help="write the failure summary here (e.g. /dev/termination-log)")
+
+
+def _plan_from_args(args: argparse.Namespace) -> FetchPlan:
+    if (args.plan is None) == (args.source is None):
+        raise FetchError("give either --plan FILE or one SOURCE (URL or path)")
+    if args.plan is not None:
+        plan = load_fetch_plan(args.plan)
+    else:
+        entry: dict[str, Any] = {"sha256": args.sha256, "dest": str(args.output.resolve()) if args.output else None}
+        entry["url" if "://" in args.source else "path"] = args.source
+        try:
+            plan = FetchPlan.model_validate({"files": [entry]})
+        except ValidationError as err:
+            raise FetchError(format_validation_error("command line", err)) from None
+    updates: dict[str, Any] = {}
+    if args.retries is not None:
+        updates["retries"] = max(1, args.retries)
+    if args.timeout is not None:
+        updates["timeout_seconds"] = args.timeout
+    if args.ca_file is not None:
+        updates["ca_file"] = args.ca_file
+    return plan.model_copy(update=updates)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        plan = _plan_from_args(args)
+    except FetchError as err:
+        log.error("%s", err)
+        return 2
+    log.info("fetching %d file(s)", len(plan.files))
+    started = time.monotonic()
+    errors = asyncio.run(fetch_all(plan))
+    if errors:
+        summary = f"{len(errors)} of {len(plan.files)} file(s) failed:\n" + "\n".join(errors)
+        log.error("%s", summary)
+        if args.termination_log is not None:
+            try:
+                args.termination_log.write_text(summary[:4000])
+            except OSError:
+                pass
+        return 1
+    log.info("all %d file(s) ready in %.1fs", len(plan.files), time.monotonic() - started)
+    return 0
