@@ -60,9 +60,12 @@ class Direct:
     def __init__(self, path: str, dims: list[int]) -> None:
         import openvino as ov
 
-        compiled = ov.Core().compile_model(
-            path, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-        )
+        from wasminfer_runtime.backends.openvino import compile_properties
+        from wasminfer_runtime.config import ModelOptions
+
+        # The very properties the runtime compiles a named model with (its defaults).
+        props = compile_properties(ModelOptions.model_validate({}))
+        compiled = ov.Core().compile_model(path, "CPU", props)
         self.request = compiled.create_infer_request()
         self.x = np.zeros(dims, dtype=np.float32)
 

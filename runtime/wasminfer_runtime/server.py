@@ -224,9 +224,8 @@ async def _run_worker(
         body=body,
         params=match.params,
     )
-    loop = asyncio.get_running_loop()
     try:
-        inv = await loop.run_in_executor(service.invoke_pool, executor.invoke, stdin)
+        inv = await service.invoke_pool.run(executor.invoke, stdin)
     except Exception as err:  # a host bug must cost one request, never the server
         if service.closing:  # the pool refuses new work once shutdown began
             return _error(503, "unavailable", "the server is shutting down", worker.name)

@@ -20,6 +20,7 @@ from wasminfer_runtime.engine import RuntimeEngine
 from wasminfer_runtime.executor import WorkerExecutor
 from wasminfer_runtime.metrics import Metrics
 from wasminfer_runtime.models import ModelRegistry
+from wasminfer_runtime.workpool import WorkPool
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class Service:
         self._started_at = 0.0
         self.loaded = threading.Event()  # set once every load has finished, well or badly
         self.closing = False
-        self.invoke_pool = ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="wasminfer-invoke")
+        self.invoke_pool = WorkPool(threads or default_threads(), "wasminfer-invoke")
         self._load_pool = ThreadPoolExecutor(2, thread_name_prefix="wasminfer-load")
         for w in cfg.workers:
             metrics.worker_ready.labels(w.name).set(0)
@@ -126,7 +127,7 @@ class Service:
         self.closing = True
         self._load_pool.shutdown(wait=False, cancel_futures=True)
         # The epoch ticker must outlive the invocations: it is what ends a guest that loops.
-        self.invoke_pool.shutdown(wait=True, cancel_futures=True)
+        self.invoke_pool.shutdown(wait=True)
         self.engine.close()
 
     # -- loading ---------------------------------------------------------------------------------
