@@ -104,6 +104,12 @@ class RssSampler(threading.Thread):
                 return
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_for(what: str, fn: Callable[[], int], target: int, start: float, timeout: float) -> tuple[float, int]:
     """(seconds from `start` until fn() reached target, or the timeout; the count reached)."""
     last_report = 0.0
@@ -171,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
         sampler.start()
         watcher = Watcher(cluster.kubeconfig, ns)
 
+        cpu_before = cpu_seconds(op.pid)
         start = time.monotonic()
         cluster.kubectl("create", "-n", ns, "-f", str(manifest), timeout=600)
         created = time.monotonic() - start
@@ -180,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
         model_status = wait_for("model status", lambda: watcher.with_status("inferencemodels"), args.models, start, args.timeout)
         ready = wait_for("workers Ready", watcher.ready, args.workers, start, args.timeout)
         peak_rss = op.peak_rss_kib()
+        cpu_used = cpu_seconds(op.pid) - cpu_before
         sampler.stopped.set()
         health = (op.health() or {}).get("reconciler", {})
 
@@ -215,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
         ("operator RSS idle, before the objects", f"{idle_rss / mb:.0f} MB", "", ""),
         ("operator peak RSS (VmHWM)", f"{peak_rss / mb:.0f} MB", f"<= {GOAL_RSS_MB:.0f} MB", f"{peak_rss / mb / GOAL_RSS_MB:.2f} of goal"),
         ("operator RSS median while working", f"{sorted(sampler.samples)[len(sampler.samples) // 2] / mb:.0f} MB" if sampler.samples else "-", "", ""),
+        ("operator CPU time until every worker Ready", f"{cpu_used:.1f} s", "", f"{cpu_used / ready[0]:.2f} cores"),
         ("reconciles done (coalesced from watch events)", str(health.get("reconciles", "?")), "", ""),
         ("restart: every object re-checked", seconds(restart, args.workers + args.models), "", ""),
         ("restart: peak RSS", f"{restart_rss / mb:.0f} MB", f"<= {GOAL_RSS_MB:.0f} MB", f"{restart_rss / mb / GOAL_RSS_MB:.2f} of goal"),

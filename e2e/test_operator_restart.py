@@ -1,0 +1,119 @@
+"""The operator survives being killed and runs as several replicas: a SIGKILL in the middle of a burst,
+then changes while it is down, converge after a restart with no duplicate and no orphaned child; of
+two replicas only the Lease holder acts, and the standby takes over when the holder dies."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from operator_process import OperatorProcess
+from operator_objects import install_crds, model_yaml, worker_yaml
+
+from kube import Cluster
+
+pytestmark = pytest.mark.cluster
+
+TOTAL = 80  # workers in the burst the operator is killed in
+
+
+@pytest.fixture
+def own_ns(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace no other operator of the test run watches."""
+    install_crds(cluster)
+    name = cluster.new_namespace("opk-" + request.node.name[5:30])
+    yield name
+    cluster.delete_namespace(name)
+
+
+def operator_for(cluster: Cluster, ns: str, tmp_path: Path, tag: str) -> OperatorProcess:
+    return OperatorProcess(cluster.kubeconfig, tmp_path / f"operator-{tag}.log", namespaces=[ns], lease_name=f"lease-{ns}", lease_namespace=ns)
+
+
+def names(cluster: Cluster, kind: str, ns: str) -> list[str]:
+    items = cluster.get_json(kind, "-l", "app.kubernetes.io/managed-by=wasminfer-operator", namespace=ns)["items"]
+    return sorted(i["metadata"]["name"] for i in items if not i["metadata"].get("deletionTimestamp"))
+
+
+def workers(cluster: Cluster, ns: str) -> dict[str, dict[str, Any]]:
+    return {w["metadata"]["name"]: w for w in cluster.get_json("wasmworkers", namespace=ns)["items"]}
+
+
+def settled(cluster: Cluster, ns: str) -> bool:
+    for w in workers(cluster, ns).values():
+        st = w.get("status") or {}
+        ready: dict[str, Any] = next((c for c in st.get("conditions") or [] if c["type"] == "Ready"), {})
+        if st.get("observedGeneration") != w["metadata"]["generation"] or ready.get("status") != "True":
+            return False
+    return True
+
+
+def test_killed_mid_burst_then_restarted_converges_without_duplicates_or_orphans(cluster: Cluster, own_ns: str, tmp_path: Path) -> None:
+    ns = own_ns
+    first = operator_for(cluster, ns, tmp_path, "first").start()
+    first.wait_leading()
+    docs = [model_yaml("shared")] + [worker_yaml(f"w{i:02}", ["shared"]) for i in range(TOTAL)]
+    cluster.create("---\n".join(docs), namespace=ns)
+    cluster.wait_until(lambda: len(names(cluster, "deployments", ns)) >= 1, 60, "the first Deployment", interval=0.05)
+    first.kill()
+    done_before_kill = len(names(cluster, "deployments", ns))
+    assert done_before_kill < TOTAL, "killed in the middle of the burst"
+
+    # While no operator runs: delete some workers, change others, add new ones.
+    cluster.kubectl("delete", "wasmworker", "w00", "w01", f"w{TOTAL - 1}", "-n", ns)
+    for w in ("w02", f"w{TOTAL - 2}"):
+        cluster.kubectl("patch", "wasmworker", w, "-n", ns, "--type=merge", "-p", '{"spec": {"replicas": 2, "route": "/changed"}}')
+    cluster.apply("---\n".join(worker_yaml(f"n{i}", ["shared"]) for i in range(3)), namespace=ns)
+
+    second = operator_for(cluster, ns, tmp_path, "second").start()
+    try:
+        cluster.wait_until(lambda: settled(cluster, ns), 180, "every worker Ready at its current generation")
+        expected = sorted(workers(cluster, ns))
+        assert len(expected) == TOTAL
+        cluster.wait_until(lambda: names(cluster, "deployments", ns) == expected, 60, "one Deployment per worker, none for deleted ones")
+        assert names(cluster, "services", ns) == expected
+        assert names(cluster, "configmaps", ns) == sorted(f"{w}-runtime" for w in expected)
+        uids = {n: w["metadata"]["uid"] for n, w in workers(cluster, ns).items()}
+        for dep in cluster.get_json("deployments", namespace=ns)["items"]:
+            (owner,) = dep["metadata"]["ownerReferences"]
+            assert owner["uid"] == uids[dep["metadata"]["name"]]
+        cluster.wait_until(lambda: len(names(cluster, "pods", ns)) == TOTAL + 2, 60, f"{TOTAL + 2} pods (two workers have 2 replicas)")
+        changed = yaml.safe_load(cluster.get_json("configmap", "w02-runtime", namespace=ns)["data"]["runtime.yaml"])
+        assert changed["workers"][0]["route"] == "/changed"
+        assert cluster.get_json("deployment", f"w{TOTAL - 2}", namespace=ns)["spec"]["replicas"] == 2
+        model = cluster.get_json("inferencemodel", "shared", namespace=ns)["status"]
+        assert model["workerCount"] == TOTAL and "w00" not in model["workers"]
+    finally:
+        second.stop()
+
+
+def test_only_the_lease_holder_acts_and_the_standby_takes_over(cluster: Cluster, own_ns: str, tmp_path: Path) -> None:
+    ns = own_ns
+    a = operator_for(cluster, ns, tmp_path, "a").start()
+    b = operator_for(cluster, ns, tmp_path, "b").start()
+    try:
+        a.wait_live()
+        b.wait_live()
+        cluster.wait_until(lambda: a.leading() or b.leading(), 60, "one replica to lead")
+        time.sleep(3)
+        assert a.leading() != b.leading(), "exactly one replica leads"
+        leader, standby = (a, b) if a.leading() else (b, a)
+        cluster.apply(worker_yaml("first"), namespace=ns)
+        cluster.wait("wasmworker/first", "Ready", timeout=60, namespace=ns)
+        standby_report = (standby.health() or {})["reconciler"]
+        assert standby_report["leading"] is False and standby_report["reconciles"] == 0, standby_report
+        lease = cluster.get_json("lease", f"lease-{ns}", namespace=ns)
+        assert lease["spec"]["holderIdentity"]
+
+        leader.kill()
+        standby.wait_leading(timeout=60)
+        cluster.apply(worker_yaml("second"), namespace=ns)
+        cluster.wait("wasmworker/second", "Ready", timeout=60, namespace=ns)
+        assert cluster.get_json("lease", f"lease-{ns}", namespace=ns)["spec"]["holderIdentity"] != lease["spec"]["holderIdentity"]
+    finally:
+        a.stop()
+        b.stop()

@@ -1,0 +1,573 @@
+"""The wasminfer.dev/v1alpha1 API: InferenceModel and WasmWorker, defined once.
+
+These pydantic models are the single source of truth: `crdgen` turns them into the CRDs in `crds/`
+(descriptions for `kubectl explain`, defaults, CEL rules for what a schema alone cannot say), and the
+operator parses every object it reads with them. Each CEL rule has a Python twin in a validator so that
+an object the API server would refuse is refused here too, with the same message.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict, JsonValue
+
+from wasminfer_runtime.config import BackendName, Device, ModelFormat, PerformanceHint, Precision, default_backend
+
+GROUP = "wasminfer.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+SHA256_RE = r"^[0-9a-f]{64}$"
+FILE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+DNS_SUBDOMAIN_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL_RE = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+PROFILE_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+ENV_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
+QUANTITY_RE = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+
+
+_EMPTY_DEFAULT: JsonDict = {"default": {}}  # so the server applies the defaults nested inside
+
+
+def rules(*items: tuple[str, str] | tuple[str, str, str]) -> JsonDict:
+    """`x-kubernetes-validations` for a schema node: (CEL rule, message[, fieldPath])."""
+    out: list[JsonValue] = []
+    for item in items:
+        rule: JsonDict = {"rule": item[0], "message": item[1]}
+        if len(item) == 3:
+            rule["fieldPath"] = item[2]
+        out.append(rule)
+    return {"x-kubernetes-validations": out}
+
+
+def _check_quantity(v: int | str) -> int | str:
+    if isinstance(v, str) and not re.match(QUANTITY_RE, v):
+        raise ValueError(f"{v!r} is not a Kubernetes quantity (e.g. 500m, 2, 1Gi)")
+    return v
+
+
+Quantity = Annotated[
+    int | str,
+    AfterValidator(_check_quantity),
+    WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string"}], "pattern": QUANTITY_RE, "x-kubernetes-int-or-string": True}),
+]
+
+AnyObject = Annotated[
+    dict[str, Any],
+    WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
+]
+
+
+class _Api(BaseModel):
+    """Base of every API type: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    def wire(self) -> dict[str, Any]:
+        """The object as it appears in the API (camelCase, unset optionals left out)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _exactly_one(obj: BaseModel, names: tuple[str, ...], what: str) -> None:
+    present = [n for n in names if getattr(obj, n) is not None]
+    if len(present) != 1:
+        camel = ", ".join(to_camel(n) for n in names)
+        raise ValueError(f"{what}: set exactly one of {camel}")
+
+
+# --- artifact sources ------------------------------------------------------------------------------
+
+
+class HttpsFile(_Api):
+    """A file downloaded over HTTPS by the pod's fetch step and checked against its sha256."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            ("isURL(self.url) && url(self.url).getScheme() == 'https'", "url must be an https:// URL", ".url"),
+            ("self.sha256.matches('^[0-9a-f]{64}$')", "sha256 must be 64 lowercase hex digits", ".sha256"),
+            (
+                "has(self.name) || self.url.matches('^https://[^?#]*/[A-Za-z0-9][A-Za-z0-9._-]*([?#].*)?$')",
+                "the url path must end in a file name, or name must be set",
+                ".url",
+            ),
+        )
+    )
+
+    url: str = Field(max_length=2048, description="https:// URL of the file.")
+    sha256: str = Field(max_length=64, description="Expected sha256 of the file, 64 lowercase hex digits.")
+    name: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=FILE_NAME_RE,
+        description="File name inside the pod. Defaults to the last segment of the URL path.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _https(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme != "https" or not parts.netloc:
+            raise ValueError("url must be an https:// URL")
+        return v
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256(cls, v: str) -> str:
+        if not re.match(SHA256_RE, v):
+            raise ValueError("sha256 must be 64 lowercase hex digits")
+        return v
+
+    @model_validator(mode="after")
+    def _named(self) -> HttpsFile:
+        if self.name is None and not re.search(r"/[A-Za-z0-9][A-Za-z0-9._-]*$", urlsplit(self.url).path):
+            raise ValueError("the url path must end in a file name, or name must be set")
+        return self
+
+    @property
+    def file_name(self) -> str:
+        return self.name or urlsplit(self.url).path.rsplit("/", 1)[-1]
+
+
+class HttpsSource(_Api):
+    """Files downloaded over HTTPS."""
+
+    files: list[HttpsFile] = Field(min_length=1, max_length=8, description="The files, each with its sha256.")
+
+
+class ConfigMapFile(_Api):
+    key: str = Field(max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key in the ConfigMap (data or binaryData); also the file name.")
+    sha256: str | None = Field(default=None, max_length=64, pattern=SHA256_RE, description="Optional sha256 the value must have.")
+
+
+class ConfigMapSource(_Api):
+    """Files stored in a ConfigMap of the same namespace (small artifacts: a ConfigMap holds at most 1 MiB)."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_RE, description="Name of the ConfigMap.")
+    files: list[ConfigMapFile] = Field(min_length=1, max_length=8, description="Keys of the ConfigMap to use, in order.")
+
+
+class PvcFile(_Api):
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            (
+                "!self.path.startsWith('/') && !self.path.split('/').exists(s, s == '..')",
+                "path must be relative to the volume root and must not contain '..'",
+                ".path",
+            )
+        )
+    )
+
+    path: str = Field(max_length=1024, description="Path of the file relative to the root of the volume.")
+    sha256: str | None = Field(default=None, max_length=64, pattern=SHA256_RE, description="Optional sha256 the file must have.")
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, v: str) -> str:
+        if v.startswith("/") or ".." in v.split("/"):
+            raise ValueError("path must be relative to the volume root and must not contain '..'")
+        return v
+
+    @property
+    def file_name(self) -> str:
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+
+class PvcSource(_Api):
+    """Files on a PersistentVolumeClaim of the same namespace, mounted read-only (large models)."""
+
+    claim_name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_RE, description="Name of the PersistentVolumeClaim.")
+    files: list[PvcFile] = Field(min_length=1, max_length=8, description="Files on the volume, in order.")
+
+
+class Source(_Api):
+    """Where an artifact comes from: exactly one of https, configMap or pvc."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            (
+                "[has(self.https), has(self.configMap), has(self.pvc)].filter(x, x).size() == 1",
+                "set exactly one of https, configMap or pvc",
+            )
+        )
+    )
+
+    https: HttpsSource | None = Field(default=None, description="Download the files over HTTPS, checking each sha256.")
+    config_map: ConfigMapSource | None = Field(default=None, description="Take the files from a ConfigMap.")
+    pvc: PvcSource | None = Field(default=None, description="Read the files from a PersistentVolumeClaim.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Source:
+        _exactly_one(self, ("https", "config_map", "pvc"), "source")
+        return self
+
+    def file_count(self) -> int:
+        kind = self.https or self.config_map or self.pvc
+        assert kind is not None
+        return len(kind.files)
+
+    def file_names(self) -> list[str]:
+        if self.https is not None:
+            return [f.file_name for f in self.https.files]
+        if self.config_map is not None:
+            return [f.key for f in self.config_map.files]
+        assert self.pvc is not None
+        return [f.file_name for f in self.pvc.files]
+
+
+_FILE_COUNT_CEL = (
+    "(has(self.source.https) ? self.source.https.files.size() : "
+    "has(self.source.configMap) ? self.source.configMap.files.size() : "
+    "has(self.source.pvc) ? self.source.pvc.files.size() : 0)"
+)
+
+
+# --- InferenceModel --------------------------------------------------------------------------------
+
+
+class ModelOptions(_Api):
+    """Backend options for compiling the model."""
+
+    precision: Precision = Field(default=Precision.f32, description="Inference precision (f32, f16, bf16).")
+    performance_hint: PerformanceHint = Field(default=PerformanceHint.LATENCY, description="OpenVINO performance hint.")
+    streams: int | None = Field(default=None, ge=1, le=64, description="Parallel inference streams; the backend decides when unset.")
+    pool_size: int = Field(default=4, ge=1, le=256, description="Infer requests kept ready for concurrent calls.")
+
+
+class InferenceModelSpec(_Api):
+    """A named model, compiled once in every runtime pod of the workers that use it."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            (
+                "self.format != 'openvino' || !has(self.backend) || self.backend == 'openvino'",
+                "format openvino (IR) can only be served by backend openvino",
+                ".backend",
+            ),
+            (
+                "!has(self.backend) || self.backend != 'onnxruntime' || self.device == 'CPU' || self.device == 'GPU'",
+                "backend onnxruntime runs on device CPU or GPU (CUDA) only",
+                ".device",
+            ),
+            (f"self.format != 'onnx' || {_FILE_COUNT_CEL} == 1", "format onnx takes exactly one file", ".source"),
+            (f"self.format != 'openvino' || {_FILE_COUNT_CEL} <= 2", "format openvino takes model.xml and optionally model.bin", ".source"),
+        )
+    )
+
+    format: ModelFormat = Field(description="Model format: openvino (IR, model.xml + model.bin) or onnx.")
+    source: Source = Field(description="Where the model files come from. For openvino list the .xml first, then the .bin.")
+    backend: BackendName | None = Field(
+        default=None, description="Inference backend: openvino or onnxruntime. Defaults from the format (openvino for both)."
+    )
+    device: Device = Field(
+        default=Device.CPU,
+        description="Device the model runs on: CPU, GPU, NPU or AUTO. GPU with backend openvino means an Intel GPU, "
+        "GPU with backend onnxruntime an NVIDIA GPU (CUDA). Decides the device profile of workers using the model.",
+    )
+    options: ModelOptions = Field(default_factory=ModelOptions, json_schema_extra=_EMPTY_DEFAULT, description="Backend options.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InferenceModelSpec:
+        if self.format is ModelFormat.openvino and self.backend not in (None, BackendName.openvino):
+            raise ValueError("backend: format openvino (IR) can only be served by backend openvino")
+        if self.backend is BackendName.onnxruntime and self.device not in (Device.CPU, Device.GPU):
+            raise ValueError("device: backend onnxruntime runs on device CPU or GPU (CUDA) only")
+        n = self.source.file_count()
+        if self.format is ModelFormat.onnx and n != 1:
+            raise ValueError("source: format onnx takes exactly one file")
+        if self.format is ModelFormat.openvino and n > 2:
+            raise ValueError("source: format openvino takes model.xml and optionally model.bin")
+        return self
+
+    @property
+    def resolved_backend(self) -> BackendName:
+        return self.backend or default_backend(self.format)
+
+
+# --- WasmWorker ------------------------------------------------------------------------------------
+
+
+class KeySelector(_Api):
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_RE, description="Name of the ConfigMap or Secret.")
+    key: str = Field(max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key to read.")
+    optional: bool | None = Field(default=None, description="Start even if the object or key is missing.")
+
+
+class EnvVarSource(_Api):
+    model_config = ConfigDict(
+        json_schema_extra=rules(("has(self.configMapKeyRef) != has(self.secretKeyRef)", "set exactly one of configMapKeyRef or secretKeyRef"))
+    )
+
+    config_map_key_ref: KeySelector | None = Field(default=None, description="A key of a ConfigMap.")
+    secret_key_ref: KeySelector | None = Field(default=None, description="A key of a Secret.")
+
+    @model_validator(mode="after")
+    def _one(self) -> EnvVarSource:
+        _exactly_one(self, ("config_map_key_ref", "secret_key_ref"), "valueFrom")
+        return self
+
+
+class EnvVar(_Api):
+    """An environment variable of the runtime container, also given to the guest as a var of the same name."""
+
+    model_config = ConfigDict(json_schema_extra=rules(("!(has(self.value) && has(self.valueFrom))", "value and valueFrom are mutually exclusive")))
+
+    name: str = Field(max_length=128, pattern=ENV_NAME_RE, description="Variable name.")
+    value: str | None = Field(default=None, max_length=32768, description="Literal value.")
+    value_from: EnvVarSource | None = Field(default=None, description="Read the value from a ConfigMap or Secret key.")
+
+    @model_validator(mode="after")
+    def _exclusive(self) -> EnvVar:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError(f"env {self.name}: value and valueFrom are mutually exclusive")
+        return self
+
+
+class ConfigMapVolume(_Api):
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_RE, description="Name of the ConfigMap.")
+
+
+class SecretVolume(_Api):
+    secret_name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_RE, description="Name of the Secret.")
+
+
+class PvcVolume(_Api):
+    claim_name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_RE, description="Name of the PersistentVolumeClaim.")
+
+
+class EmptyDirVolume(_Api):
+    size_limit: Quantity | None = Field(default=None, description="Size limit of the scratch folder.")
+
+
+class Folder(_Api):
+    """A volume preopened in the guest as a directory; read-only unless writable."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            (
+                "[has(self.configMap), has(self.secret), has(self.persistentVolumeClaim), has(self.emptyDir)].filter(x, x).size() == 1",
+                "set exactly one of configMap, secret, persistentVolumeClaim or emptyDir",
+            ),
+            ("self.path.startsWith('/')", "path must be absolute (start with '/')", ".path"),
+            (
+                "!has(self.writable) || !self.writable || has(self.persistentVolumeClaim) || has(self.emptyDir)",
+                "only persistentVolumeClaim and emptyDir folders can be writable",
+                ".writable",
+            ),
+        )
+    )
+
+    path: str = Field(max_length=1024, description="Directory in the guest, absolute (e.g. /data).")
+    writable: bool = Field(default=False, description="Let the guest write to the folder.")
+    config_map: ConfigMapVolume | None = Field(default=None, description="Files of a ConfigMap.")
+    secret: SecretVolume | None = Field(default=None, description="Files of a Secret.")
+    persistent_volume_claim: PvcVolume | None = Field(default=None, description="A PersistentVolumeClaim.")
+    empty_dir: EmptyDirVolume | None = Field(default=None, description="A scratch folder private to the pod.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Folder:
+        _exactly_one(self, ("config_map", "secret", "persistent_volume_claim", "empty_dir"), f"folder {self.path}")
+        if not self.path.startswith("/"):
+            raise ValueError(f"folder {self.path}: path must be absolute (start with '/')")
+        if self.writable and self.persistent_volume_claim is None and self.empty_dir is None:
+            raise ValueError(f"folder {self.path}: only persistentVolumeClaim and emptyDir folders can be writable")
+        return self
+
+
+class WorkerLimits(_Api):
+    """Per-request limits the runtime enforces on the guest."""
+
+    memory_mib: int = Field(default=256, ge=1, le=4096, alias="memoryMiB", description="Linear memory cap per request, in MiB.")
+    timeout_seconds: float = Field(default=30.0, gt=0, le=3600, description="Execution timeout per request, in seconds.")
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=0, le=1 << 30, description="Largest request body accepted, in bytes.")
+
+
+class ResourceRequirements(_Api):
+    """Compute resources of the runtime container; the device profile adds its device resources."""
+
+    requests: dict[str, Quantity] = Field(default_factory=dict, description="Minimum resources, e.g. cpu: 500m.")
+    limits: dict[str, Quantity] = Field(default_factory=dict, description="Maximum resources, e.g. memory: 2Gi.")
+
+
+class Toleration(_Api):
+    """A core/v1 Toleration: lets the pods run on nodes with a matching taint."""
+
+    key: str | None = Field(default=None, max_length=316, description="Taint key; empty with operator Exists matches all taints.")
+    operator: Literal["Exists", "Equal"] | None = Field(default=None, description="Exists or Equal (default).")
+    value: str | None = Field(default=None, max_length=63, description="Taint value for operator Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(default=None, description="Taint effect; empty matches all.")
+    toleration_seconds: int | None = Field(default=None, description="For NoExecute: how long the pod stays bound after the taint appears.")
+
+
+class Placement(_Api):
+    """Where runtime pods run: a device profile (with fallbacks) plus the usual scheduling constraints."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            ("!has(self.profile) || !has(self.fallbacks) || !(self.profile in self.fallbacks)", "fallbacks must not repeat profile", ".fallbacks")
+        )
+    )
+
+    profile: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=PROFILE_RE,
+        description="Device profile (cpu, intel-gpu, intel-npu, nvidia-gpu or one from the operator configuration). "
+        "Follows the devices of the worker's models when unset.",
+    )
+    fallbacks: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        json_schema_extra={"x-kubernetes-list-type": "set", "items": {"type": "string", "maxLength": 63, "pattern": PROFILE_RE}},
+        description="Profiles to move to, in order, when the pods stay Unschedulable for fallbackAfterSeconds.",
+    )
+    fallback_after_seconds: int | None = Field(
+        default=None, ge=1, le=86400, description="How long pods may stay Unschedulable before the next profile is tried; operator default when unset."
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Extra node labels the pods require.")
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32, description="Extra tolerations of the pods.")
+    affinity: AnyObject | None = Field(default=None, description="Pod affinity rules (core/v1 Affinity).")
+
+    @field_validator("fallbacks")
+    @classmethod
+    def _profiles(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if not re.match(PROFILE_RE, p):
+                raise ValueError(f"{p!r} is not a profile name")
+        if len(set(v)) != len(v):
+            raise ValueError("fallbacks must not repeat a profile")
+        return v
+
+    @model_validator(mode="after")
+    def _no_repeat(self) -> Placement:
+        if self.profile is not None and self.profile in self.fallbacks:
+            raise ValueError("fallbacks: fallbacks must not repeat profile")
+        return self
+
+
+class WasmWorkerSpec(_Api):
+    """A Wasm worker served by runtime pods, with the named models it may use."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            (
+                "(has(self.module.https) ? self.module.https.files.size() : has(self.module.configMap) ? "
+                "self.module.configMap.files.size() : has(self.module.pvc) ? self.module.pvc.files.size() : 0) == 1",
+                "module takes exactly one file",
+                ".module",
+            ),
+        )
+    )
+
+    module: Source = Field(description="The worker's .wasm module (one file).")
+    route: str = Field(
+        default="/",
+        max_length=1024,
+        description="HTTP route the worker answers, starting with '/'; [param] segments capture path parameters.",
+        json_schema_extra=rules(("self.startsWith('/')", "route must start with '/'")),
+    )
+    replicas: int = Field(default=1, ge=0, le=10000, description="Number of runtime pods.")
+    models: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        json_schema_extra={"x-kubernetes-list-type": "set", "items": {"type": "string", "maxLength": 253, "pattern": DNS_SUBDOMAIN_RE}},
+        description="Names of InferenceModels (same namespace) the worker may load by name; each is preloaded in its pods.",
+    )
+    allowed_backends: list[BackendName] | None = Field(
+        default=None,
+        max_length=2,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="wasi-nn backends the guest may use for its own `load` calls. Defaults to the backends of its models.",
+    )
+    vars: dict[str, str] = Field(default_factory=dict, description="Variables given to the guest ($NAME expands from env).")
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=64,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        description="Environment of the runtime container, from literals, ConfigMaps or Secrets; each is also a guest var.",
+    )
+    folders: list[Folder] = Field(
+        default_factory=list,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["path"]},
+        description="Volumes preopened in the guest as directories.",
+    )
+    limits: WorkerLimits = Field(default_factory=WorkerLimits, json_schema_extra=_EMPTY_DEFAULT, description="Per-request limits.")
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements, description="Compute resources of the runtime container.")
+    placement: Placement = Field(default_factory=Placement, description="Device profile, fallbacks and scheduling constraints.")
+    image: str | None = Field(default=None, max_length=512, description="Runtime container image; the profile's or the operator's default when unset.")
+
+    @field_validator("route")
+    @classmethod
+    def _route(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("route must start with '/'")
+        return v
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("models must not repeat a name")
+        return v
+
+    @model_validator(mode="after")
+    def _one_module(self) -> WasmWorkerSpec:
+        if self.module.file_count() != 1:
+            raise ValueError("module: module takes exactly one file")
+        paths = [f.path for f in self.folders]
+        if len(set(paths)) != len(paths):
+            raise ValueError("folders: two folders have the same path")
+        names = [e.name for e in self.env]
+        if len(set(names)) != len(names):
+            raise ValueError("env: two variables have the same name")
+        return self
+
+
+# --- status ----------------------------------------------------------------------------------------
+
+
+class Condition(_Api):
+    """The standard condition shape (kstatus, `kubectl wait --for=condition=...`)."""
+
+    type: str = Field(max_length=316, description="Ready, ModelsReady, Scheduled, Progressing or Degraded.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(max_length=1024, description="One-word CamelCase reason of the last transition.")
+    message: str = Field(default="", max_length=32768, description="Human-readable details.")
+    last_transition_time: str = Field(description="When the status last changed (RFC 3339).", json_schema_extra={"format": "date-time"})
+    observed_generation: int | None = Field(default=None, ge=0, description="metadata.generation the condition was computed for.")
+
+
+_CONDITIONS_EXTRA: JsonDict = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+
+
+class InferenceModelStatus(_Api):
+    """What the operator observed; written only by the operator."""
+
+    observed_generation: int | None = Field(default=None, description="Latest metadata.generation acted on.")
+    backend: str | None = Field(default=None, description="Resolved backend.")
+    profile: str | None = Field(default=None, description="Device profile workers need to run this model.")
+    workers: list[str] = Field(default_factory=list, description="WasmWorkers of the namespace that use this model (at most 100 listed).")
+    worker_count: int = Field(default=0, description="How many WasmWorkers use this model.")
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_CONDITIONS_EXTRA, description="Ready, with its reason.")
+
+
+class WasmWorkerStatus(_Api):
+    """What the operator observed; written only by the operator."""
+
+    observed_generation: int | None = Field(default=None, description="Latest metadata.generation acted on.")
+    replicas: int = Field(default=0, description="Runtime pods that exist (the /scale subresource reads this).")
+    ready_replicas: int = Field(default=0, description="Runtime pods that are ready: module compiled and every model loaded.")
+    updated_replicas: int = Field(default=0, description="Runtime pods running the latest configuration.")
+    selector: str | None = Field(default=None, description="Label selector of the runtime pods (for the /scale subresource).")
+    url: str | None = Field(default=None, description="In-cluster URL of the worker's route.")
+    profile: str | None = Field(default=None, description="Device profile the pods are placed with.")
+    ready_summary: str | None = Field(default=None, description="ready/desired replicas, for kubectl get.")
+    models_summary: str | None = Field(default=None, description="ready/named models, for kubectl get.")
+    conditions: list[Condition] = Field(
+        default_factory=list, json_schema_extra=_CONDITIONS_EXTRA, description="Ready, ModelsReady, Scheduled, Progressing, Degraded."
+    )

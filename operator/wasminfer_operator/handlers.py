@@ -1,0 +1,114 @@
+"""Thin kopf handlers: watch caches (indexes) of the custom resources and events that queue keys.
+
+Nothing here decides anything. The handlers never write to the objects they watch: no finalizers,
+no annotations, no spec (Argo CD would see drift); status is written by the reconciler only. The
+children (Deployments, Services, ConfigMaps, Pods) are watched by the informers started here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from wasminfer_operator import api
+from wasminfer_operator.informer import ChildCaches
+from wasminfer_operator.kube import FIELD_MANAGER, Kube
+from wasminfer_operator.observe import ObjectView, object_view
+from wasminfer_operator.profiles import OperatorConfig
+from wasminfer_operator.reconcile import Indexes, Reconciler
+
+WW = (api.GROUP, api.VERSION, "wasmworkers")
+IM = (api.GROUP, api.VERSION, "inferencemodels")
+
+
+@dataclass
+class Operator:
+    """What the handlers share: configuration, API access and, once started, the reconciler."""
+
+    cfg: OperatorConfig
+    kube: Kube
+    concurrency: int = 16
+    namespaces: list[str] = field(default_factory=list)  # empty: all namespaces
+    reconciler: Reconciler | None = None
+    caches: ChildCaches = field(default_factory=ChildCaches)
+    on_ready: list[Callable[[Reconciler], None]] = field(default_factory=list)
+
+
+def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
+    """Attach every handler to `registry`."""
+
+    def rec() -> Reconciler:
+        assert op.reconciler is not None, "reconciler not started"
+        return op.reconciler
+
+    @kopf.on.startup(registry=registry, id="configure")
+    async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+        settings.posting.reporting_component = FIELD_MANAGER
+        settings.posting.level = logging.WARNING
+        settings.watching.chunk_size = 100
+        settings.queueing.idle_timeout = 1.0  # a task per object lingers this long after its events
+        caches = op.caches
+        indexes = Indexes(
+            workers=kwargs["wasmworkers_by_name"],
+            models=kwargs["inferencemodels_by_name"],
+            model_users=kwargs["workers_by_model"],
+            deployments=caches.deployments,
+            services=caches.services,
+            config_maps=caches.config_maps,
+            pods=caches.pods,
+        )
+        r = op.reconciler = Reconciler(op.cfg, op.kube, indexes, concurrency=op.concurrency)
+        r.cache_filled = caches.start(op.kube.api_client, op.namespaces, asyncio.get_running_loop(), r.child_event, r.pod_event)
+        r.start()
+        for callback in op.on_ready:
+            callback(op.reconciler)
+
+    @kopf.on.login(registry=registry, id="login")
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # In-cluster service account, else $KUBECONFIG (set from --kubeconfig), via the official client.
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.cleanup(registry=registry, id="stop")
+    async def stop(**_: Any) -> None:
+        op.caches.stop()
+        if op.reconciler is not None:
+            await op.reconciler.stop()
+
+    @kopf.on.probe(id="reconciler", registry=registry)
+    def probe(**_: Any) -> dict[str, Any]:
+        r = op.reconciler
+        if r is None:
+            return {"started": False}
+        return {"started": True, "leading": r.leading.is_set(), "queued": len(r.queue), "reconciles": r.reconciles}
+
+    # --- watch caches ---
+
+    @kopf.index(*WW, registry=registry, id="wasmworkers_by_name")
+    async def wasmworkers_by_name(body: kopf.Body, **_: Any) -> dict[tuple[str, str], ObjectView]:
+        view = object_view(body)
+        return {view.key: view}
+
+    @kopf.index(*WW, registry=registry, id="workers_by_model")
+    async def workers_by_model(body: kopf.Body, **_: Any) -> dict[tuple[str, str], str]:
+        view = object_view(body)
+        return {(view.namespace, str(m)): view.name for m in view.spec.get("models") or []}
+
+    @kopf.index(*IM, registry=registry, id="inferencemodels_by_name")
+    async def inferencemodels_by_name(body: kopf.Body, **_: Any) -> dict[tuple[str, str], ObjectView]:
+        view = object_view(body)
+        return {view.key: view}
+
+    # --- events: queue the keys they concern ---
+
+    @kopf.on.event(*WW, registry=registry, id="worker_changed")
+    async def worker_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
+        rec().worker_event(type, object_view(body))
+
+    @kopf.on.event(*IM, registry=registry, id="model_changed")
+    async def model_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
+        rec().model_event(type, object_view(body))

@@ -1,0 +1,158 @@
+"""The operator's writes and point reads, through the official Kubernetes client.
+
+Every call here runs in a small thread pool so the event loop (kopf's watches) never blocks. Children
+are written with server-side apply under one field manager, so applying the same render twice is a
+no-op and fields the operator stops rendering are removed. Custom-resource status is merge-patched.
+These calls, plus kopf's list/watch streams, are all the API access the operator needs (see
+`PERMISSIONS`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, TypeVar
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from wasminfer_operator.api import GROUP, VERSION
+
+log = logging.getLogger("wasminfer.operator.kube")
+
+FIELD_MANAGER = "wasminfer-operator"
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+T = TypeVar("T")
+
+# Every (apiGroup, resource, verbs) the operator uses; RBAC for a deployment of it follows from this.
+PERMISSIONS: list[tuple[str, str, tuple[str, ...]]] = [
+    (GROUP, "wasmworkers", ("list", "watch")),  # kopf watch streams
+    (GROUP, "inferencemodels", ("list", "watch")),
+    (GROUP, "wasmworkers/status", ("patch",)),
+    (GROUP, "inferencemodels/status", ("patch",)),
+    (GROUP, "wasmworkers/finalizers", ("update",)),  # ownerReferences with blockOwnerDeletion on children
+    ("apps", "deployments", ("list", "watch", "create", "patch")),  # server-side apply creates or patches
+    ("", "services", ("list", "watch", "create", "patch")),
+    ("", "configmaps", ("get", "list", "watch", "create", "patch")),  # get: InferenceModel ConfigMap sources
+    ("", "pods", ("list", "watch")),
+    ("", "persistentvolumeclaims", ("get",)),  # InferenceModel claim sources
+    ("", "events", ("create",)),
+    ("coordination.k8s.io", "leases", ("get", "create", "update")),  # leader election
+    ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),  # kopf resource discovery
+    ("", "namespaces", ("list", "watch")),  # kopf, only when watching namespaces by pattern
+]
+
+
+class KubeError(Exception):
+    """An API call that failed; `status` is the HTTP status (0 when the server was not reached)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+def _error(err: ApiException) -> KubeError:
+    message = err.reason or ""
+    reason = err.reason or ""
+    try:
+        body = json.loads(err.body or "{}")
+        message = body.get("message", message)
+        reason = body.get("reason", reason)
+    except (ValueError, TypeError):
+        pass
+    return KubeError(int(err.status or 0), str(reason), str(message))
+
+
+class Kube:
+    """Async facade over the synchronous client; one instance per operator process."""
+
+    def __init__(self, api_client: client.ApiClient, threads: int = 16) -> None:
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube")
+        self.instance = f"{FIELD_MANAGER}-{uuid.uuid4().hex[:8]}"
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        def run() -> T:
+            try:
+                return fn()
+            except ApiException as err:
+                raise _error(err) from None
+            except OSError as err:  # connection refused, TLS, DNS: urllib3 wraps them in OSError subclasses
+                raise KubeError(0, "Unreachable", str(err)) from None
+
+        return await asyncio.get_running_loop().run_in_executor(self.pool, run)
+
+    @staticmethod
+    def _json(resp: Any) -> dict[str, Any]:
+        data = resp.data
+        return dict(json.loads(data)) if data else {}
+
+    async def apply(self, obj: dict[str, Any], *, force: bool) -> dict[str, Any]:
+        """Server-side apply of a ConfigMap, Service or Deployment; `force` takes over conflicting fields."""
+        kind, meta = obj["kind"], obj["metadata"]
+        name, ns = meta["name"], meta["namespace"]
+        kw: dict[str, Any] = dict(field_manager=FIELD_MANAGER, force=force, _content_type=APPLY, _preload_content=False)
+        methods: dict[str, Callable[..., Any]] = {
+            "ConfigMap": self.core.patch_namespaced_config_map,
+            "Service": self.core.patch_namespaced_service,
+            "Deployment": self.apps.patch_namespaced_deployment,
+        }
+        method = methods[kind]
+        resp = await self._call(lambda: method(name, ns, obj, **kw))
+        return self._json(resp)
+
+    async def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        body = {"status": status}
+        resp = await self._call(
+            lambda: self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, body, field_manager=FIELD_MANAGER, _content_type=MERGE, _preload_content=False
+            )
+        )
+        return self._json(resp)
+
+    async def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get(lambda: self.core.read_namespaced_config_map(name, namespace, _preload_content=False))
+
+    async def get_pvc(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get(lambda: self.core.read_namespaced_persistent_volume_claim(name, namespace, _preload_content=False))
+
+    async def _get(self, fn: Callable[[], Any]) -> dict[str, Any] | None:
+        try:
+            return self._json(await self._call(fn))
+        except KubeError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    async def post_event(self, ref: dict[str, str], type_: str, reason: str, message: str, timestamp: str) -> None:
+        """A core/v1 Event about a custom resource (shown by `kubectl describe` and `kubectl events`)."""
+        body: Any = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{ref['name']}.{uuid.uuid4().hex[:16]}", "namespace": ref["namespace"]},
+            "involvedObject": ref,
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "firstTimestamp": timestamp,
+            "lastTimestamp": timestamp,
+            "count": 1,
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": self.instance,
+        }
+        await self._call(
+            lambda: self.core.create_namespaced_event(ref["namespace"], body, field_manager=FIELD_MANAGER, _preload_content=False)
+        )

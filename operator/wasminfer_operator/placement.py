@@ -1,0 +1,104 @@
+"""Which device profile a worker's pods use: derived from its models, or set, with timed fallbacks.
+
+Pure: the decision depends only on the spec, the models, the configuration, the profile recorded in
+status and the pods' scheduling conditions (whose timestamps live in the API, so a restarted
+operator reaches the same decision at the same moment).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from wasminfer_operator.api import WasmWorkerSpec
+from wasminfer_operator.observe import PodView
+from wasminfer_operator.profiles import OperatorConfig
+from wasminfer_operator.render import NamedModel
+from wasminfer_runtime.config import Device
+
+
+@dataclass(frozen=True)
+class Decision:
+    profile: str | None  # None when it cannot be decided; `failure` says why
+    chain: tuple[str, ...] = ()
+    failure: tuple[str, str] | None = None  # (reason, message)
+    switched_from: str | None = None  # set when this decision moved to the next profile
+    unschedulable: tuple[str, str] | None = None  # (since, message) for pods of the current profile
+    retry_after: float | None = None  # seconds until the pending fallback is due
+    fallback_due: str | None = None  # when it is due (RFC 3339): stable across reconciles, unlike retry_after
+
+    @property
+    def primary(self) -> str | None:
+        return self.chain[0] if self.chain else None
+
+    @property
+    def fell_back(self) -> bool:
+        return self.profile is not None and self.profile != self.primary
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def derived_profile(models: list[NamedModel], cfg: OperatorConfig) -> tuple[str | None, tuple[str, str] | None]:
+    """The profile the models need; (None, failure) when no profile serves one or two disagree."""
+    needs: dict[str, list[str]] = {}
+    for m in models:
+        if m.spec.device in (Device.CPU, Device.AUTO):
+            continue
+        backend = m.spec.resolved_backend
+        name = cfg.profile_for_model(m.spec.device, backend)
+        if name is None:
+            return None, (
+                "NoDeviceProfile",
+                f"model {m.name} needs device {m.spec.device.value} with backend {backend.value}, and no device profile provides it",
+            )
+        needs.setdefault(name, []).append(m.name)
+    if len(needs) > 1:
+        detail = "; ".join(f"{p}: {', '.join(ms)}" for p, ms in sorted(needs.items()))
+        return None, ("ConflictingModels", f"the models need different device profiles ({detail}); set spec.placement.profile")
+    if needs:
+        return next(iter(needs)), None
+    return cfg.default_profile, None
+
+
+def decide(
+    spec: WasmWorkerSpec,
+    models: list[NamedModel],
+    cfg: OperatorConfig,
+    current: str | None,
+    pods: list[PodView],
+    now: datetime,
+) -> Decision:
+    primary = spec.placement.profile
+    if primary is None:
+        primary, failure = derived_profile(models, cfg)
+        if failure is not None:
+            return Decision(profile=None, failure=failure)
+    assert primary is not None
+    chain = (primary, *(p for p in spec.placement.fallbacks if p != primary))
+    unknown = [p for p in chain if p not in cfg.profiles]
+    if unknown:
+        known = ", ".join(sorted(cfg.profiles))
+        return Decision(profile=None, chain=chain, failure=("UnknownProfile", f"profile(s) {', '.join(unknown)} not configured (known: {known})"))
+
+    profile = current if current in chain else primary
+    assert profile is not None
+    mine = [p for p in pods if p.profile == profile and not p.terminating]
+    stuck = [p for p in mine if p.unschedulable_since is not None]
+    if not stuck or any(p.scheduled for p in mine):
+        return Decision(profile=profile, chain=chain)
+    first = min(stuck, key=lambda p: p.unschedulable_since or "")
+    since = first.unschedulable_since or ""
+    unschedulable = (since, first.unschedulable_message)
+    position = chain.index(profile)
+    if position + 1 >= len(chain):
+        return Decision(profile=profile, chain=chain, unschedulable=unschedulable)
+    after = spec.placement.fallback_after_seconds or cfg.fallback_after_seconds
+    waited = (now - parse_time(since)).total_seconds()
+    if waited >= after:
+        return Decision(profile=chain[position + 1], chain=chain, switched_from=profile, unschedulable=unschedulable)
+    due = (parse_time(since) + timedelta(seconds=after)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Decision(
+        profile=profile, chain=chain, unschedulable=unschedulable, retry_after=max(after - waited, 0.5), fallback_due=due
+    )

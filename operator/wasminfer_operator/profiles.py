@@ -1,0 +1,161 @@
+"""Operator configuration: device profiles, default images and timings.
+
+A device profile says how runtime pods reach a kind of device: the extended resource to request, the
+tolerations and node labels that go with it, which backends and which device the models run on there,
+and (optionally) a runtime image built for it. The built-in profiles can be replaced or extended by a
+YAML file (`--config` / WASMINFER_OPERATOR_CONFIG), which a Helm chart renders from its values.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from wasminfer_operator.api import PROFILE_RE, Quantity, Toleration
+from wasminfer_runtime.config import BackendName, Device, format_validation_error
+
+DEFAULT_IMAGE = "ghcr.io/wasminfer/runtime:0.1.0"
+NVIDIA_IMAGE = "ghcr.io/wasminfer/runtime-nvidia:0.1.0"
+CONFIG_ENV = "WASMINFER_OPERATOR_CONFIG"
+IMAGE_ENV = "WASMINFER_RUNTIME_IMAGE"
+
+
+class ConfigurationError(Exception):
+    """An operator configuration file that cannot be used; the message names the file and the key."""
+
+
+class _Cfg(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class NodeRequirement(_Cfg):
+    """A core/v1 NodeSelectorRequirement the pods' nodes must meet."""
+
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
+    values: list[str] = Field(default_factory=list)
+
+    def wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"key": self.key, "operator": self.operator}
+        if self.values:
+            out["values"] = list(self.values)
+        return out
+
+
+# Labels the device plugins' node feature rules put on accelerator nodes; CPU workers stay off them.
+ACCELERATOR_NODE_LABELS = ("nvidia.com/gpu.present", "intel.feature.node.kubernetes.io/gpu", "intel.feature.node.kubernetes.io/npu")
+
+
+class DeviceProfile(_Cfg):
+    device: Device = Field(description="Device the models run on under this profile (OpenVINO/ONNX Runtime device name).")
+    backends: list[BackendName] = Field(min_length=1, description="Backends that can use the device under this profile.")
+    resources: dict[str, Quantity] = Field(default_factory=dict, description="Extended resources requested (and limited) per pod.")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    node_affinity: list[NodeRequirement] = Field(
+        default_factory=list, description="Required node expressions, ANDed with the worker's own node affinity."
+    )
+    image: str | None = Field(default=None, description="Runtime image for this profile; the operator default when unset.")
+    automatic: bool = Field(default=True, description="Chosen automatically for models that need this device and backend.")
+
+    def serves(self, device: Device, backend: BackendName) -> bool:
+        return self.device is device and backend in self.backends
+
+
+def builtin_profiles() -> dict[str, DeviceProfile]:
+    return {
+        "cpu": DeviceProfile(
+            device=Device.CPU,
+            backends=[BackendName.openvino, BackendName.onnxruntime],
+            node_affinity=[NodeRequirement(key=k, operator="DoesNotExist") for k in ACCELERATOR_NODE_LABELS],
+        ),
+        "intel-gpu": DeviceProfile(device=Device.GPU, backends=[BackendName.openvino], resources={"gpu.intel.com/i915": 1}),
+        "intel-npu": DeviceProfile(device=Device.NPU, backends=[BackendName.openvino], resources={"npu.intel.com/accel": 1}),
+        "nvidia-gpu": DeviceProfile(
+            device=Device.GPU,
+            backends=[BackendName.onnxruntime],
+            resources={"nvidia.com/gpu": 1},
+            tolerations=[Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")],
+            image=NVIDIA_IMAGE,
+        ),
+    }
+
+
+class OperatorConfig(_Cfg):
+    image: str = Field(default=DEFAULT_IMAGE, description="Runtime image when neither the worker nor its profile names one.")
+    image_pull_policy: str = Field(default="IfNotPresent")
+    default_profile: str = Field(default="cpu", description="Profile of workers whose models need no particular device.")
+    fallback_after_seconds: int = Field(default=120, ge=1, description="How long pods may stay Unschedulable before a fallback.")
+    resync_seconds: int = Field(default=600, ge=10, description="Every object is reconciled at least this often.")
+    source_recheck_seconds: int = Field(default=300, ge=5, description="How often resolved model sources are checked again.")
+    run_as_user: int = Field(default=65532, ge=1, description="UID of runtime pods (never root).")
+    profiles: dict[str, DeviceProfile] = Field(default_factory=builtin_profiles)
+
+    @model_validator(mode="after")
+    def _check(self) -> OperatorConfig:
+        for name in self.profiles:
+            if not re.match(PROFILE_RE, name):
+                raise ValueError(f"profiles: {name!r} is not a valid profile name (lowercase letters, digits, '-')")
+        if self.default_profile not in self.profiles:
+            raise ValueError(f"defaultProfile: {self.default_profile!r} is not one of the profiles")
+        return self
+
+    def image_for(self, profile: str, override: str | None) -> str:
+        if override:
+            return override
+        return self.profiles[profile].image or self.image
+
+    def profile_for_model(self, device: Device, backend: BackendName) -> str | None:
+        """The profile a model needs: the default one for CPU/AUTO, else the first automatic profile serving it."""
+        if device in (Device.CPU, Device.AUTO):
+            return self.default_profile
+        for name, p in self.profiles.items():
+            if p.automatic and p.serves(device, backend):
+                return name
+        return None
+
+
+def parse_operator_config(data: Any, source: str) -> OperatorConfig:
+    """Validate configuration data; profiles given replace built-ins of the same name and add new ones."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{source}: expected a mapping at the top level")
+    data = dict(data)
+    given = data.pop("profiles", None) or {}
+    if not isinstance(given, dict):
+        raise ConfigurationError(f"{source}: profiles: expected a mapping of profile name to profile")
+    merged: dict[str, Any] = {n: p.model_dump(mode="json", by_alias=True, exclude_none=True) for n, p in builtin_profiles().items()}
+    merged.update(given)
+    try:
+        return OperatorConfig.model_validate({**data, "profiles": merged})
+    except ValidationError as err:
+        raise ConfigurationError(format_validation_error(source, err)) from None
+
+
+def load_operator_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> OperatorConfig:
+    """The configuration from `path` (or $WASMINFER_OPERATOR_CONFIG), with $WASMINFER_RUNTIME_IMAGE applied."""
+    env = os.environ if env is None else env
+    if path is None and env.get(CONFIG_ENV):
+        path = Path(env[CONFIG_ENV])
+    data: Any = {}
+    source = "built-in defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as err:
+            raise ConfigurationError(f"{path}: cannot read: {err.strerror}") from None
+        except yaml.YAMLError as err:
+            raise ConfigurationError(f"{path}: not valid YAML: {err}") from None
+    cfg = parse_operator_config(data, source)
+    if env.get(IMAGE_ENV):
+        cfg = cfg.model_copy(update={"image": env[IMAGE_ENV]})
+    return cfg

@@ -1,0 +1,475 @@
+"""Pure rendering: a WasmWorker, its models and a device profile in; Kubernetes objects out.
+
+Every child is a plain dict ready for server-side apply. Each carries a hash of its own content
+(`wasminfer.dev/render-hash`) so the reconciler can tell, from its watch cache alone, whether an apply
+is needed; the pod template carries the hash of the runtime configuration so that pods roll whenever
+the worker or one of its models changes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from wasminfer_operator import api
+from wasminfer_operator.profiles import DeviceProfile, OperatorConfig
+from wasminfer_runtime.config import (
+    BackendName,
+    Device,
+    FolderConfig,
+    Limits,
+    ModelConfig,
+    ModelOptions,
+    RuntimeConfig,
+    ServerConfig,
+    WasiNnConfig,
+    WorkerConfig,
+    dump_runtime_config,
+)
+from wasminfer_runtime.fetch import FetchFile, FetchPlan, dump_fetch_plan
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "wasminfer-operator"
+WORKER_LABEL = f"{api.GROUP}/worker"
+PROFILE_LABEL = f"{api.GROUP}/profile"
+RENDER_HASH = f"{api.GROUP}/render-hash"
+CONFIG_HASH = f"{api.GROUP}/config-hash"
+
+HTTP_PORT = 8080
+SERVICE_PORT = 80
+CONFIG_DIR = PurePosixPath("/etc/wasminfer")
+DATA_DIR = PurePosixPath("/var/lib/wasminfer")
+SOURCES_DIR = PurePosixPath("/var/run/wasminfer/sources")
+CLAIMS_DIR = PurePosixPath("/var/run/wasminfer/claims")
+FOLDERS_DIR = PurePosixPath("/var/lib/wasminfer-folders")
+RUNTIME_YAML = "runtime.yaml"
+FETCH_YAML = "fetch.yaml"
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """Identity of the WasmWorker that owns the children."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class NamedModel:
+    name: str
+    spec: api.InferenceModelSpec
+
+
+@dataclass(frozen=True)
+class Rendered:
+    config_map: dict[str, Any]
+    service: dict[str, Any]
+    deployment: dict[str, Any]
+    config_hash: str
+
+    @property
+    def children(self) -> list[dict[str, Any]]:
+        """In apply order: configuration first, so new pods never start with an old one."""
+        return [self.config_map, self.service, self.deployment]
+
+
+def content_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def config_map_name(worker: str) -> str:
+    return f"{worker}-runtime"
+
+
+def selector_labels(worker: str) -> dict[str, str]:
+    return {WORKER_LABEL: worker}
+
+
+def selector_string(worker: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in selector_labels(worker).items())
+
+
+def worker_url(ref: ObjectRef, route: str) -> str:
+    return f"http://{ref.name}.{ref.namespace}.svc{route}"
+
+
+def common_labels(worker: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "wasminfer-runtime",
+        "app.kubernetes.io/instance": worker,
+        "app.kubernetes.io/component": "worker",
+        MANAGED_BY_LABEL: MANAGED_BY,
+        WORKER_LABEL: worker,
+    }
+
+
+def owner_reference(ref: ObjectRef) -> dict[str, Any]:
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": "WasmWorker",
+        "name": ref.name,
+        "uid": ref.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(ref: ObjectRef, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": ref.namespace,
+        "labels": common_labels(ref.name),
+        "ownerReferences": [owner_reference(ref)],
+    }
+
+
+def _stamp(obj: dict[str, Any]) -> dict[str, Any]:
+    obj["metadata"].setdefault("annotations", {})[RENDER_HASH] = content_hash(obj)
+    return obj
+
+
+# --- artifacts: where each file comes from and where the runtime finds it ------------------------
+
+
+class _Volumes:
+    """Pod volumes for sources, one per ConfigMap and one per claim, shared by module and models."""
+
+    def __init__(self) -> None:
+        self.config_maps: dict[str, set[str]] = {}
+        self.claims: list[str] = []
+
+    def config_map_path(self, cm: str, key: str) -> PurePosixPath:
+        self.config_maps.setdefault(cm, set()).add(key)
+        return SOURCES_DIR / self._cm_volume(cm) / key
+
+    def claim_path(self, claim: str, path: str) -> PurePosixPath:
+        if claim not in self.claims:
+            self.claims.append(claim)
+        return CLAIMS_DIR / self._claim_volume(claim) / path
+
+    def _cm_volume(self, cm: str) -> str:
+        return f"src-{content_hash(cm)[:10]}"
+
+    def _claim_volume(self, claim: str) -> str:
+        return f"claim-{content_hash(claim)[:10]}"
+
+    def volumes(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for cm in sorted(self.config_maps):
+            items = [{"key": k, "path": k} for k in sorted(self.config_maps[cm])]
+            out.append({"name": self._cm_volume(cm), "configMap": {"name": cm, "items": items}})
+        for claim in sorted(self.claims):
+            out.append({"name": self._claim_volume(claim), "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        return out
+
+    def mounts(self) -> list[dict[str, Any]]:
+        out = [{"name": self._cm_volume(cm), "mountPath": str(SOURCES_DIR / self._cm_volume(cm)), "readOnly": True} for cm in sorted(self.config_maps)]
+        out += [{"name": self._claim_volume(c), "mountPath": str(CLAIMS_DIR / self._claim_volume(c)), "readOnly": True} for c in sorted(self.claims)]
+        return out
+
+    def claim_mounts(self) -> list[dict[str, Any]]:
+        return [m for m in self.mounts() if m["name"].startswith("claim-")]
+
+
+def _place(source: api.Source, dest_dir: PurePosixPath, vols: _Volumes) -> tuple[list[FetchFile], list[PurePosixPath]]:
+    """Fetch steps for one source and the paths the runtime reads afterwards (in source order)."""
+    steps: list[FetchFile] = []
+    paths: list[PurePosixPath] = []
+    if source.https is not None:
+        for hf in source.https.files:
+            dest = dest_dir / hf.file_name
+            steps.append(FetchFile(url=hf.url, sha256=hf.sha256, dest=Path(dest)))
+            paths.append(dest)
+    elif source.config_map is not None:
+        for cf in source.config_map.files:
+            dest = dest_dir / cf.key
+            mounted = vols.config_map_path(source.config_map.name, cf.key)
+            steps.append(FetchFile(path=Path(mounted), sha256=cf.sha256, dest=Path(dest)))
+            paths.append(dest)
+    else:
+        assert source.pvc is not None
+        for pf in source.pvc.files:
+            on_claim = vols.claim_path(source.pvc.claim_name, pf.path)
+            steps.append(FetchFile(path=Path(on_claim), sha256=pf.sha256))
+            paths.append(on_claim)
+    return steps, paths
+
+
+def model_device(spec: api.InferenceModelSpec, profile: DeviceProfile) -> Device:
+    """The device a model runs on under a profile: its own when the profile serves it, else CPU."""
+    if spec.device in (Device.CPU, Device.AUTO):
+        return spec.device
+    if profile.serves(spec.device, spec.resolved_backend):
+        return spec.device
+    return Device.CPU
+
+
+def allowed_backends(spec: api.WasmWorkerSpec, models: list[NamedModel]) -> list[BackendName]:
+    if spec.allowed_backends is not None:
+        return sorted(spec.allowed_backends, key=lambda b: b.value)
+    return sorted({m.spec.resolved_backend for m in models}, key=lambda b: b.value)
+
+
+def runtime_config(
+    ref: ObjectRef, spec: api.WasmWorkerSpec, models: list[NamedModel], profile: DeviceProfile
+) -> tuple[RuntimeConfig, FetchPlan, _Volumes]:
+    """The runtime.yaml contract for one worker, and the fetch plan that fills in its files."""
+    vols = _Volumes()
+    steps: list[FetchFile] = []
+    model_cfgs: list[ModelConfig] = []
+    for m in models:
+        s, paths = _place(m.spec.source, DATA_DIR / "models" / m.name, vols)
+        steps += s
+        o = m.spec.options
+        model_cfgs.append(
+            ModelConfig(
+                name=m.name,
+                format=m.spec.format,
+                backend=m.spec.resolved_backend,
+                device=model_device(m.spec, profile),
+                files=[Path(p) for p in paths],
+                options=ModelOptions(precision=o.precision, performance_hint=o.performance_hint, streams=o.streams, pool_size=o.pool_size),
+            )
+        )
+    s, module_paths = _place(spec.module, DATA_DIR / "modules", vols)
+    steps += s
+    vars_ = dict(spec.vars)
+    for e in spec.env:
+        vars_.setdefault(e.name, f"${e.name}")  # the runtime expands $NAME from its environment
+    backends = allowed_backends(spec, models)
+    worker = WorkerConfig(
+        name=ref.name,
+        module=Path(module_paths[0]),
+        route=spec.route,
+        vars=vars_,
+        folders=[
+            FolderConfig.model_validate({"from": str(FOLDERS_DIR / str(i)), "to": f.path, "writable": f.writable})
+            for i, f in enumerate(spec.folders)
+        ],
+        limits=Limits(memory_mib=spec.limits.memory_mib, timeout_seconds=spec.limits.timeout_seconds, max_body_bytes=spec.limits.max_body_bytes),
+        wasi_nn=WasiNnConfig(enabled=bool(models or backends), allowed_backends=backends, models=[m.name for m in models]),
+    )
+    cfg = RuntimeConfig(
+        server=ServerConfig.model_validate({"host": "0.0.0.0", "port": HTTP_PORT, "cache_dir": str(DATA_DIR / "cache")}),
+        models=model_cfgs,
+        workers=[worker],
+    )
+    return cfg, FetchPlan(files=steps, allow_http=False), vols
+
+
+# --- children -------------------------------------------------------------------------------------
+
+
+def render_config_map(ref: ObjectRef, runtime_yaml: str, fetch_yaml: str) -> dict[str, Any]:
+    return _stamp(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _metadata(ref, config_map_name(ref.name)),
+            "data": {RUNTIME_YAML: runtime_yaml, FETCH_YAML: fetch_yaml},
+        }
+    )
+
+
+def render_service(ref: ObjectRef) -> dict[str, Any]:
+    return _stamp(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _metadata(ref, ref.name),
+            "spec": {
+                "type": "ClusterIP",
+                "selector": selector_labels(ref.name),
+                "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+            },
+        }
+    )
+
+
+def hardened_container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _quantity(v: int | str) -> str:
+    return str(v)
+
+
+def container_resources(spec: api.WasmWorkerSpec, profile: DeviceProfile) -> dict[str, Any]:
+    """The worker's resources plus the profile's device resources (requested and limited alike)."""
+    requests = {k: _quantity(v) for k, v in spec.resources.requests.items()}
+    limits = {k: _quantity(v) for k, v in spec.resources.limits.items()}
+    for name, qty in profile.resources.items():
+        requests[name] = limits[name] = _quantity(qty)
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = dict(sorted(requests.items()))
+    if limits:
+        out["limits"] = dict(sorted(limits.items()))
+    return out
+
+
+def _env(spec: api.WasmWorkerSpec) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [{"name": "HOME", "value": "/tmp"}]
+    for e in spec.env:
+        if e.name == "HOME":
+            out = [x for x in out if x["name"] != "HOME"]
+        out.append(e.wire())
+    return out
+
+
+def _folder_volume(i: int, f: api.Folder) -> dict[str, Any]:
+    name = f"folder-{i}"
+    if f.config_map is not None:
+        return {"name": name, "configMap": {"name": f.config_map.name}}
+    if f.secret is not None:
+        return {"name": name, "secret": {"secretName": f.secret.secret_name}}
+    if f.persistent_volume_claim is not None:
+        return {"name": name, "persistentVolumeClaim": {"claimName": f.persistent_volume_claim.claim_name, "readOnly": not f.writable}}
+    assert f.empty_dir is not None
+    return {"name": name, "emptyDir": f.empty_dir.wire()}
+
+
+def _tolerations(spec: api.WasmWorkerSpec, profile: DeviceProfile) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for t in [*profile.tolerations, *spec.placement.tolerations]:
+        w = t.wire()
+        if w not in out:
+            out.append(w)
+    return out
+
+
+def _affinity(spec: api.WasmWorkerSpec, profile: DeviceProfile) -> dict[str, Any]:
+    """The worker's affinity with the profile's required node expressions added to every term."""
+    affinity = copy.deepcopy(spec.placement.affinity or {})
+    required = [r.wire() for r in profile.node_affinity]
+    if required:
+        node = affinity.setdefault("nodeAffinity", {})
+        selector = node.setdefault("requiredDuringSchedulingIgnoredDuringExecution", {})
+        terms = selector.get("nodeSelectorTerms") or [{}]
+        selector["nodeSelectorTerms"] = [{**t, "matchExpressions": [*(t.get("matchExpressions") or []), *required]} for t in terms]
+    return affinity
+
+
+def render_deployment(
+    ref: ObjectRef,
+    spec: api.WasmWorkerSpec,
+    profile_name: str,
+    profile: DeviceProfile,
+    cfg: OperatorConfig,
+    vols: _Volumes,
+    config_hash: str,
+) -> dict[str, Any]:
+    image = cfg.image_for(profile_name, spec.image)
+    config_mount = {"name": "config", "mountPath": str(CONFIG_DIR), "readOnly": True}
+    data_mount = {"name": "data", "mountPath": str(DATA_DIR)}
+    tmp_mount = {"name": "tmp", "mountPath": "/tmp"}
+    folder_mounts = [
+        {"name": f"folder-{i}", "mountPath": str(FOLDERS_DIR / str(i)), "readOnly": not f.writable} for i, f in enumerate(spec.folders)
+    ]
+    fetch = {
+        "name": "fetch",
+        "image": image,
+        "imagePullPolicy": cfg.image_pull_policy,
+        "command": ["wasminfer", "fetch", "--plan", str(CONFIG_DIR / FETCH_YAML), "--termination-log", "/dev/termination-log"],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "securityContext": hardened_container_security(),
+        "volumeMounts": [config_mount, data_mount, tmp_mount, *vols.mounts()],
+    }
+    probe = {"httpGet": {"path": "/healthz", "port": "http"}}
+    runtime: dict[str, Any] = {
+        "name": "runtime",
+        "image": image,
+        "imagePullPolicy": cfg.image_pull_policy,
+        "command": ["wasminfer", "serve", "--config", str(CONFIG_DIR / RUNTIME_YAML)],
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "env": _env(spec),
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
+        "startupProbe": {**probe, "periodSeconds": 5, "failureThreshold": 120},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": hardened_container_security(),
+        "volumeMounts": [config_mount, data_mount, tmp_mount, *vols.claim_mounts(), *folder_mounts],
+    }
+    resources = container_resources(spec, profile)
+    if resources:
+        runtime["resources"] = resources
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": cfg.run_as_user,
+            "runAsGroup": cfg.run_as_user,
+            "fsGroup": cfg.run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "initContainers": [fetch],
+        "containers": [runtime],
+        "volumes": [
+            {"name": "config", "configMap": {"name": config_map_name(ref.name)}},
+            {"name": "data", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+            *vols.volumes(),
+            *(_folder_volume(i, f) for i, f in enumerate(spec.folders)),
+        ],
+    }
+    node_selector = {**profile.node_selector, **spec.placement.node_selector}
+    if node_selector:
+        pod_spec["nodeSelector"] = dict(sorted(node_selector.items()))
+    tolerations = _tolerations(spec, profile)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    affinity = _affinity(spec, profile)
+    if affinity:
+        pod_spec["affinity"] = affinity
+    pod_labels = {**common_labels(ref.name), PROFILE_LABEL: profile_name}
+    return _stamp(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": _metadata(ref, ref.name),
+            "spec": {
+                "replicas": spec.replicas,
+                "revisionHistoryLimit": 3,
+                "selector": {"matchLabels": selector_labels(ref.name)},
+                "template": {
+                    "metadata": {"labels": pod_labels, "annotations": {CONFIG_HASH: config_hash}},
+                    "spec": pod_spec,
+                },
+            },
+        }
+    )
+
+
+def render_worker(
+    ref: ObjectRef,
+    spec: api.WasmWorkerSpec,
+    models: list[NamedModel],
+    profile_name: str,
+    cfg: OperatorConfig,
+) -> Rendered:
+    """All children of one worker placed on `profile_name`; `models` in the order the spec names them."""
+    profile = cfg.profiles[profile_name]
+    runtime_cfg, plan, vols = runtime_config(ref, spec, models, profile)
+    runtime_yaml = dump_runtime_config(runtime_cfg)
+    fetch_yaml = dump_fetch_plan(plan)
+    config_hash = content_hash([runtime_yaml, fetch_yaml])
+    return Rendered(
+        config_map=render_config_map(ref, runtime_yaml, fetch_yaml),
+        service=render_service(ref),
+        deployment=render_deployment(ref, spec, profile_name, profile, cfg, vols, config_hash),
+        config_hash=config_hash,
+    )

@@ -1,0 +1,316 @@
+"""Pure status computation: conditions with reasons, observedGeneration, and the transitions to report.
+
+Conditions follow the standard shape. `lastTransitionTime` changes only when a condition's status
+changes, so re-computing an unchanged status yields an identical object and no write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from wasminfer_operator.api import Condition, InferenceModelStatus, WasmWorkerStatus
+from wasminfer_operator.observe import ChildView, PodView
+from wasminfer_operator.placement import Decision
+
+READY = "Ready"
+MODELS_READY = "ModelsReady"
+SCHEDULED = "Scheduled"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+WORKER_CONDITIONS = (READY, MODELS_READY, SCHEDULED, PROGRESSING, DEGRADED)
+
+Status = Literal["True", "False", "Unknown"]
+
+
+@dataclass(frozen=True)
+class Cond:
+    type: str
+    status: Status
+    reason: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A condition that changed (or appeared in a bad state): one Kubernetes event."""
+
+    type: str
+    status: str
+    reason: str
+    message: str
+    warning: bool
+
+    @property
+    def event_message(self) -> str:
+        return f"{self.type} is {self.status} ({self.reason}): {self.message}".rstrip(": ")
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def timestamp(t: datetime) -> str:
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# Not ready, but on the way: a rollout is a Normal event, not a Warning.
+_ON_THE_WAY = {"RollingOut", "ReplicasNotReady"}
+
+
+def _is_bad(c: Cond | Condition) -> bool:
+    if c.type == DEGRADED:
+        return c.status == "True"
+    if c.type == PROGRESSING:
+        return False
+    return (c.status == "False" and c.reason not in _ON_THE_WAY) or c.reason == "FellBack"
+
+
+def merge_conditions(old: Sequence[Mapping[str, Any]], new: Sequence[Cond], generation: int, now: datetime) -> list[Condition]:
+    """New conditions, keeping each lastTransitionTime whose status did not change."""
+    previous = {c.get("type"): c for c in old}
+    out = []
+    for c in new:
+        before = previous.get(c.type)
+        since = before.get("lastTransitionTime") if before and before.get("status") == c.status else None
+        out.append(
+            Condition(
+                type=c.type,
+                status=c.status,
+                reason=c.reason,
+                message=c.message,
+                last_transition_time=since or timestamp(now),
+                observed_generation=generation,
+            )
+        )
+    return out
+
+
+def transitions(old: Sequence[Mapping[str, Any]], new: Sequence[Condition]) -> list[Transition]:
+    """Conditions whose status or reason changed; new conditions only when they report a problem."""
+    previous = {c.get("type"): c for c in old}
+    out = []
+    for c in new:
+        before = previous.get(c.type)
+        changed = before is not None and (before.get("status"), before.get("reason")) != (c.status, c.reason)
+        if changed or (before is None and _is_bad(c)):
+            out.append(Transition(c.type, c.status, c.reason, c.message, _is_bad(c)))
+    return out
+
+
+# --- WasmWorker -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelState:
+    found: bool
+    ready: bool = False
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class WorkerObservation:
+    """Everything the worker's status is computed from."""
+
+    generation: int
+    replicas: int = 1
+    url: str | None = None
+    selector: str | None = None
+    spec_error: str | None = None
+    model_names: Sequence[str] = ()
+    models: Mapping[str, ModelState] = field(default_factory=dict)
+    decision: Decision | None = None
+    applied: bool = False  # the children match the current render (applied now or already)
+    desired_hash: str | None = None  # render hash the Deployment should carry
+    deployment: ChildView | None = None
+    pods: Sequence[PodView] = ()
+    apply_error: tuple[str, str] | None = None
+    previous_profile: str | None = None
+
+
+def _models_condition(obs: WorkerObservation) -> Cond:
+    names = list(obs.model_names)
+    if not names:
+        return Cond(MODELS_READY, "True", "NoModels", "the worker uses no named models")
+    missing = [n for n in names if not obs.models.get(n, ModelState(False)).found]
+    if missing:
+        return Cond(MODELS_READY, "False", "ModelNotFound", f"InferenceModel(s) not found in this namespace: {', '.join(missing)}")
+    waiting = [n for n in names if not obs.models[n].ready]
+    if waiting:
+        details = "; ".join(f"{n}: {obs.models[n].reason} {obs.models[n].message}".strip() for n in waiting)
+        return Cond(MODELS_READY, "False", "ModelNotReady", f"InferenceModel(s) not ready: {details}")
+    return Cond(MODELS_READY, "True", "ModelsReady", f"{len(names)} model(s) ready: {', '.join(names)}")
+
+
+def _current_pods(obs: WorkerObservation) -> list[PodView]:
+    profile = obs.decision.profile if obs.decision else None
+    return [p for p in obs.pods if not p.terminating and p.profile == profile]
+
+
+def _scheduled_condition(obs: WorkerObservation, models_ok: bool) -> Cond:
+    d = obs.decision
+    if d is None:
+        reason = "WaitingForModels" if not models_ok else "Pending"
+        return Cond(SCHEDULED, "Unknown", reason, "placement is decided once the models are known")
+    if d.failure is not None:
+        return Cond(SCHEDULED, "False", d.failure[0], d.failure[1])
+    if d.switched_from is not None:
+        since, why = d.unschedulable or ("", "")
+        return Cond(
+            SCHEDULED,
+            "False",
+            "FellBack",
+            f"profile {d.switched_from} stayed unschedulable since {since} ({why}); moving to profile {d.profile}",
+        )
+    if d.unschedulable is not None:
+        since, why = d.unschedulable
+        msg = f"pods with profile {d.profile} cannot be scheduled since {since}: {why}"
+        if d.fallback_due is not None and d.profile in d.chain:
+            msg += f"; falling back to profile {d.chain[d.chain.index(d.profile) + 1]} at {d.fallback_due}"
+        return Cond(SCHEDULED, "False", "Unschedulable", msg)
+    if obs.replicas == 0:
+        return Cond(SCHEDULED, "True", "NoReplicas", "no pods requested")
+    pods = _current_pods(obs)
+    scheduled = [p for p in pods if p.scheduled]
+    if pods and len(scheduled) == len(pods):
+        if d.fell_back:
+            return Cond(SCHEDULED, "True", "FellBack", f"{len(pods)} pod(s) scheduled with fallback profile {d.profile} (profile {d.primary} could not be scheduled)")
+        return Cond(SCHEDULED, "True", "Scheduled", f"{len(pods)} pod(s) scheduled with profile {d.profile}")
+    return Cond(SCHEDULED, "Unknown", "Pending", f"waiting for pods with profile {d.profile} to be scheduled")
+
+
+def _rollout_complete(obs: WorkerObservation) -> tuple[bool, str]:
+    dep = obs.deployment
+    if dep is None:
+        return False, "creating the Deployment"
+    if dep.render_hash != obs.desired_hash or dep.observed_generation < dep.generation:
+        return False, "the Deployment is being updated"
+    if dep.updated_replicas < obs.replicas or dep.status_replicas > obs.replicas or dep.available_replicas < obs.replicas:
+        return False, f"{dep.updated_replicas}/{obs.replicas} pod(s) updated, {dep.ready_replicas} ready"
+    return True, f"{obs.replicas} pod(s) up to date"
+
+
+def _progressing_condition(obs: WorkerObservation, blocked: Cond | None) -> Cond:
+    if blocked is not None:
+        return Cond(PROGRESSING, "False", blocked.reason, "not rolling out: " + blocked.message)
+    done, msg = _rollout_complete(obs)
+    if done:
+        return Cond(PROGRESSING, "False", "RolloutComplete", msg)
+    return Cond(PROGRESSING, "True", "RollingOut", msg)
+
+
+def _degraded_condition(obs: WorkerObservation) -> Cond:
+    if obs.apply_error is not None:
+        return Cond(DEGRADED, "True", obs.apply_error[0], obs.apply_error[1])
+    if obs.deployment is not None and obs.deployment.failure:
+        return Cond(DEGRADED, "True", "ReplicaFailure", obs.deployment.failure)
+    for p in obs.pods:
+        if not p.terminating and p.problem is not None:
+            return Cond(DEGRADED, "True", p.problem[0], f"pod {p.name}: {p.problem[1]}")
+    return Cond(DEGRADED, "False", "AsExpected", "no failures seen")
+
+
+def worker_conditions(obs: WorkerObservation) -> list[Cond]:
+    if obs.spec_error is not None:
+        msg = obs.spec_error
+        return [
+            Cond(READY, "False", "InvalidSpec", msg),
+            Cond(MODELS_READY, "Unknown", "InvalidSpec", msg),
+            Cond(SCHEDULED, "Unknown", "InvalidSpec", msg),
+            Cond(PROGRESSING, "False", "InvalidSpec", msg),
+            Cond(DEGRADED, "True", "InvalidSpec", msg),
+        ]
+    models = _models_condition(obs)
+    scheduled = _scheduled_condition(obs, models.status == "True")
+    degraded = _degraded_condition(obs)
+    blocked = None
+    if models.status != "True":
+        blocked = models
+    elif obs.decision is not None and obs.decision.failure is not None:
+        blocked = scheduled
+    elif obs.apply_error is not None:
+        blocked = degraded
+    progressing = _progressing_condition(obs, blocked)
+    dep = obs.deployment
+    ready_n = dep.ready_replicas if dep else 0
+    if blocked is not None:
+        ready = Cond(READY, "False", blocked.reason, blocked.message)
+    elif scheduled.status == "False":
+        ready = Cond(READY, "False", scheduled.reason, scheduled.message)
+    elif degraded.status == "True":
+        ready = Cond(READY, "False", degraded.reason, degraded.message)
+    elif progressing.status == "True":
+        ready = Cond(READY, "False", "RollingOut", progressing.message)
+    elif obs.replicas == 0:
+        ready = Cond(READY, "True", "ScaledToZero", "no replicas requested")
+    elif ready_n < obs.replicas:
+        ready = Cond(READY, "False", "ReplicasNotReady", f"{ready_n}/{obs.replicas} replicas ready")
+    else:
+        ready = Cond(READY, "True", "Available", f"{ready_n}/{obs.replicas} replicas ready" + (f", serving {obs.url}" if obs.url else ""))
+    return [ready, models, scheduled, progressing, degraded]
+
+
+def worker_status(obs: WorkerObservation, old: Mapping[str, Any], now: datetime) -> tuple[WasmWorkerStatus, list[Transition]]:
+    """The worker's new status and the transitions to report as events."""
+    old_conditions = list(old.get("conditions") or [])
+    conditions = merge_conditions(old_conditions, worker_conditions(obs), obs.generation, now)
+    dep = obs.deployment
+    ready_models = sum(1 for n in obs.model_names if obs.models.get(n, ModelState(False)).ready)
+    profile = obs.decision.profile if obs.decision and obs.decision.profile else obs.previous_profile
+    status = WasmWorkerStatus(
+        observed_generation=obs.generation,
+        replicas=dep.status_replicas if dep else 0,
+        ready_replicas=dep.ready_replicas if dep else 0,
+        updated_replicas=dep.updated_replicas if dep else 0,
+        selector=obs.selector,
+        url=obs.url,
+        profile=profile,
+        ready_summary=f"{dep.ready_replicas if dep else 0}/{obs.replicas}",
+        models_summary=f"{ready_models}/{len(obs.model_names)}",
+        conditions=conditions,
+    )
+    return status, transitions(old_conditions, conditions)
+
+
+# --- InferenceModel -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelObservation:
+    generation: int
+    spec_error: str | None = None
+    backend: str | None = None
+    profile: str | None = None
+    profile_failure: tuple[str, str] | None = None
+    source: tuple[bool, str, str] = (True, "SourceDeclared", "")  # (ok, reason, message)
+    workers: Sequence[str] = ()
+
+
+MAX_LISTED_WORKERS = 100
+
+
+def model_condition(obs: ModelObservation) -> Cond:
+    if obs.spec_error is not None:
+        return Cond(READY, "False", "InvalidSpec", obs.spec_error)
+    if obs.profile_failure is not None:
+        return Cond(READY, "False", obs.profile_failure[0], obs.profile_failure[1])
+    ok, reason, message = obs.source
+    return Cond(READY, "True" if ok else "False", reason, message)
+
+
+def model_status(obs: ModelObservation, old: Mapping[str, Any], now: datetime) -> tuple[InferenceModelStatus, list[Transition]]:
+    old_conditions = list(old.get("conditions") or [])
+    conditions = merge_conditions(old_conditions, [model_condition(obs)], obs.generation, now)
+    workers = sorted(obs.workers)
+    status = InferenceModelStatus(
+        observed_generation=obs.generation,
+        backend=obs.backend,
+        profile=obs.profile,
+        workers=workers[:MAX_LISTED_WORKERS],
+        worker_count=len(workers),
+        conditions=conditions,
+    )
+    return status, transitions(old_conditions, conditions)

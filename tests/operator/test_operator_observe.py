@@ -1,0 +1,91 @@
+"""Compact views of watched pods and Deployments keep exactly what status needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wasminfer_operator.observe import child_view, object_view, pod_view
+
+LABELS = {"wasminfer.dev/worker": "hello", "wasminfer.dev/profile": "intel-gpu", "app.kubernetes.io/managed-by": "wasminfer-operator"}
+
+
+def pod(**status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "hello-abc", "labels": LABELS}, "spec": {}, "status": status}
+
+
+def test_unschedulable_pod() -> None:
+    v = pod_view(
+        pod(
+            phase="Pending",
+            conditions=[
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/5 nodes are available: 5 Insufficient gpu.intel.com/i915.",
+                    "lastTransitionTime": "2030-01-01T00:00:00Z",
+                }
+            ],
+        )
+    )
+    assert (v.worker, v.profile, v.scheduled, v.ready) == ("hello", "intel-gpu", False, False)
+    assert v.unschedulable_since == "2030-01-01T00:00:00Z" and "Insufficient" in v.unschedulable_message
+
+
+def test_running_ready_pod() -> None:
+    body = pod(conditions=[{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}])
+    body["spec"]["nodeName"] = "cpu-1"
+    v = pod_view(body)
+    assert v.scheduled and v.ready and v.unschedulable_since is None and v.problem is None
+
+
+def test_failed_fetch_is_reported_with_its_message() -> None:
+    v = pod_view(
+        pod(
+            initContainerStatuses=[
+                {
+                    "name": "fetch",
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 1, "message": "1 of 2 file(s) failed:\nhttps://x/m.bin: sha256 mismatch"}},
+                }
+            ]
+        )
+    )
+    assert v.problem is not None and v.problem[0] == "FetchFailed" and "sha256 mismatch" in v.problem[1]
+
+
+def test_crash_looping_runtime() -> None:
+    v = pod_view(pod(containerStatuses=[{"name": "runtime", "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}}}]))
+    assert v.problem == ("CrashLoopBackOff", "container runtime: back-off")
+
+
+def test_deployment_view() -> None:
+    body = {
+        "kind": "Deployment",
+        "metadata": {
+            "name": "hello",
+            "generation": 3,
+            "labels": LABELS,
+            "annotations": {"wasminfer.dev/render-hash": "abc"},
+            "ownerReferences": [{"uid": "u1", "controller": True}],
+        },
+        "spec": {"replicas": 2},
+        "status": {
+            "observedGeneration": 3,
+            "replicas": 2,
+            "readyReplicas": 1,
+            "updatedReplicas": 2,
+            "availableReplicas": 1,
+            "conditions": [{"type": "ReplicaFailure", "status": "True", "message": "exceeded quota"}],
+        },
+    }
+    v = child_view(body)
+    assert (v.kind, v.worker, v.owner_uid, v.render_hash) == ("Deployment", "hello", "u1", "abc")
+    assert (v.generation, v.observed_generation, v.replicas, v.ready_replicas, v.updated_replicas) == (3, 3, 2, 1, 2)
+    assert v.failure == "exceeded quota"
+
+
+def test_object_view() -> None:
+    v = object_view({"kind": "WasmWorker", "metadata": {"namespace": "ns", "name": "w", "uid": "u", "generation": 4, "deletionTimestamp": "x"}, "spec": {"a": 1}})
+    assert v.key == ("ns", "w") and v.generation == 4 and v.deleting and v.status == {}
+    assert v.reference() == {"apiVersion": "wasminfer.dev/v1alpha1", "kind": "WasmWorker", "namespace": "ns", "name": "w", "uid": "u"}

@@ -1,0 +1,87 @@
+"""Device profiles: built-ins, a configuration file that replaces and adds, errors naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wasminfer_operator.profiles import (
+    DEFAULT_IMAGE,
+    NVIDIA_IMAGE,
+    ConfigurationError,
+    load_operator_config,
+)
+from wasminfer_runtime.config import BackendName, Device
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_builtin_profiles() -> None:
+    cfg = load_operator_config(env={})
+    assert set(cfg.profiles) == {"cpu", "intel-gpu", "intel-npu", "nvidia-gpu"}
+    assert cfg.profiles["intel-gpu"].resources == {"gpu.intel.com/i915": 1}
+    assert cfg.profiles["intel-npu"].resources == {"npu.intel.com/accel": 1}
+    nvidia = cfg.profiles["nvidia-gpu"]
+    assert nvidia.resources == {"nvidia.com/gpu": 1} and nvidia.image == NVIDIA_IMAGE
+    assert [t.key for t in nvidia.tolerations] == ["nvidia.com/gpu"]
+    assert cfg.image == DEFAULT_IMAGE
+
+
+@pytest.mark.parametrize(
+    ("device", "backend", "profile"),
+    [
+        (Device.CPU, BackendName.openvino, "cpu"),
+        (Device.AUTO, BackendName.onnxruntime, "cpu"),
+        (Device.GPU, BackendName.openvino, "intel-gpu"),
+        (Device.GPU, BackendName.onnxruntime, "nvidia-gpu"),
+        (Device.NPU, BackendName.openvino, "intel-npu"),
+        (Device.NPU, BackendName.onnxruntime, None),
+    ],
+)
+def test_profile_for_model(device: Device, backend: BackendName, profile: str | None) -> None:
+    assert load_operator_config(env={}).profile_for_model(device, backend) == profile
+
+
+def test_example_configuration_file_adds_profiles(tmp_path: Path) -> None:
+    cfg = load_operator_config(REPO / "examples/kubernetes/operator-config.yaml", env={})
+    assert {"cpu", "intel-gpu", "intel-npu", "nvidia-gpu", "amd-gpu", "intel-gpu-xe"} <= set(cfg.profiles)
+    assert cfg.profiles["amd-gpu"].automatic is False
+    # automatic: false keeps GPU+onnxruntime models on the built-in nvidia-gpu profile
+    assert cfg.profile_for_model(Device.GPU, BackendName.onnxruntime) == "nvidia-gpu"
+
+
+def test_file_replaces_a_builtin_profile_and_env_overrides_image(tmp_path: Path) -> None:
+    path = tmp_path / "operator.yaml"
+    path.write_text("profiles:\n  intel-gpu:\n    device: GPU\n    backends: [openvino]\n    resources: {gpu.intel.com/xe: 1}\n")
+    cfg = load_operator_config(None, env={"WASMINFER_OPERATOR_CONFIG": str(path), "WASMINFER_RUNTIME_IMAGE": "r.example.com/rt:1"})
+    assert cfg.profiles["intel-gpu"].resources == {"gpu.intel.com/xe": 1}
+    assert cfg.image == "r.example.com/rt:1"
+    assert cfg.image_for("cpu", None) == "r.example.com/rt:1"
+    assert cfg.image_for("nvidia-gpu", None) == NVIDIA_IMAGE
+    assert cfg.image_for("nvidia-gpu", "mine:2") == "mine:2"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("profiles:\n  gpu:\n    device: QPU\n    backends: [openvino]\n", "profiles.gpu.device"),
+        ("profiles:\n  Bad Name:\n    device: CPU\n    backends: [openvino]\n", "not a valid profile name"),
+        ("defaultProfile: nowhere\n", "defaultProfile"),
+        ("fallbackAfterSeconds: 0\n", "fallbackAfterSeconds"),
+        ("profiles: [1, 2]\n", "profiles: expected a mapping"),
+        ("image: [\n", "not valid YAML"),
+        ("surprise: 1\n", "surprise"),
+    ],
+)
+def test_bad_configuration_names_file_and_key(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "operator.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigurationError) as info:
+        load_operator_config(path, env={})
+    assert str(path) in str(info.value) and needle in str(info.value)
+
+
+def test_missing_configuration_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="cannot read"):
+        load_operator_config(tmp_path / "absent.yaml", env={})

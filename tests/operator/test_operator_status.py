@@ -1,0 +1,177 @@
+"""Status: conditions with reasons for every situation, stable timestamps, events only on transitions."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from wasminfer_operator.observe import ChildView, PodView
+from wasminfer_operator.placement import Decision
+from wasminfer_operator.status import (
+    ModelObservation,
+    ModelState,
+    WorkerObservation,
+    model_status,
+    worker_status,
+)
+
+T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+T1 = T0 + timedelta(minutes=5)
+
+
+def deployment(replicas: int = 2, ready: int = 2, updated: int = 2, render_hash: str = "h1", **kw: Any) -> ChildView:
+    return ChildView(
+        "Deployment", "hello", "hello", "uid", render_hash, generation=1, observed_generation=1, replicas=replicas,
+        status_replicas=replicas, ready_replicas=ready, updated_replicas=updated, available_replicas=ready, **kw,
+    )
+
+
+def pod(profile: str = "cpu", scheduled: bool = True, ready: bool = True, problem: tuple[str, str] | None = None, name: str = "p") -> PodView:
+    return PodView(name, "hello", profile, scheduled, None if scheduled else "2030-01-01T11:59:00Z", "" if scheduled else "0/5 nodes: Insufficient gpu", ready, False, problem)
+
+
+HEALTHY = WorkerObservation(
+    generation=3,
+    replicas=2,
+    url="http://hello.ns.svc/hello",
+    selector="wasminfer.dev/worker=hello",
+    model_names=["m"],
+    models={"m": ModelState(True, True, "SourceDeclared", "")},
+    decision=Decision(profile="cpu", chain=("cpu",)),
+    applied=True,
+    desired_hash="h1",
+    deployment=deployment(),
+    pods=[pod(name="a"), pod(name="b")],
+)
+
+
+def conds(obs: WorkerObservation, old: dict[str, Any] | None = None, now: datetime = T0) -> dict[str, tuple[str, str, str]]:
+    status, _ = worker_status(obs, old or {}, now)
+    return {c.type: (c.status, c.reason, c.message) for c in status.conditions}
+
+
+def test_healthy_worker() -> None:
+    status, changes = worker_status(HEALTHY, {}, T0)
+    c = {x.type: (x.status, x.reason) for x in status.conditions}
+    assert c == {
+        "Ready": ("True", "Available"),
+        "ModelsReady": ("True", "ModelsReady"),
+        "Scheduled": ("True", "Scheduled"),
+        "Progressing": ("False", "RolloutComplete"),
+        "Degraded": ("False", "AsExpected"),
+    }
+    assert all(x.observed_generation == 3 for x in status.conditions)
+    assert (status.observed_generation, status.replicas, status.ready_replicas) == (3, 2, 2)
+    assert (status.ready_summary, status.models_summary, status.profile) == ("2/2", "1/1", "cpu")
+    assert status.selector == "wasminfer.dev/worker=hello" and status.url == "http://hello.ns.svc/hello"
+    assert changes == [], "a healthy new worker produces no warnings"
+
+
+def test_missing_model_waits_with_a_clear_reason() -> None:
+    obs = dataclasses.replace(HEALTHY, models={}, decision=None, applied=False, deployment=None, pods=[])
+    c = conds(obs)
+    assert c["Ready"][:2] == ("False", "ModelNotFound") and "m" in c["Ready"][2]
+    assert c["ModelsReady"][:2] == ("False", "ModelNotFound")
+    assert c["Scheduled"][:2] == ("Unknown", "WaitingForModels")
+    assert c["Progressing"][:2] == ("False", "ModelNotFound")
+    status, changes = worker_status(obs, {}, T0)
+    assert status.models_summary == "0/1"
+    assert {(x.type, x.reason, x.warning) for x in changes} == {("Ready", "ModelNotFound", True), ("ModelsReady", "ModelNotFound", True)}
+
+
+def test_model_not_ready_carries_the_models_reason() -> None:
+    obs = dataclasses.replace(HEALTHY, models={"m": ModelState(True, False, "SourceNotFound", "ConfigMap w not found")}, decision=None)
+    c = conds(obs)
+    assert c["Ready"][:2] == ("False", "ModelNotReady") and "SourceNotFound ConfigMap w not found" in c["Ready"][2]
+
+
+def test_rolling_out_then_complete() -> None:
+    obs = dataclasses.replace(HEALTHY, deployment=deployment(ready=0, updated=0), pods=[pod(ready=False)])
+    c = conds(obs)
+    assert c["Progressing"][:2] == ("True", "RollingOut") and c["Ready"][:2] == ("False", "RollingOut")
+    stale = dataclasses.replace(HEALTHY, desired_hash="h2")
+    assert conds(stale)["Progressing"] == ("True", "RollingOut", "the Deployment is being updated")
+    assert conds(dataclasses.replace(HEALTHY, deployment=None))["Progressing"] == ("True", "RollingOut", "creating the Deployment")
+
+
+def test_unschedulable_then_fell_back() -> None:
+    waiting = Decision(
+        profile="intel-gpu", chain=("intel-gpu", "cpu"), unschedulable=("2030-01-01T11:59:00Z", "0/5 nodes: Insufficient gpu"),
+        retry_after=60, fallback_due="2030-01-01T12:01:00Z",
+    )
+    obs = dataclasses.replace(HEALTHY, decision=waiting, deployment=deployment(ready=0), pods=[pod("intel-gpu", scheduled=False, ready=False)])
+    c = conds(obs)
+    assert c["Scheduled"][:2] == ("False", "Unschedulable")
+    assert "Insufficient gpu" in c["Scheduled"][2] and "falling back to profile cpu at 2030-01-01T12:01:00Z" in c["Scheduled"][2]
+    assert c["Ready"][:2] == ("False", "Unschedulable")
+    assert conds(obs, now=T1) == c, "the message does not change while waiting (no status churn)"
+
+    switched = dataclasses.replace(waiting, profile="cpu", switched_from="intel-gpu", retry_after=None, fallback_due=None)
+    before, _ = worker_status(obs, {}, T0)
+    status, changes = worker_status(dataclasses.replace(obs, decision=switched), before.wire(), T1)
+    sched = next(x for x in status.conditions if x.type == "Scheduled")
+    assert (sched.status, sched.reason) == ("False", "FellBack") and "moving to profile cpu" in sched.message
+    assert ("Scheduled", "FellBack", True) in {(x.type, x.reason, x.warning) for x in changes}
+
+    landed = Decision(profile="cpu", chain=("intel-gpu", "cpu"))
+    c = conds(dataclasses.replace(HEALTHY, decision=landed))
+    assert c["Scheduled"][:2] == ("True", "FellBack") and "fallback profile cpu" in c["Scheduled"][2]
+    assert c["Ready"][:2] == ("True", "Available")
+
+
+def test_conflicting_models_block_the_worker() -> None:
+    d = Decision(profile=None, failure=("ConflictingModels", "the models need different device profiles"))
+    c = conds(dataclasses.replace(HEALTHY, decision=d, applied=False))
+    assert c["Scheduled"][:2] == ("False", "ConflictingModels") and c["Ready"][:2] == ("False", "ConflictingModels")
+
+
+def test_degraded_by_failed_fetch_or_conflict() -> None:
+    bad_pod = pod(ready=False, problem=("FetchFailed", "init container fetch: sha256 mismatch"))
+    c = conds(dataclasses.replace(HEALTHY, deployment=deployment(ready=1), pods=[pod(name="a"), bad_pod]))
+    assert c["Degraded"][:2] == ("True", "FetchFailed") and "sha256 mismatch" in c["Degraded"][2]
+    assert c["Ready"][:2] == ("False", "FetchFailed")
+    c = conds(dataclasses.replace(HEALTHY, apply_error=("ChildConflict", "Service hello exists"), applied=False))
+    assert c["Degraded"][:2] == ("True", "ChildConflict") and c["Ready"][:2] == ("False", "ChildConflict")
+
+
+def test_invalid_spec() -> None:
+    c = conds(WorkerObservation(generation=1, spec_error="spec.route: route must start with '/'"))
+    assert c["Ready"] == ("False", "InvalidSpec", "spec.route: route must start with '/'")
+
+
+def test_scaled_to_zero_is_ready() -> None:
+    c = conds(dataclasses.replace(HEALTHY, replicas=0, deployment=deployment(replicas=0, ready=0, updated=0), pods=[]))
+    assert c["Ready"][:2] == ("True", "ScaledToZero") and c["Scheduled"][:2] == ("True", "NoReplicas")
+
+
+def test_transition_times_kept_while_status_holds_and_events_on_change() -> None:
+    first, _ = worker_status(HEALTHY, {}, T0)
+    again, changes = worker_status(HEALTHY, first.wire(), T1)
+    assert again == first and changes == [], "recomputing an unchanged status changes nothing"
+    scaled = dataclasses.replace(HEALTHY, replicas=3, deployment=deployment(replicas=3, ready=2, updated=2))
+    later, changes = worker_status(scaled, first.wire(), T1)
+    times = {c.type: c.last_transition_time for c in later.conditions}
+    assert times["ModelsReady"] == "2030-01-01T12:00:00Z" and times["Ready"] == "2030-01-01T12:05:00Z"
+    assert {(x.type, x.status, x.reason, x.warning) for x in changes} == {
+        ("Ready", "False", "RollingOut", False),
+        ("Progressing", "True", "RollingOut", False),
+    }
+
+
+def test_model_status() -> None:
+    obs = ModelObservation(generation=2, backend="openvino", profile="cpu", source=(True, "SourceResolved", "ConfigMap w holds model.xml"), workers=["b", "a"])
+    status, changes = model_status(obs, {}, T0)
+    (ready,) = status.conditions
+    assert (ready.type, ready.status, ready.reason, ready.observed_generation) == ("Ready", "True", "SourceResolved", 2)
+    assert (status.workers, status.worker_count, status.backend, status.profile) == (["a", "b"], 2, "openvino", "cpu")
+    assert changes == []
+    lost = dataclasses.replace(obs, source=(False, "SourceNotFound", "ConfigMap w not found"))
+    status2, changes = model_status(lost, status.wire(), T1)
+    assert status2.conditions[0].reason == "SourceNotFound"
+    assert [(x.reason, x.warning) for x in changes] == [("SourceNotFound", True)]
+    no_profile = ModelObservation(generation=1, profile_failure=("NoDeviceProfile", "no device profile provides device NPU"))
+    assert model_status(no_profile, {}, T0)[0].conditions[0].reason == "NoDeviceProfile"
+    many = dataclasses.replace(obs, workers=[f"w{i:03}" for i in range(150)])
+    s, _ = model_status(many, {}, T0)
+    assert len(s.workers) == 100 and s.worker_count == 150
