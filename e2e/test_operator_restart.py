@@ -4,6 +4,7 @@ two replicas only the Lease holder acts, and the standby takes over when the hol
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,10 +58,17 @@ def test_killed_mid_burst_then_restarted_converges_without_duplicates_or_orphans
     first = operator_for(cluster, ns, tmp_path, "first").start()
     first.wait_leading()
     docs = [model_yaml("shared")] + [worker_yaml(f"w{i:02}", ["shared"]) for i in range(TOTAL)]
-    cluster.create("---\n".join(docs), namespace=ns)
+    # The burst is still being created when the operator dies: the kill lands in its middle
+    # however fast the operator keeps up.
+    burst = subprocess.Popen(["kubectl", "create", "-n", ns, "-f", "-"], stdin=subprocess.PIPE,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cluster.env, text=True)
+    assert burst.stdin is not None and burst.stderr is not None
+    burst.stdin.write("---\n".join(docs))
+    burst.stdin.close()
     cluster.wait_until(lambda: len(names(cluster, "deployments", ns)) >= 1, 60, "the first Deployment", interval=0.05)
     first.kill()
     done_before_kill = len(names(cluster, "deployments", ns))
+    assert burst.wait(timeout=120) == 0, f"kubectl create failed: {burst.stderr.read()}"
     assert done_before_kill < TOTAL, "killed in the middle of the burst"
 
     # While no operator runs: delete some workers, change others, add new ones.

@@ -8,11 +8,16 @@ validated by pydantic, so a bad file is refused at start with the file and the k
 from __future__ import annotations
 
 import enum
+import logging
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_MIB = 256
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -195,6 +200,22 @@ class RuntimeConfig(_Strict):
         return data
 
 
+def expand_env_vars(vars: Mapping[str, str], env: Mapping[str, str], source: str) -> dict[str, str]:
+    """A var whose whole value is "$NAME" takes the host's environment variable NAME (as wws does).
+
+    The operator relies on this to hand Secret values to guests without writing them into a ConfigMap.
+    """
+    out: dict[str, str] = {}
+    for key, value in vars.items():
+        if value.startswith("$") and " " not in value:
+            name = value[1:]
+            if name not in env:
+                log.warning("%s: vars.%s takes $%s, which is not set; the worker gets an empty value", source, key, name)
+            value = env.get(name, "")
+        out[key] = value
+    return out
+
+
 def format_validation_error(source: str, err: ValidationError) -> str:
     lines = [f"{source}: invalid configuration"]
     for e in err.errors():
@@ -222,7 +243,10 @@ def load_runtime_config(path: Path) -> RuntimeConfig:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if data is None:
         data = {}
-    return parse_runtime_config(data, str(path)).resolve_paths(path.parent.resolve())
+    cfg = parse_runtime_config(data, str(path)).resolve_paths(path.parent.resolve())
+    for i, worker in enumerate(cfg.workers):
+        worker.vars = expand_env_vars(worker.vars, os.environ, f"{path}: workers[{i}]")
+    return cfg
 
 
 def dump_runtime_config(cfg: RuntimeConfig) -> str:

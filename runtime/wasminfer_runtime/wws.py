@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from wasminfer_runtime.config import (
     BackendName,
     ConfigError,
+    expand_env_vars,
     FolderConfig,
     Limits,
     ModelConfig,
@@ -118,18 +119,6 @@ def route_for(rel: Path) -> str:
 
 def _is_route(rel: Path, has_public: bool) -> bool:
     return not any(p.startswith(("_", ".")) or (has_public and p == PUBLIC_DIR) for p in rel.parts)
-
-
-def _expand_vars(vars: Mapping[str, str], env: Mapping[str, str], source: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in vars.items():
-        if value.startswith("$") and " " not in value:
-            name = value[1:]
-            if name not in env:
-                log.warning("%s: vars.%s takes $%s, which is not set; the worker gets an empty value", source, key, name)
-            value = env.get(name, "")
-        out[key] = value
-    return out
 
 
 def _model_files(model_dir: Path, backend: BackendName) -> tuple[ModelFormat, list[Path]] | None:
@@ -234,7 +223,7 @@ def _worker(root: Path, module: Path, env: Mapping[str, str], models: _Models) -
             module=module,
             route=route,
             version=toml.version,
-            vars=_expand_vars(toml.vars, env, toml_path),
+            vars=expand_env_vars(toml.vars, env, str(toml_path)),
             folders=folders,
             limits=toml.limits or Limits(),
             wasi_nn=nn,

@@ -59,3 +59,13 @@ def test_serve_command_refuses_a_bad_runtime_yaml(tmp_path: Path) -> None:
                           text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert f"{cfg}: models[0].files[0]" in proc.stderr
+
+
+def test_runtime_yaml_vars_take_the_environment_like_wws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The operator renders Secret-backed env as `NAME: "$NAME"` so the secret never lands in a ConfigMap.
+    monkeypatch.setenv("API_TOKEN", "s3cret")
+    monkeypatch.delenv("UNSET_VAR", raising=False)
+    cfg = tmp_path / "runtime.yaml"
+    cfg.write_text(WORKER.format(extra=", vars: {TOKEN: $API_TOKEN, GONE: $UNSET_VAR, PLAIN: 'a $b'}"))
+    loaded = load_config(None, cfg)
+    assert loaded.workers[0].vars == {"TOKEN": "s3cret", "GONE": "", "PLAIN": "a $b"}
