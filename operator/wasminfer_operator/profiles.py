@@ -14,12 +14,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from wasminfer_operator.api import PROFILE_RE, Quantity, Toleration
-from wasminfer_runtime.config import BackendName, Device, format_validation_error
+from wasminfer_runtime.config import BackendName, Device, format_validation_error, read_yaml_file
 
 DEFAULT_IMAGE = "ghcr.io/wasminfer/runtime:0.1.0"
 NVIDIA_IMAGE = "ghcr.io/wasminfer/runtime-nvidia:0.1.0"
@@ -149,12 +148,7 @@ def load_operator_config(path: Path | None = None, env: Mapping[str, str] | None
     source = "built-in defaults"
     if path is not None:
         source = str(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as err:
-            raise ConfigurationError(f"{path}: cannot read: {err.strerror}") from None
-        except yaml.YAMLError as err:
-            raise ConfigurationError(f"{path}: not valid YAML: {err}") from None
+        data = read_yaml_file(path, ConfigurationError)
     cfg = parse_operator_config(data, source)
     if env.get(IMAGE_ENV):
         cfg = cfg.model_copy(update={"image": env[IMAGE_ENV]})

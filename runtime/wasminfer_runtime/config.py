@@ -231,19 +231,22 @@ def parse_runtime_config(data: Any, source: str) -> RuntimeConfig:
         raise ConfigError(format_validation_error(source, err)) from None
 
 
-def load_runtime_config(path: Path) -> RuntimeConfig:
-    """Read and validate runtime.yaml; relative paths are taken from the file's folder."""
+def read_yaml_file(path: Path, error: type[Exception]) -> Any:
+    """A YAML file's data ({} when empty); `error` says which file could not be read or parsed."""
     try:
         text = path.read_text()
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+        raise error(f"{path}: cannot read: {err.strerror}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if data is None:
-        data = {}
-    cfg = parse_runtime_config(data, str(path)).resolve_paths(path.parent.resolve())
+        raise error(f"{path}: not valid YAML: {err}") from None
+    return {} if data is None else data
+
+
+def load_runtime_config(path: Path) -> RuntimeConfig:
+    """Read and validate runtime.yaml; relative paths are taken from the file's folder."""
+    cfg = parse_runtime_config(read_yaml_file(path, ConfigError), str(path)).resolve_paths(path.parent.resolve())
     for i, worker in enumerate(cfg.workers):
         worker.vars = expand_env_vars(worker.vars, os.environ, f"{path}: workers[{i}]")
     return cfg

@@ -35,7 +35,7 @@ import aiohttp
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from wasminfer_runtime.config import format_validation_error
+from wasminfer_runtime.config import format_validation_error, read_yaml_file
 
 log = logging.getLogger("wasminfer.fetch")
 
@@ -113,14 +113,9 @@ def dump_fetch_plan(plan: FetchPlan) -> str:
 
 
 def load_fetch_plan(path: Path) -> FetchPlan:
+    data = read_yaml_file(path, FetchError)
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise FetchError(f"{path}: cannot read: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise FetchError(f"{path}: not valid YAML: {err}") from None
-    try:
-        return FetchPlan.model_validate(data or {})
+        return FetchPlan.model_validate(data)
     except ValidationError as err:
         raise FetchError(format_validation_error(str(path), err)) from None
 
