@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup system-packages python guests models cluster-binaries serve test typecheck bench clean
+.PHONY: setup system-packages python guests models cluster-binaries images serve test typecheck bench clean
 
 setup: python guests models
 
@@ -28,13 +28,18 @@ models: python
 cluster-binaries: python
 	bash e2e/cluster/build
 
+# Container images from the Dockerfiles, built with buildah into OCI archives for the test node
+# (cached by content; NVIDIA=1 adds runtime-nvidia). Needs root, buildah and mmdebstrap.
+images: python
+	bash e2e/cluster/images $(if $(NVIDIA),--nvidia)
+
 serve: setup
 	$(VENV)/bin/wasminfer serve examples/ --host 127.0.0.1 --port 8080
 
 typecheck: python
 	$(VENV)/bin/mypy
 
-test: system-packages setup cluster-binaries typecheck
+test: system-packages setup cluster-binaries images typecheck
 	$(VENV)/bin/pytest -ra
 
 bench: setup

@@ -1,9 +1,34 @@
 #!/usr/bin/env bash
-# Debian packages the tests use: Chromium for the browser test, Lua 5.1 for the Argo CD health checks.
+# Debian packages the tests use: Chromium for the browser test, Lua 5.1 for the Argo CD health checks;
+# buildah, mmdebstrap and a static-linking gcc to build the container images (e2e/cluster/images);
+# containerd, runc, the CNI plugins, iptables and conntrack for the real Kubernetes node; skopeo to
+# inspect image archives.
 set -euo pipefail
-need=()
-command -v chromium >/dev/null || need+=(chromium)
-command -v lua5.1 >/dev/null || need+=(lua5.1)
+# package  what shows it is installed (a command on PATH, or a file)
+checks=(
+  "chromium chromium"
+  "lua5.1 lua5.1"
+  "buildah buildah"
+  "mmdebstrap mmdebstrap"
+  "gcc gcc"
+  "libc6-dev /usr/lib/x86_64-linux-gnu/libc.a"
+  "containerd containerd"
+  "runc runc"
+  "containernetworking-plugins /usr/lib/cni/bridge"
+  "iptables iptables"
+  "conntrack conntrack"
+  "skopeo skopeo"
+)
+present() {
+  if [[ "$1" == /* ]]; then [ -e "$1" ]; else command -v "$1" >/dev/null; fi
+}
+missing() {
+  local entry
+  for entry in "${checks[@]}"; do
+    present "${entry#* }" || echo "${entry%% *}"
+  done
+}
+mapfile -t need < <(missing)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${need[*]}"
 if [ "$(id -u)" -ne 0 ]; then
@@ -18,6 +43,8 @@ if ! apt-get install -y -qq "${need[@]}" >/dev/null; then
   apt-get -f install -y -qq >/dev/null
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-for cmd in chromium lua5.1; do
-  command -v "$cmd" >/dev/null || { echo "error: $cmd is still missing after apt-get install" >&2; exit 1; }
-done
+mapfile -t still < <(missing)
+if [ ${#still[@]} -ne 0 ]; then
+  echo "error: still missing after apt-get install: ${still[*]}" >&2
+  exit 1
+fi

@@ -3,7 +3,11 @@
 `cluster` brings one control plane up per test session and down at the end, also when tests fail;
 its processes die with the test run even if the run is killed. `namespace` gives each test a fresh
 namespace. Set WASMINFER_E2E_CLUSTER=<name> to run against a cluster started by hand with
-`e2e/cluster/up --name <name>` instead (it is left running)."""
+`e2e/cluster/up --name <name>` instead (it is left running).
+
+The session's cluster has a real node (kubelet + containerd running the project's images, built
+first if missing), which needs root: WASMINFER_E2E_REAL_NODE=0 leaves it out, and the tests that
+need it then fail saying so."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from cluster import binaries, controlplane, state
+from cluster import binaries, controlplane, images, node, state
 from kube import Cluster
 
 E2E_DIR = Path(__file__).resolve().parent
@@ -58,7 +62,14 @@ def cluster(request: pytest.FixtureRequest, cluster_bin_dir: Path) -> Iterator[C
         attached.check_health()
         yield attached
         return
-    started = controlplane.up(f"pytest-{os.getpid()}", bin_dir=cluster_bin_dir)
+    real_node = os.environ.get("WASMINFER_E2E_REAL_NODE", "1") != "0"
+    if real_node and images.built(node.IMAGES) is None:
+        # A cold image build takes minutes: show its progress instead of capturing it.
+        capture: Any = request.config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled():
+            print("\nthe container images are not built yet; building them (make images)", flush=True)
+            images.build(node.IMAGES)
+    started = controlplane.up(f"pytest-{os.getpid()}", bin_dir=cluster_bin_dir, real_node=real_node)
     try:
         yield Cluster.from_state(started)
     finally:

@@ -214,7 +214,7 @@ def _deploy_and_check(
     _serve_and_classify(config, tmp_path)
 
 
-def _page_turned_90_clockwise() -> bytes:
+def page_turned_90_clockwise() -> bytes:
     """A page of text, turned a quarter clockwise, as JPEG."""
     text = ("Delivery note\n\nThree boxes of printer paper, one toner\ncartridge and a desk lamp were\n"
             "delivered on Monday morning. Please\nsign below and keep a copy of this note.")
@@ -242,7 +242,7 @@ def _serve_and_classify(config: Path, tmp_path: Path) -> None:
             assert proc.poll() is None, f"the runtime exited with {proc.returncode}:\n{_tail(log)}"
             assert time.monotonic() < deadline, f"the runtime was not ready in 180 s:\n{_tail(log)}"
             time.sleep(0.25)
-        status, body = _http("POST", f"{url}/classify", _page_turned_90_clockwise())
+        status, body = _http("POST", f"{url}/classify", page_turned_90_clockwise())
         assert status == 200, body[:300]
         top = json.loads(body)["labels"][0]
         assert (top["label"], top["degrees"]) == ("90", 90), body[:300]

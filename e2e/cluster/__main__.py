@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import binaries, controlplane, state
+from . import binaries, controlplane, images, state
 
 
 def _exports(cluster: state.ClusterState) -> str:
@@ -23,7 +23,7 @@ def _exports(cluster: state.ClusterState) -> str:
 
 def cmd_up(args: argparse.Namespace) -> int:
     nodes = None if args.no_nodes else Path(args.nodes)
-    cluster = controlplane.up(args.name, persistent=True, nodes=nodes)
+    cluster = controlplane.up(args.name, persistent=True, nodes=nodes, real_node=args.real_node)
     # stdout carries only shell lines, so `eval "$(e2e/cluster/up)"` sets the environment.
     print(_exports(cluster))
     return 0
@@ -81,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--name", default="default")
     up.add_argument("--nodes", default=str(controlplane.NODES_DIR), help="Node YAML file or folder")
     up.add_argument("--no-nodes", action="store_true", help="start without the fake node fleet")
+    up.add_argument(
+        "--real-node",
+        action="store_true",
+        help="also run a real node (kubelet, containerd, kube-proxy, CoreDNS) with the project's images; needs root",
+    )
     up.set_defaults(run=cmd_up)
     down = sub.add_parser("down", help="stop a cluster and remove its data (logs are kept)")
     down.add_argument("--name", default="default")
@@ -97,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.run(args))
-    except (controlplane.ClusterError, binaries.BuildError) as error:
+    except (controlplane.ClusterError, binaries.BuildError, images.ImageBuildError) as error:
         logging.error("%s", error)
         return 1
 

@@ -14,6 +14,10 @@ COMPONENTS = (
     "kubectl",
     "kwok",
     "helm",
+    "kubelet",
+    "kube-proxy",
+    "crictl",
+    "coredns",
 )
 
 

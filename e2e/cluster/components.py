@@ -10,8 +10,7 @@ from pathlib import Path
 
 from .credentials import SERVICE_CIDR, Credentials
 from .launcher import Launcher
-
-POD_CIDR = "10.244.0.0/16"
+from .network import FAKE_POD_CIDR
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 FAKE_NODE_SELECTOR = "kwok.x-k8s.io/node=fake"
 
@@ -46,8 +45,10 @@ def start_etcd(launcher: Launcher, data_dir: Path) -> str:
     return client_url
 
 
-def start_apiserver(launcher: Launcher, files: Credentials, data_dir: Path, etcd_url: str) -> str:
-    """Starts kube-apiserver and returns its URL once /readyz answers."""
+def start_apiserver(launcher: Launcher, files: Credentials, data_dir: Path, etcd_url: str, host: str) -> str:
+    """Starts kube-apiserver on `host` and returns its URL once /readyz answers. On 127.0.0.1 the
+    `kubernetes` Service has no endpoints (they may not be loopback, and nothing runs behind it);
+    on the real node's address it points at the API server, as pods expect."""
     bin_dir = Path(launcher.cluster.bin_dir)
     cert, key = files.serving["kube-apiserver"]
     server = ""
@@ -55,25 +56,28 @@ def start_apiserver(launcher: Launcher, files: Credentials, data_dir: Path, etcd
     def make() -> tuple[list[str], str, list[int]]:
         nonlocal server
         port = launcher.pick_port()
-        server = f"https://127.0.0.1:{port}"
+        server = f"https://{host}:{port}"
         argv = [
             str(bin_dir / "kube-apiserver"),
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={host}",
+            f"--advertise-address={host}",
             f"--secure-port={port}",
             f"--cert-dir={data_dir / 'apiserver'}",
             f"--tls-cert-file={cert}",
             f"--tls-private-key-file={key}",
             f"--client-ca-file={files.ca_crt}",
-            "--authorization-mode=RBAC",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            f"--kubelet-client-certificate={files.kubelet_client[0]}",
+            f"--kubelet-client-key={files.kubelet_client[1]}",
+            f"--kubelet-certificate-authority={files.ca_crt}",
+            "--kubelet-preferred-address-types=InternalIP",
             f"--service-account-issuer={SA_ISSUER}",
             f"--service-account-key-file={files.sa_pub}",
             f"--service-account-signing-key-file={files.sa_key}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            # Endpoints may not hold a loopback address, and nothing here runs behind the
-            # `kubernetes` Service: no reconciler for it.
-            "--endpoint-reconciler-type=none",
+            *(["--endpoint-reconciler-type=none"] if host == "127.0.0.1" else []),
             f"--requestheader-client-ca-file={files.front_proxy_ca}",
             "--requestheader-allowed-names=front-proxy-client",
             "--requestheader-username-headers=X-Remote-User",
@@ -135,7 +139,7 @@ def start_kwok(launcher: Launcher, files: Credentials, data_dir: Path) -> None:
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={FAKE_NODE_SELECTOR}",
             f"--server-address=127.0.0.1:{port}",
-            f"--cidr={POD_CIDR}",
+            f"--cidr={FAKE_POD_CIDR}",
             # Without node leases the node lifecycle controller sees stale heartbeats and marks
             # every node NotReady for a few seconds each minute; leases keep the fleet Ready.
             "--node-lease-duration-seconds=40",

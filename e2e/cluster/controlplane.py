@@ -1,6 +1,11 @@
-"""Bringing a test control plane up and down: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and kwok on 127.0.0.1 with generated certificates, RBAC on, then the fake node
-fleet from nodes/. Every process is recorded in the cluster's state file as soon as it starts."""
+"""Bringing a test cluster up and down: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and kwok with generated certificates, RBAC on, then the fake node fleet from nodes/,
+and with `real_node` a real node beside it (node.py). Every process is recorded in the cluster's
+state file as soon as it starts.
+
+Without a real node every component listens on 127.0.0.1. With one, the API server listens on the
+node's address instead (198.18.255.1, on an interface of its own that leads nowhere off this machine), so that
+pods reach it through the `kubernetes` Service as in any cluster."""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from . import binaries, processes, state
+from . import binaries, images, network, node, processes, state
 from .components import start_apiserver, start_controller, start_etcd, start_kwok
 from .credentials import Credentials
 from .launcher import ClusterError, Launcher, PortPicker, check_alive
@@ -28,9 +33,10 @@ NODES_DIR = Path(__file__).resolve().parent / "nodes"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
 
 
-def kubectl(cluster: ClusterState, *args: str, timeout: float = 120.0) -> str:
+def kubectl(cluster: ClusterState, *args: str, timeout: float = 120.0, input: str | None = None) -> str:
     result = subprocess.run(
         [str(Path(cluster.bin_dir) / "kubectl"), f"--kubeconfig={cluster.kubeconfig}", *args],
+        input=input,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -68,10 +74,11 @@ def add_nodes(cluster: ClusterState, nodes: Path = NODES_DIR, timeout: float = 1
     return [n.removeprefix("node/") for n in names]
 
 
-def new_cluster(name: str, bin_dir: Path) -> ClusterState:
+def new_cluster(name: str, bin_dir: Path, real_node: bool = False) -> ClusterState:
     """Records a cluster owned by this process, with a fresh temporary data folder and log folder."""
     cluster = ClusterState(
         name=name,
+        real_node=real_node,
         owner_pid=os.getpid(),
         owner_start=processes.start_time(os.getpid()),
         data_dir=tempfile.mkdtemp(prefix=f"wasminfer-cluster-{name}-"),
@@ -91,9 +98,11 @@ def up(
     pick_port: PortPicker = processes.free_port,
     extra_args: Mapping[str, Sequence[str]] | None = None,
     timeout: float = 120.0,
+    real_node: bool = False,
 ) -> ClusterState:
     """Brings a cluster up. A `persistent` one (started by hand) outlives this process until `down`;
-    otherwise it belongs to this process and its components die with it even if it is killed."""
+    otherwise it belongs to this process and its components die with it even if it is killed.
+    `real_node` adds a kubelet with containerd that runs the project's images (needs root)."""
     if not _NAME.match(name):
         raise ClusterError(f"cluster name {name!r}: use lowercase letters, digits and '-'")
     for cleaned in sweep_stale():
@@ -104,10 +113,15 @@ def up(
             f"cluster {name!r} is already running (KUBECONFIG={running.kubeconfig}); "
             f"stop it first with: e2e/cluster/down --name {name}"
         )
+    built: dict[str, images.Image] = {}
+    if real_node:
+        node.check_host()
+        # Before anything starts: a cold image build takes minutes.
+        built = images.build(node.IMAGES)
     started = time.monotonic()
     # Until bring-up is done the cluster belongs to this process even when persistent, so a
     # bring-up killed halfway is cleaned by the next `up`.
-    cluster = new_cluster(name, bin_dir or binaries.ensure_built())
+    cluster = new_cluster(name, bin_dir or binaries.ensure_built(), real_node=real_node)
     data_dir = Path(cluster.data_dir)
     log.info("bringing up cluster %r: data %s, logs %s", name, data_dir, cluster.log_dir)
     launcher = Launcher(
@@ -119,8 +133,11 @@ def up(
     )
     try:
         files = Credentials.generate(data_dir)
+        if real_node:
+            network.setup()
         etcd_url = start_etcd(launcher, data_dir)
-        cluster.server = start_apiserver(launcher, files, data_dir, etcd_url)
+        host = network.NODE_IP if real_node else "127.0.0.1"
+        cluster.server = start_apiserver(launcher, files, data_dir, etcd_url, host)
         admin = files.write_kubeconfig(data_dir / "admin.kubeconfig", cluster.server, "admin")
         cluster.kubeconfig = str(admin)
         state.save(cluster)
@@ -144,6 +161,8 @@ def up(
         if nodes is not None:
             names = add_nodes(cluster, nodes, timeout)
             log.info("nodes ready: %s", ", ".join(names))
+        if real_node:
+            node.start(launcher, files, built)
     except BaseException:
         log.error("bring-up of %r failed; stopping what was started (logs stay in %s)", name, cluster.log_dir)
         teardown(cluster)
@@ -158,7 +177,9 @@ def up(
 
 def teardown(cluster: ClusterState) -> list[str]:
     """Stops every process of the cluster (last started first), removes its data folder and state
-    file. Returns problems found (ports still taken), empty when nothing is left behind."""
+    file. Returns problems found (ports still taken, what the real node left on the host), empty
+    when nothing is left behind."""
+    node_problems = node.cleanup(cluster) if cluster.real_node else []
     for proc in reversed(cluster.processes):
         if processes.stop(proc.pid, proc.exe):
             log.info("stopped %s (pid %d)", proc.component, proc.pid)
@@ -172,7 +193,7 @@ def teardown(cluster: ClusterState) -> list[str]:
     ]
     if Path(cluster.data_dir).exists():
         problems.append(f"data folder {cluster.data_dir} could not be removed")
-    return problems
+    return problems + [f"the real node left {p}" for p in node_problems]
 
 
 def down(name: str = "default") -> ClusterState | None:

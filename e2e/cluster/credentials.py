@@ -9,11 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import kubeconfig, pki
+from .network import NODE_IP, NODE_NAME, SERVICE_CIDR, SERVICE_FIRST_IP
 
-# The Service network; the API server's certificate also names the first address, which the
-# `kubernetes` Service gets.
-SERVICE_CIDR = "10.96.0.0/16"
-SERVICE_FIRST_IP = "10.96.0.1"
+__all__ = ["SERVICE_CIDR", "Credentials"]
 
 
 @dataclass
@@ -32,6 +30,8 @@ class Credentials:
     front_proxy_client: tuple[Path, Path]
     serving: dict[str, tuple[Path, Path]] = field(default_factory=dict)
     clients: dict[str, pki.CertKey] = field(default_factory=dict)
+    # The API server's client certificate towards kubelets (logs, exec, port-forward).
+    kubelet_client: tuple[Path, Path] = (Path(), Path())
 
     @classmethod
     def generate(cls, data_dir: Path) -> Credentials:
@@ -56,7 +56,15 @@ class Credentials:
             "kube-controller-manager": pki.issue(ca, "system:kube-controller-manager"),
             "kube-scheduler": pki.issue(ca, "system:kube-scheduler"),
             "kwok": pki.issue(ca, "wasminfer:kwok", organizations=("system:masters",)),
+            # The real node's daemons, each with the identity Kubernetes' own roles expect: the
+            # Node authorizer for the kubelet, system:node-proxier for kube-proxy.
+            "kubelet": pki.issue(ca, f"system:node:{NODE_NAME}", organizations=("system:nodes",)),
+            "kube-proxy": pki.issue(ca, "system:kube-proxy"),
+            "coredns": pki.issue(ca, "wasminfer-e2e:coredns"),
         }
+        files.kubelet_client = pki.issue(ca, "kube-apiserver-kubelet-client", organizations=("system:masters",)).write(
+            pki_dir, "apiserver-kubelet-client"
+        )
         apiserver_dns = (
             "localhost",
             "kubernetes",
@@ -69,9 +77,11 @@ class Credentials:
             ("kube-controller-manager", ("localhost",)),
             ("kube-scheduler", ("localhost",)),
         ):
-            ips = ("127.0.0.1", SERVICE_FIRST_IP) if component == "kube-apiserver" else ("127.0.0.1",)
+            ips = ("127.0.0.1", NODE_IP, SERVICE_FIRST_IP) if component == "kube-apiserver" else ("127.0.0.1",)
             cert = pki.issue(ca, component, dns_names=dns, ip_addresses=ips, server=True)
             files.serving[component] = cert.write(pki_dir, f"{component}-serving")
+        kubelet = pki.issue(ca, NODE_NAME, dns_names=(NODE_NAME,), ip_addresses=(NODE_IP,), server=True)
+        files.serving["kubelet"] = kubelet.write(pki_dir, "kubelet-serving")
         return files
 
     def ssl_context(self, client: bool = True) -> ssl.SSLContext:

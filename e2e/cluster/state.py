@@ -50,6 +50,8 @@ class ClusterState(BaseModel):
     data_dir: str
     log_dir: str
     bin_dir: str
+    # A real node (kubelet, containerd) runs beside the fake fleet; `down` cleans the host after it.
+    real_node: bool = False
     kubeconfig: str = ""
     server: str = ""
     processes: list[Process] = []

@@ -166,6 +166,32 @@ def _container_problem(statuses: list[Mapping[str, Any]], init: bool) -> tuple[s
     return None
 
 
+def _restart_problem(statuses: list[Mapping[str, Any]]) -> tuple[str, str] | None:
+    """A container that died and is not ready again yet: the kubelet restarts it, and until it
+    answers its probes the pod serves nothing."""
+    for cs in statuses:
+        last = _get(cs, "lastState", "terminated") or {}
+        if last and not cs.get("ready") and last.get("exitCode", 0) != 0:
+            how = f" ({last['reason']})" if last.get("reason") else ""
+            said = f": {last['message'].strip()}" if (last.get("message") or "").strip() else ""
+            return (
+                "ContainerRestarted",
+                f"container {cs.get('name', '?')} exited with code {last.get('exitCode')}{how}{said}; "
+                f"restarted {cs.get('restartCount', 0)} time(s), not ready yet",
+            )
+    return None
+
+
+def _node_problem(body: Mapping[str, Any], ready: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Ready=False while every container still says ready: only the node lifecycle controller
+    writes that, when the pod's node stops reporting (its kubelet is gone or cut off)."""
+    statuses = _get(body, "status", "containerStatuses") or []
+    if ready.get("status") != "False" or not statuses or not all(cs.get("ready") for cs in statuses):
+        return None
+    node = _get(body, "spec", "nodeName") or "?"
+    return ("NodeNotReady", f"node {node} stopped reporting (NotReady since {ready.get('lastTransitionTime', '?')}); its pods are not served")
+
+
 def pod_view(body: Mapping[str, Any]) -> PodView:
     meta = body.get("metadata") or {}
     labels = meta.get("labels") or {}
@@ -173,8 +199,11 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
     ready = _condition(body, "Ready") or {}
     unschedulable = sched.get("status") == "False" and sched.get("reason") == "Unschedulable"
     status = body.get("status") or {}
-    problem = _container_problem(status.get("initContainerStatuses") or [], init=True) or _container_problem(
-        status.get("containerStatuses") or [], init=False
+    problem = (
+        _container_problem(status.get("initContainerStatuses") or [], init=True)
+        or _container_problem(status.get("containerStatuses") or [], init=False)
+        or _restart_problem(status.get("containerStatuses") or [])
+        or _node_problem(body, ready)
     )
     return PodView(
         name=str(meta.get("name", "")),

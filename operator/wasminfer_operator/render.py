@@ -48,6 +48,7 @@ CLAIMS_DIR = PurePosixPath("/var/run/wasminfer/claims")
 FOLDERS_DIR = PurePosixPath("/var/lib/wasminfer-folders")
 RUNTIME_YAML = "runtime.yaml"
 FETCH_YAML = "fetch.yaml"
+TERMINATION_LOG = "/dev/termination-log"
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,17 @@ def runtime_config(
         wasi_nn=WasiNnConfig(enabled=bool(models or backends), allowed_backends=backends, models=[m.name for m in models]),
     )
     cfg = RuntimeConfig(
-        server=ServerConfig.model_validate({"host": "0.0.0.0", "port": HTTP_PORT, "cache_dir": str(DATA_DIR / "cache")}),
+        # A pod whose worker or model cannot load never gets ready: it exits and says why, so the
+        # restart and its termination message reach the WasmWorker's status.
+        server=ServerConfig.model_validate(
+            {
+                "host": "0.0.0.0",
+                "port": HTTP_PORT,
+                "cache_dir": str(DATA_DIR / "cache"),
+                "exit_on_load_failure": True,
+                "termination_log": TERMINATION_LOG,
+            }
+        ),
         models=model_cfgs,
         workers=[worker],
     )
@@ -381,7 +392,7 @@ def render_deployment(
         "name": "fetch",
         "image": image,
         "imagePullPolicy": cfg.image_pull_policy,
-        "command": ["wasminfer", "fetch", "--plan", str(CONFIG_DIR / FETCH_YAML), "--termination-log", "/dev/termination-log"],
+        "command": ["wasminfer", "fetch", "--plan", str(CONFIG_DIR / FETCH_YAML), "--termination-log", TERMINATION_LOG],
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "env": [{"name": "HOME", "value": "/tmp"}],
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},

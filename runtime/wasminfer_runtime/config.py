@@ -160,6 +160,14 @@ class ServerConfig(_Strict):
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     public_dir: Path | None = Field(None, description="Static files served at '/' when no worker route matches.")
     cache_dir: Path | None = Field(None, description="Compiled-module cache; ~/.cache/wasminfer when unset.")
+    exit_on_load_failure: bool = Field(
+        False,
+        description="Stop with exit code 3 when a worker or model fails to load, instead of serving the rest "
+        "(in a pod, the restart and its message tell the operator).",
+    )
+    termination_log: Path | None = Field(
+        None, description="Where to write why loading failed before exiting (a pod's /dev/termination-log)."
+    )
 
 
 class RuntimeConfig(_Strict):

@@ -325,11 +325,38 @@ async def _serve(cfg: RuntimeConfig, threads: int) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    failed: dict[str, str] = {}
+    watcher = None
+    if cfg.server.exit_on_load_failure:
+        watcher = asyncio.create_task(_watch_loading(runner.app[SERVICE_KEY], cfg, failed, stop))
     await stop.wait()
-    log.info("signal received; stopping (grace %.0f s)", SHUTDOWN_GRACE_SECONDS)
+    if watcher is not None:
+        watcher.cancel()
+    if not failed:
+        log.info("signal received; stopping (grace %.0f s)", SHUTDOWN_GRACE_SECONDS)
     await runner.cleanup()
     log.info("stopped")
-    return 0
+    return LOAD_FAILURE_EXIT if failed else 0
+
+
+LOAD_FAILURE_EXIT = 3
+
+
+async def _watch_loading(service: Service, cfg: RuntimeConfig, failed: dict[str, str], stop: asyncio.Event) -> None:
+    """With exit_on_load_failure: once loading is over, stop if anything failed, saying what and why
+    (in the termination log too, where Kubernetes puts it into the pod's status)."""
+    await asyncio.get_running_loop().run_in_executor(None, service.loaded.wait)
+    failed.update(service.readiness().failed)
+    if not failed:
+        return
+    summary = "; ".join(f"{what}: {why}" for what, why in sorted(failed.items()))
+    log.error("exiting with code %d: failed to load: %s", LOAD_FAILURE_EXIT, summary)
+    if cfg.server.termination_log is not None:
+        try:
+            cfg.server.termination_log.write_text(f"failed to load: {summary}"[:4000])
+        except OSError as err:
+            log.warning("cannot write the termination log %s: %s", cfg.server.termination_log, err)
+    stop.set()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

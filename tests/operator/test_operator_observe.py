@@ -59,6 +59,33 @@ def test_crash_looping_runtime() -> None:
     assert v.problem == ("CrashLoopBackOff", "container runtime: back-off")
 
 
+def test_killed_runtime_is_reported_until_it_is_ready_again() -> None:
+    killed = {"name": "runtime", "ready": False, "restartCount": 1, "state": {"running": {}},
+              "lastState": {"terminated": {"exitCode": 137, "reason": "Error"}}}
+    v = pod_view(pod(conditions=[{"type": "Ready", "status": "False"}], containerStatuses=[killed]))
+    assert v.problem is not None and v.problem[0] == "ContainerRestarted"
+    assert "exited with code 137 (Error)" in v.problem[1] and "restarted 1 time(s)" in v.problem[1]
+    back = pod_view(pod(conditions=[{"type": "Ready", "status": "True"}], containerStatuses=[{**killed, "ready": True}]))
+    assert back.ready and back.problem is None
+    # What the process said before it ended (its termination message) is passed on.
+    said = {**killed, "lastState": {"terminated": {"exitCode": 3, "message": "failed to load: worker w: /m.wasm: bad magic\n"}}}
+    v = pod_view(pod(conditions=[{"type": "Ready", "status": "False"}], containerStatuses=[said]))
+    assert v.problem is not None and v.problem[1].startswith("container runtime exited with code 3: failed to load: worker w: /m.wasm: bad magic;")
+
+
+def test_pod_of_a_node_that_stopped_reporting() -> None:
+    body = pod(
+        conditions=[{"type": "Ready", "status": "False", "lastTransitionTime": "2030-01-01T00:00:00Z"}],
+        containerStatuses=[{"name": "runtime", "ready": True, "state": {"running": {}}}],
+    )
+    body["spec"]["nodeName"] = "real-1"
+    v = pod_view(body)
+    assert v.problem is not None and v.problem[0] == "NodeNotReady" and "node real-1 stopped reporting" in v.problem[1]
+    # A pod that is simply starting (containers not ready yet) is not a node problem.
+    starting = pod(conditions=[{"type": "Ready", "status": "False"}], containerStatuses=[{"name": "runtime", "ready": False}])
+    assert pod_view(starting).problem is None
+
+
 def test_deployment_view() -> None:
     body = {
         "kind": "Deployment",

