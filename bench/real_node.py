@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "e2e"))
 
-from cluster import controlplane, state  # noqa: E402
+from cluster import controlplane, images, state  # noqa: E402
 from kube import Cluster  # noqa: E402
 from realnode import (  # noqa: E402
     cluster_ip,
@@ -215,9 +215,10 @@ def run(args: argparse.Namespace) -> int:
         page = page_turned_90_clockwise()
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
         print("\nimages (uncompressed, as `docker images` reports them)")
+        sizes = images.built(("runtime", "operator")) or {}
         for name in ("runtime", "operator"):
-            image = rn.images[name]
-            print(f"  {name:<10} {image.ref:<48} {image.size_bytes / 1e6:7.0f} MB")
+            size = f"{sizes[name].size_bytes / 1e6:7.0f} MB" if name in sizes else "(not in the image cache)"
+            print(f"  {name:<10} {rn.images[name]:<48} {size}")
         rounds = []
         for i in range(args.rounds):
             r = apply_round(cluster, files, page, i)

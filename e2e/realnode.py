@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from chart import Release, install
-from cluster import images, node
+from cluster import node
 from kube import Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +34,7 @@ NEEDS_REAL_NODE = (
 @dataclass(frozen=True)
 class RealNode:
     cluster: Cluster
-    images: dict[str, images.Image]
+    images: dict[str, str]  # name -> reference of the images on the node
 
     @property
     def name(self) -> str:
@@ -85,21 +85,19 @@ class RealNode:
 
 def real_node_of(cluster: Cluster) -> RealNode:
     assert cluster.state.real_node, NEEDS_REAL_NODE
-    built = images.built(node.IMAGES)
-    assert built is not None, "the session's images are gone from the cache; run `make images`"
-    return RealNode(cluster, built)
+    return RealNode(cluster, dict(cluster.state.images))
 
 
-def image_values(built: dict[str, images.Image]) -> dict[str, Any]:
-    """Chart values for the locally built images, never pulled."""
+def image_values(refs: dict[str, str]) -> dict[str, Any]:
+    """Chart values for the images on the node, never pulled."""
 
     def split(ref: str) -> dict[str, str]:
         repository, _, tag = ref.rpartition(":")
         return {"repository": repository, "tag": tag}
 
     return {
-        "image": {**split(built["operator"].ref), "pullPolicy": "IfNotPresent"},
-        "runtime": {"image": split(built["runtime"].ref), "pullPolicy": "IfNotPresent"},
+        "image": {**split(refs["operator"]), "pullPolicy": "IfNotPresent"},
+        "runtime": {"image": split(refs["runtime"]), "pullPolicy": "IfNotPresent"},
     }
 
 

@@ -138,7 +138,7 @@ def test_operator_runs_as_a_pod_from_its_image_and_holds_the_lease(demo: Demo) -
         assert pod["spec"]["nodeName"] == node.NODE_NAME
         assert pod["spec"]["serviceAccountName"] == demo.release.service_account
         (status,) = pod["status"]["containerStatuses"]
-        assert status["ready"] and status["image"] == demo.rn.images["operator"].ref, status
+        assert status["ready"] and status["image"] == demo.rn.images["operator"], status
     assert demo.lease_holder() in {p["metadata"]["name"] for p in pods}
     # It reconciled: the worker's children exist and its status is the operator's.
     worker = demo.worker()
@@ -149,7 +149,7 @@ def test_operator_runs_as_a_pod_from_its_image_and_holds_the_lease(demo: Demo) -
 def test_demo_answers_90_through_the_service(demo: Demo) -> None:
     pod = demo.runtime_pod()
     assert pod["spec"]["nodeName"] == node.NODE_NAME
-    assert {c["name"]: c["image"] for c in pod["status"]["containerStatuses"]} == {"runtime": demo.rn.images["runtime"].ref}
+    assert {c["name"]: c["image"] for c in pod["status"]["containerStatuses"]} == {"runtime": demo.rn.images["runtime"]}
     (fetch,) = pod["status"]["initContainerStatuses"]
     assert fetch["state"]["terminated"]["exitCode"] == 0, fetch
     # The ClusterIP, from the host, through kube-proxy's rules.

@@ -19,7 +19,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,7 +207,10 @@ def start_containerd(launcher: Launcher, layout: Layout, sandbox_image: str) -> 
     launcher.start("containerd", make)
 
 
-def import_images(layout: Layout, wanted: Iterable[images.Image]) -> None:
+IMAGE_PREFIX = "localhost/wasminfer/"
+
+
+def import_images(layout: Layout, wanted: Sequence[images.Image]) -> None:
     """Imports each image archive into the node's containerd, unless it holds that image already."""
     listed = ctr(layout, "images", "list", "--quiet")
     if listed.returncode != 0:
@@ -226,6 +229,12 @@ def import_images(layout: Layout, wanted: Iterable[images.Image]) -> None:
         if image.ref not in refs:
             raise ClusterError(f"containerd imported {image.archive} but does not list {image.ref}: {refs}")
         log.info("imported %s in %.1f s", image.ref, time.monotonic() - started)
+    # Older builds of the project's images would pile up in the store that outlives clusters.
+    keep = {image.ref for image in wanted}
+    stale = [ref for ref in present if ref.startswith(IMAGE_PREFIX) and ref not in keep]
+    if stale:
+        ctr(layout, "images", "remove", *stale)
+        log.info("removed %d older image(s) from the node: %s", len(stale), ", ".join(stale))
 
 
 # --- CoreDNS, kubelet, kube-proxy -------------------------------------------------------------------
@@ -402,7 +411,9 @@ def start(launcher: Launcher, files: Credentials, built: dict[str, images.Image]
     layout = Layout.of(cluster)
     layout.root.mkdir(parents=True, exist_ok=True)
     start_containerd(launcher, layout, built[PAUSE].ref)
-    import_images(layout, built.values())
+    import_images(layout, list(built.values()))
+    cluster.images = {name: image.ref for name, image in built.items()}
+    state.save(cluster)
     kubectl(cluster, "apply", "-f", "-", input=COREDNS_RBAC)
     start_coredns(launcher, files, layout)
     start_kubelet(launcher, files, layout)

@@ -52,6 +52,8 @@ class ClusterState(BaseModel):
     bin_dir: str
     # A real node (kubelet, containerd) runs beside the fake fleet; `down` cleans the host after it.
     real_node: bool = False
+    # The images the real node was given (name -> reference), as they were when it started.
+    images: dict[str, str] = {}
     kubeconfig: str = ""
     server: str = ""
     processes: list[Process] = []
