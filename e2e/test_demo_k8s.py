@@ -30,6 +30,7 @@ import yaml
 from PIL import Image, ImageDraw, ImageFont
 
 from kube import Cluster
+from realnode import persistent_volume
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "kubernetes" / "classify.yaml"
@@ -108,23 +109,6 @@ def operator_for(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[O
         _stop(proc)
 
 
-def _persistent_volume(namespace: str, claim: str, folder: Path) -> dict[str, Any]:
-    """A volume bound to the example's claim in advance (the test cluster has no provisioner)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": f"{namespace}-demo-files"},
-        "spec": {
-            "capacity": {"storage": "64Mi"},
-            "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "",
-            "hostPath": {"path": str(folder), "type": "Directory"},
-            "claimRef": {"namespace": namespace, "name": claim},
-        },
-    }
-
-
 def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
     for c in obj.get("status", {}).get("conditions", []):
         if c.get("type") == kind:
@@ -160,7 +144,7 @@ def test_demo_example_deploys_and_serves(
 ) -> None:
     docs = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
     (claim,) = [d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"]
-    pv = _persistent_volume(namespace, claim, volume_files)
+    pv = persistent_volume(f"{namespace}-demo-files", namespace, claim, volume_files, on_real_node=False)
     cluster.apply(json.dumps(pv))
     try:
         _deploy_and_check(cluster, namespace, operator_for, volume_files, tmp_path, claim)

@@ -31,7 +31,7 @@ from realnode import (
     cluster_ip,
     demo_volume_files,
     install_on_real_node,
-    persistent_volume_on_node,
+    persistent_volume,
     pods_of,
     port_forward,
     real_node_of,
@@ -116,7 +116,7 @@ def demo(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     files = demo_volume_files(root)
     docs = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
     (claim,) = [d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"]
-    pv = persistent_volume_on_node(f"{namespace}-files", namespace, claim, files)
+    pv = persistent_volume(f"{namespace}-files", namespace, claim, files, on_real_node=True)
     cluster.apply(json.dumps(pv))
     release = install_on_real_node(rn, [namespace])
     d = Demo(cluster, rn, release, namespace, files, page_turned_90_clockwise())

@@ -40,6 +40,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+from .state import cache_home
+
 log = logging.getLogger("cluster.images")
 
 REPO = Path(__file__).resolve().parents[2]
@@ -148,13 +150,8 @@ class _Entry:
 
 
 def cache_dir() -> Path:
-    """WASMINFER_IMAGES_CACHE, else $XDG_CACHE_HOME (or ~/.cache)/wasminfer/images, as state.cache_root."""
-    override = os.environ.get("WASMINFER_IMAGES_CACHE")
-    if override:
-        return Path(override)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "wasminfer" / "images"
+    """WASMINFER_IMAGES_CACHE, else $XDG_CACHE_HOME (or ~/.cache)/wasminfer/images."""
+    return cache_home("images", "WASMINFER_IMAGES_CACHE")
 
 
 def index_path() -> Path:

@@ -57,7 +57,7 @@ CNI_BIN_DIR = Path("/usr/lib/cni")
 
 
 def cache_dir() -> Path:
-    return state.cache_root().parent / "node"
+    return state.cache_home("node", "WASMINFER_NODE_CACHE")
 
 
 @dataclass(frozen=True)

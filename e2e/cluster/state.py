@@ -15,14 +15,20 @@ from . import processes
 KEEP_LOG_RUNS = 20
 
 
-def cache_root() -> Path:
-    """Same rule as e2e/cluster/build: WASMINFER_CLUSTER_CACHE, else ~/.cache/wasminfer/cluster."""
-    override = os.environ.get("WASMINFER_CLUSTER_CACHE")
+def cache_home(part: str, override_variable: str) -> Path:
+    """Where one part of the test tooling keeps its cache: $override_variable, else
+    $XDG_CACHE_HOME (or ~/.cache)/wasminfer/<part>."""
+    override = os.environ.get(override_variable)
     if override:
         return Path(override)
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "wasminfer" / "cluster"
+    return base / "wasminfer" / part
+
+
+def cache_root() -> Path:
+    """Same rule as e2e/cluster/build: WASMINFER_CLUSTER_CACHE, else ~/.cache/wasminfer/cluster."""
+    return cache_home("cluster", "WASMINFER_CLUSTER_CACHE")
 
 
 def runs_dir() -> Path:

@@ -407,9 +407,12 @@ def render_deployment(
         "command": ["wasminfer", "serve", "--config", str(CONFIG_DIR / RUNTIME_YAML)],
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "env": _env(spec),
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5, "failureThreshold": 3},
+        # Short periods: a pod serves within a second or two of its models and module being
+        # loaded, not up to a startup period plus a readiness period later. /healthz and /readyz
+        # are cheap, and the startup probe still allows ten minutes for a large model to load.
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2, "failureThreshold": 3},
         "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
-        "startupProbe": {**probe, "periodSeconds": 5, "failureThreshold": 120},
+        "startupProbe": {**probe, "periodSeconds": 1, "failureThreshold": 600},
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": hardened_container_security(),
         "volumeMounts": [config_mount, data_mount, tmp_mount, *vols.claim_mounts(), *folder_mounts],
