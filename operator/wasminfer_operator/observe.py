@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from wasminfer_operator.api import API_VERSION
 from wasminfer_operator.render import PROFILE_LABEL, RENDER_HASH, WORKER_LABEL
+from wasminfer_runtime.config import LOAD_FAILURE_EXIT
 
 # Container states that mean the pod will not get ready by waiting.
 BAD_WAITING = {
@@ -166,19 +168,39 @@ def _container_problem(statuses: list[Mapping[str, Any]], init: bool) -> tuple[s
     return None
 
 
-def _restart_problem(statuses: list[Mapping[str, Any]]) -> tuple[str, str] | None:
-    """A container that died and is not ready again yet: the kubelet restarts it, and until it
+# How long after a container ended its pod may turn unready for that end to count as the cause:
+# lastState keeps the last exit forever, and an old one must not explain a new readiness failure.
+RESTART_WINDOW_SECONDS = 15
+
+
+def _timestamp(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _restart_problem(statuses: list[Mapping[str, Any]], ready: Mapping[str, Any]) -> tuple[str, str] | None:
+    """A container that died and is not serving again yet: the kubelet restarts it, and until it
     answers its probes the pod serves nothing."""
     for cs in statuses:
         last = _get(cs, "lastState", "terminated") or {}
-        if last and not cs.get("ready") and last.get("exitCode", 0) != 0:
-            how = f" ({last['reason']})" if last.get("reason") else ""
-            said = f": {last['message'].strip()}" if (last.get("message") or "").strip() else ""
-            return (
-                "ContainerRestarted",
-                f"container {cs.get('name', '?')} exited with code {last.get('exitCode')}{how}{said}; "
-                f"restarted {cs.get('restartCount', 0)} time(s), not ready yet",
-            )
+        if not last or cs.get("ready") or last.get("exitCode", 0) == 0:
+            continue
+        ended, unready = _timestamp(last.get("finishedAt")), _timestamp(ready.get("lastTransitionTime"))
+        recent = ended is not None and unready is not None and (unready - ended).total_seconds() <= RESTART_WINDOW_SECONDS
+        if cs.get("started") is True and not recent:
+            continue  # up again since; whatever keeps it unready now is not that exit
+        how = f" ({last['reason']})" if last.get("reason") else ""
+        # Only the runtime's own termination log is passed on: for other exits the message is the
+        # tail of the log (FallbackToLogsOnError), too long and too noisy for a condition.
+        message = (last.get("message") or "").strip()
+        said = f": {message.splitlines()[0][:1000]}" if message and last.get("exitCode") == LOAD_FAILURE_EXIT else ""
+        return (
+            "ContainerRestarted",
+            f"container {cs.get('name', '?')} exited with code {last.get('exitCode')}{how}{said}; "
+            f"restarted {cs.get('restartCount', 0)} time(s), not ready yet",
+        )
     return None
 
 
@@ -186,7 +208,9 @@ def _node_problem(body: Mapping[str, Any], ready: Mapping[str, Any]) -> tuple[st
     """Ready=False while every container still says ready: only the node lifecycle controller
     writes that, when the pod's node stops reporting (its kubelet is gone or cut off)."""
     statuses = _get(body, "status", "containerStatuses") or []
-    if ready.get("status") != "False" or not statuses or not all(cs.get("ready") for cs in statuses):
+    # The kubelet always gives a reason (ReadinessGatesNotReady, ContainersNotReady, ...); the node
+    # lifecycle controller flips the status and leaves the reason it found.
+    if ready.get("status") != "False" or ready.get("reason") or not statuses or not all(cs.get("ready") for cs in statuses):
         return None
     node = _get(body, "spec", "nodeName") or "?"
     return ("NodeNotReady", f"node {node} stopped reporting (NotReady since {ready.get('lastTransitionTime', '?')}); its pods are not served")
@@ -202,7 +226,7 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
     problem = (
         _container_problem(status.get("initContainerStatuses") or [], init=True)
         or _container_problem(status.get("containerStatuses") or [], init=False)
-        or _restart_problem(status.get("containerStatuses") or [])
+        or _restart_problem(status.get("containerStatuses") or [], ready)
         or _node_problem(body, ready)
     )
     return PodView(

@@ -399,7 +399,9 @@ def render_deployment(
         "securityContext": hardened_container_security(),
         "volumeMounts": [config_mount, data_mount, tmp_mount, *vols.mounts()],
     }
-    probe = {"httpGet": {"path": "/healthz", "port": "http"}}
+    # A busy node may take more than the default second to answer; a probe that times out there
+    # would take a serving pod out of its Service.
+    probe = {"httpGet": {"path": "/healthz", "port": "http"}, "timeoutSeconds": 5}
     runtime: dict[str, Any] = {
         "name": "runtime",
         "image": image,
@@ -410,7 +412,7 @@ def render_deployment(
         # Short periods: a pod serves within a second or two of its models and module being
         # loaded, not up to a startup period plus a readiness period later. /healthz and /readyz
         # are cheap, and the startup probe still allows ten minutes for a large model to load.
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2, "failureThreshold": 3},
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "timeoutSeconds": 5, "periodSeconds": 2, "failureThreshold": 3},
         "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
         "startupProbe": {**probe, "periodSeconds": 1, "failureThreshold": 600},
         "terminationMessagePolicy": "FallbackToLogsOnError",

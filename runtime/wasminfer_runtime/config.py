@@ -155,6 +155,11 @@ class WorkerConfig(_Strict):
         return v
 
 
+# The exit code of `wasminfer serve` when exit_on_load_failure stops it; its termination log then
+# says what failed and why (the operator reads it from the pod's status).
+LOAD_FAILURE_EXIT = 3
+
+
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080

@@ -29,6 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
 from wasminfer_runtime.config import (
+    LOAD_FAILURE_EXIT,
     ConfigError,
     RuntimeConfig,
     ServerConfig,
@@ -339,13 +340,13 @@ async def _serve(cfg: RuntimeConfig, threads: int) -> int:
     return LOAD_FAILURE_EXIT if failed else 0
 
 
-LOAD_FAILURE_EXIT = 3
-
-
 async def _watch_loading(service: Service, cfg: RuntimeConfig, failed: dict[str, str], stop: asyncio.Event) -> None:
     """With exit_on_load_failure: once loading is over, stop if anything failed, saying what and why
     (in the termination log too, where Kubernetes puts it into the pod's status)."""
-    await asyncio.get_running_loop().run_in_executor(None, service.loaded.wait)
+    # Polled, not waited for in a thread: a stop during loading cancels the loads still queued, so
+    # `loaded` may never be set, and a thread blocked on it would keep the process from exiting.
+    while not service.loaded.is_set():
+        await asyncio.sleep(0.05)
     failed.update(service.readiness().failed)
     if not failed:
         return

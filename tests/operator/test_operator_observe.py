@@ -60,17 +60,36 @@ def test_crash_looping_runtime() -> None:
 
 
 def test_killed_runtime_is_reported_until_it_is_ready_again() -> None:
-    killed = {"name": "runtime", "ready": False, "restartCount": 1, "state": {"running": {}},
-              "lastState": {"terminated": {"exitCode": 137, "reason": "Error"}}}
-    v = pod_view(pod(conditions=[{"type": "Ready", "status": "False"}], containerStatuses=[killed]))
+    killed = {"name": "runtime", "ready": False, "started": False, "restartCount": 1, "state": {"running": {}},
+              "lastState": {"terminated": {"exitCode": 137, "reason": "Error", "finishedAt": "2030-01-01T00:00:00Z"}}}
+    unready = {"type": "Ready", "status": "False", "lastTransitionTime": "2030-01-01T00:00:01Z"}
+    v = pod_view(pod(conditions=[unready], containerStatuses=[killed]))
     assert v.problem is not None and v.problem[0] == "ContainerRestarted"
     assert "exited with code 137 (Error)" in v.problem[1] and "restarted 1 time(s)" in v.problem[1]
+    # Started again (its startup probe passed) and still loading: still the restart's doing.
+    assert pod_view(pod(conditions=[unready], containerStatuses=[{**killed, "started": True}])).problem is not None
     back = pod_view(pod(conditions=[{"type": "Ready", "status": "True"}], containerStatuses=[{**killed, "ready": True}]))
     assert back.ready and back.problem is None
-    # What the process said before it ended (its termination message) is passed on.
-    said = {**killed, "lastState": {"terminated": {"exitCode": 3, "message": "failed to load: worker w: /m.wasm: bad magic\n"}}}
-    v = pod_view(pod(conditions=[{"type": "Ready", "status": "False"}], containerStatuses=[said]))
-    assert v.problem is not None and v.problem[1].startswith("container runtime exited with code 3: failed to load: worker w: /m.wasm: bad magic;")
+
+
+def test_an_old_restart_does_not_explain_a_new_readiness_failure() -> None:
+    old = {"name": "runtime", "ready": False, "started": True, "restartCount": 1, "state": {"running": {}},
+           "lastState": {"terminated": {"exitCode": 137, "finishedAt": "2030-01-01T00:00:00Z"}}}
+    later = {"type": "Ready", "status": "False", "reason": "ContainersNotReady", "lastTransitionTime": "2030-01-01T05:00:00Z"}
+    assert pod_view(pod(conditions=[later], containerStatuses=[old])).problem is None
+
+
+def test_the_runtimes_own_reason_is_passed_on_and_a_log_tail_is_not() -> None:
+    def restarted(code: int, message: str) -> dict[str, Any]:
+        return {"name": "runtime", "ready": False, "started": False, "restartCount": 2, "state": {"waiting": {"reason": "ContainerCreating"}},
+                "lastState": {"terminated": {"exitCode": code, "message": message, "finishedAt": "2030-01-01T00:00:00Z"}}}
+
+    unready = {"type": "Ready", "status": "False", "lastTransitionTime": "2030-01-01T00:00:00Z"}
+    said = pod_view(pod(conditions=[unready], containerStatuses=[restarted(3, "failed to load: worker w: /m.wasm: bad magic\n")]))
+    assert said.problem is not None
+    assert said.problem[1].startswith("container runtime exited with code 3: failed to load: worker w: /m.wasm: bad magic;")
+    tail = pod_view(pod(conditions=[unready], containerStatuses=[restarted(137, "INFO a log line\nINFO another\n")]))
+    assert tail.problem is not None and "log line" not in tail.problem[1]
 
 
 def test_pod_of_a_node_that_stopped_reporting() -> None:
@@ -81,9 +100,13 @@ def test_pod_of_a_node_that_stopped_reporting() -> None:
     body["spec"]["nodeName"] = "real-1"
     v = pod_view(body)
     assert v.problem is not None and v.problem[0] == "NodeNotReady" and "node real-1 stopped reporting" in v.problem[1]
-    # A pod that is simply starting (containers not ready yet) is not a node problem.
+    # A pod that is simply starting (containers not ready yet) is not a node problem, nor one whose
+    # readiness gates are not met (the kubelet gives that one a reason).
     starting = pod(conditions=[{"type": "Ready", "status": "False"}], containerStatuses=[{"name": "runtime", "ready": False}])
     assert pod_view(starting).problem is None
+    gated = pod(conditions=[{"type": "Ready", "status": "False", "reason": "ReadinessGatesNotReady"}],
+                containerStatuses=[{"name": "runtime", "ready": True}])
+    assert pod_view(gated).problem is None
 
 
 def test_deployment_view() -> None:

@@ -194,3 +194,33 @@ def test_serve_exits_saying_why_when_told_to_on_load_failure(guests: dict[str, P
     assert message.startswith("failed to load: worker broken:") and str(bad) in message, message
     assert "worker hello" not in message
     assert "exiting with code 3" in proc.stderr and "stopped" in proc.stderr
+
+
+def test_sigterm_while_loading_stops_promptly_with_exit_on_load_failure(tmp_path: Path) -> None:
+    """A pod deleted while its models still load must not wait out its grace period: the runtime
+    stops on SIGTERM although the loads it cancels never finish."""
+    xml = ROOT / "examples" / "_models" / "mobilenet" / "model.xml"
+    assert xml.is_file(), "run `python examples/fetch_models.py mobilenet` first"
+    models = "".join(f"  - {{name: m{i}, format: openvino, files: [{xml}]}}\n" for i in range(8))
+    config = tmp_path / "runtime.yaml"
+    config.write_text(f"server: {{host: 127.0.0.1, port: 0, exit_on_load_failure: true}}\nmodels:\n{models}")
+    proc = subprocess.Popen([*wasminfer_command(), "serve", "--config", str(config)], stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    lines: list[str] = []
+    # Signal handlers are in place once it says where it serves; the models are still loading then.
+    while not any(" on http://" in line for line in lines):
+        line = proc.stderr.readline()
+        assert line, "".join(lines)
+        lines.append(line)
+    time.sleep(0.5)  # the handlers are installed just after that line
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    rest = proc.stderr.read()
+    assert rc == 0, "".join(lines) + rest
+    assert "model m7 ready" not in "".join(lines) + rest, "loading was over before the signal: nothing tested"
+    assert "stopped" in rest
