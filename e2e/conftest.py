@@ -63,6 +63,8 @@ def cluster(request: pytest.FixtureRequest, cluster_bin_dir: Path) -> Iterator[C
         yield attached
         return
     real_node = os.environ.get("WASMINFER_E2E_REAL_NODE", "1") != "0"
+    if real_node:
+        node.check_tools()  # before building images, which needs the same root and packages
     if real_node and images.built(node.IMAGES) is None:
         # A cold image build takes minutes: show its progress instead of capturing it.
         capture: Any = request.config.pluginmanager.getplugin("capturemanager")

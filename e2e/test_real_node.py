@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from chart import Release, condition
-from cluster import node
+from cluster import network, node
 from kube import Cluster
 from realnode import (
     RealNode,
@@ -178,6 +178,35 @@ def test_demo_resolves_service_names_inside_the_cluster(demo: Demo) -> None:
     assert out == [cluster_ip(demo.cluster, WORKER, demo.namespace), "200"], out
     url = demo.worker()["status"]["url"]
     assert url == f"http://{WORKER}.{demo.namespace}.svc/classify"
+
+
+def _host_address() -> str:
+    """An address of this machine outside the test range (its own: probing it sends nothing away)."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True, check=True).stdout
+    found = [f.split()[3].split("/")[0] for f in out.splitlines()]
+    outside = [a for a in found if not a.startswith(("198.18.", "198.19."))]
+    assert outside, f"this machine has no address outside the test range to probe: {found}"
+    return outside[0]
+
+
+def test_pods_reach_the_cluster_and_nothing_else_of_the_host(demo: Demo) -> None:
+    """From inside the runtime container: the API server (through the `kubernetes` Service) and the
+    cluster DNS answer; the kubelet's port, another service of this host and the host's address
+    outside the test range are dropped (the connection times out, nothing answers)."""
+    cid = demo.runtime_container()
+    probe = (
+        "import socket, sys\n"
+        "def reach(host, port):\n"
+        "    try:\n"
+        "        socket.create_connection((host, port), timeout=3).close(); return 'open'\n"
+        "    except socket.timeout: return 'dropped'\n"
+        "    except OSError as e: return type(e).__name__\n"
+        "print(' '.join(reach(h, int(p)) for h, p in (a.split(':') for a in sys.argv[1:])))\n"
+    )
+    targets = ["kubernetes.default.svc:443", f"{network.NODE_IP}:53", f"{network.NODE_IP}:10250", "198.18.0.1:2024",
+               f"{_host_address()}:22"]
+    out = demo.rn.crictl("exec", cid, "python", "-c", probe, *targets, timeout=120).split()
+    assert out == ["open", "open", "dropped", "dropped", "dropped"], dict(zip(targets, out))
 
 
 def test_runtime_container_runs_unprivileged_on_a_read_only_root(demo: Demo) -> None:

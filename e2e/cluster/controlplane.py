@@ -134,10 +134,13 @@ def up(
     try:
         files = Credentials.generate(data_dir)
         if real_node:
+            node.record_host(cluster)
             network.setup()
         etcd_url = start_etcd(launcher, data_dir)
         host = network.NODE_IP if real_node else "127.0.0.1"
         cluster.server = start_apiserver(launcher, files, data_dir, etcd_url, host)
+        if real_node:
+            network.allow_api_server(int(cluster.server.rsplit(":", 1)[1]))
         admin = files.write_kubeconfig(data_dir / "admin.kubeconfig", cluster.server, "admin")
         cluster.kubeconfig = str(admin)
         state.save(cluster)
@@ -183,15 +186,19 @@ def teardown(cluster: ClusterState) -> list[str]:
     for proc in reversed(cluster.processes):
         if processes.stop(proc.pid, proc.exe):
             log.info("stopped %s (pid %d)", proc.component, proc.pid)
-    shutil.rmtree(cluster.data_dir, ignore_errors=True)
-    state.remove(cluster.name)
+    if node_problems:
+        # Kept, with its data folder (the node's record of the host), so `down` can try again.
+        log.error("the real node left things on the host; `e2e/cluster/down --name %s` tries again", cluster.name)
+    else:
+        shutil.rmtree(cluster.data_dir, ignore_errors=True)
+        state.remove(cluster.name)
     problems = [
         f"port {port} of {proc.component} is still in use"
         for proc in cluster.processes
         for port in proc.ports
         if not processes.port_is_free(port)
     ]
-    if Path(cluster.data_dir).exists():
+    if not node_problems and Path(cluster.data_dir).exists():
         problems.append(f"data folder {cluster.data_dir} could not be removed")
     return problems + [f"the real node left {p}" for p in node_problems]
 

@@ -2,8 +2,9 @@
 
 Every address comes from 198.18.0.0/15 (RFC 2544, for benchmark tests), and a blackhole route for the
 whole range makes sure nothing addressed to it ever leaves this machine: the node's bridge has no
-route off the machine, pod traffic is never masqueraded, and a forward rule drops any packet from the
-bridge to another interface.
+route off the machine, pod traffic is never masqueraded, raw-table rules drop whatever pods send
+outside the range and whatever reaches the range from another interface, and pods reach nothing on
+this host but the cluster DNS and the API server.
 
 | what                         | where                                          |
 | ---------------------------- | ---------------------------------------------- |
@@ -36,6 +37,7 @@ SERVICE_FIRST_IP = "198.19.0.1"
 CLUSTER_DOMAIN = "cluster.local"
 CNI_NETWORK = "wasminfer-e2e"
 GUARD_CHAIN = "WASMINFER-E2E"
+INPUT_CHAIN = "WASMINFER-E2E-INPUT"
 
 for _net in (POD_SUBNET, FAKE_POD_CIDR, SERVICE_CIDR, f"{NODE_IP}/32"):
     assert ipaddress.ip_network(_net).subnet_of(ipaddress.ip_network(TEST_RANGE))  # type: ignore[arg-type]
@@ -56,15 +58,41 @@ def _iptables(*args: str, check: bool = True) -> subprocess.CompletedProcess[str
     return _run("iptables", "-w", "5", *args, check=check)
 
 
-def _guard_rules() -> Sequence[tuple[str, ...]]:
-    return (
-        # Pods may talk to each other and to the host, never through the host to anywhere else.
-        ("-i", BRIDGE, "!", "-o", BRIDGE, "-j", "DROP"),
-    )
+def _ensure_chain(table: str, chain: str, hook: str, rules: Sequence[tuple[str, ...]], *hook_match: str) -> None:
+    """Our own chain in `table` with exactly `rules`, jumped to first from `hook`."""
+    if _iptables("-t", table, "-n", "-L", chain, check=False).returncode != 0:
+        _iptables("-t", table, "-N", chain)
+    _iptables("-t", table, "-F", chain)
+    for rule in rules:
+        _iptables("-t", table, "-A", chain, *rule)
+    jump = (*hook_match, "-j", chain)
+    if _iptables("-t", table, "-C", hook, *jump, check=False).returncode != 0:
+        _iptables("-t", table, "-I", hook, "1", *jump)
+
+
+def _drop_chain(table: str, chain: str, hook: str, *hook_match: str) -> None:
+    while _iptables("-t", table, "-D", hook, *hook_match, "-j", chain, check=False).returncode == 0:
+        pass
+    if _iptables("-t", table, "-n", "-L", chain, check=False).returncode == 0:
+        _iptables("-t", table, "-F", chain, check=False)
+        _iptables("-t", table, "-X", chain, check=False)
+
+
+def _input_rules(api_port: int | None) -> list[tuple[str, ...]]:
+    """What pods may reach on this host: answers to what the host asked them, the cluster DNS and
+    the API server; nothing else the host listens on."""
+    rules: list[tuple[str, ...]] = [
+        ("-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"),
+        ("-d", NODE_IP, "-p", "udp", "--dport", "53", "-j", "ACCEPT"),
+        ("-d", NODE_IP, "-p", "tcp", "--dport", "53", "-j", "ACCEPT"),
+    ]
+    if api_port is not None:
+        rules.append(("-d", NODE_IP, "-p", "tcp", "--dport", str(api_port), "-j", "ACCEPT"))
+    return [*rules, ("-j", "DROP")]
 
 
 def setup() -> None:
-    """The node's address, the routes of the test range and the forward guard. Idempotent."""
+    """The node's address, the routes of the test range and the guards. Idempotent."""
     if not _link_exists(NODE_LINK):
         # A bridge without ports does what a dummy interface would (holds an address, forwards
         # nothing), and works on kernels built without the dummy driver, as these VMs' are.
@@ -75,14 +103,33 @@ def setup() -> None:
     # which the host reaches through kube-proxy's DNAT; everything else in the range goes nowhere.
     _run("ip", "route", "replace", "blackhole", TEST_RANGE)
     _run("ip", "route", "replace", SERVICE_CIDR, "dev", NODE_LINK, "src", NODE_IP)
-    if _iptables("-n", "-L", GUARD_CHAIN, check=False).returncode != 0:
-        _iptables("-N", GUARD_CHAIN)
-    _iptables("-F", GUARD_CHAIN)
-    for rule in _guard_rules():
-        _iptables("-A", GUARD_CHAIN, *rule)
-    if _iptables("-C", "FORWARD", "-j", GUARD_CHAIN, check=False).returncode != 0:
-        _iptables("-I", "FORWARD", "1", "-j", GUARD_CHAIN)
+    # In the raw table, before kube-proxy's rules (which accept established and marked traffic in
+    # FORWARD): pods send only into the test range, and nothing from another interface enters it.
+    # (The host's own packets to the node's address come in on lo.)
+    _ensure_chain("raw", GUARD_CHAIN, "PREROUTING", [
+        ("-i", "lo", "-j", "RETURN"),
+        ("-i", BRIDGE, "!", "-d", TEST_RANGE, "-j", "DROP"),
+        ("-i", BRIDGE, "-j", "RETURN"),
+        ("-d", TEST_RANGE, "-j", "DROP"),
+        ("-s", TEST_RANGE, "-j", "DROP"),
+    ])
+    allow_api_server(None)
     log.info("host network: node %s on %s, test range %s blackholed", NODE_IP, NODE_LINK, TEST_RANGE)
+
+
+def allow_api_server(port: int | None) -> None:
+    """The pods' way into the host (mangle INPUT, where kube-proxy adds nothing): DNS, and the API
+    server once its port is known."""
+    _ensure_chain("mangle", INPUT_CHAIN, "INPUT", _input_rules(port), "-i", BRIDGE)
+
+
+def conflicts() -> list[str]:
+    """What on this host already uses the names or addresses the node needs."""
+    found = [f"link {link}" for link in (BRIDGE, NODE_LINK) if _link_exists(link)]
+    for prefix in (TEST_RANGE, SERVICE_CIDR, POD_SUBNET):
+        shown = _run("ip", "route", "show", "root", prefix, check=False).stdout.strip()
+        found += [f"route {line}" for line in shown.splitlines()]
+    return found
 
 
 def teardown() -> list[str]:
@@ -93,21 +140,19 @@ def teardown() -> list[str]:
             result = _run("ip", "link", "delete", link, check=False)
             if result.returncode != 0:
                 problems.append(f"link {link}: {result.stderr.strip()}")
-    for route in (("blackhole", TEST_RANGE), (SERVICE_CIDR,)):
-        _run("ip", "route", "delete", *route, check=False)
-    while _iptables("-D", "FORWARD", "-j", GUARD_CHAIN, check=False).returncode == 0:
-        pass
-    if _iptables("-n", "-L", GUARD_CHAIN, check=False).returncode == 0:
-        _iptables("-F", GUARD_CHAIN, check=False)
-        _iptables("-X", GUARD_CHAIN, check=False)
+    _run("ip", "route", "delete", "blackhole", TEST_RANGE, check=False)
+    _run("ip", "route", "delete", SERVICE_CIDR, "dev", NODE_LINK, check=False)
+    _drop_chain("raw", GUARD_CHAIN, "PREROUTING")
+    _drop_chain("mangle", INPUT_CHAIN, "INPUT", "-i", BRIDGE)
     return problems
 
 
 def leftovers() -> list[str]:
     """What of the node's network is still on the host (empty after a clean teardown)."""
     found = [f"link {link}" for link in (BRIDGE, NODE_LINK) if _link_exists(link)]
-    routes = _run("ip", "route", "show", check=False).stdout
-    found += [f"route {line.strip()}" for line in routes.splitlines() if "198.18." in line or "198.19." in line]
-    rules = _run("iptables-save", check=False).stdout
-    found += [f"iptables: {line}" for line in rules.splitlines() if GUARD_CHAIN in line or "KUBE-" in line]
+    if _run("ip", "route", "show", "exact", TEST_RANGE, "type", "blackhole", check=False).stdout.strip():
+        found.append(f"route blackhole {TEST_RANGE}")
+    for table, chain in (("raw", GUARD_CHAIN), ("mangle", INPUT_CHAIN)):
+        if _iptables("-t", table, "-n", "-L", chain, check=False).returncode == 0:
+            found.append(f"iptables chain {chain} in {table}")
     return found

@@ -19,7 +19,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +40,29 @@ TAINT_KEY = "wasminfer.dev/e2e-real-node"
 TOLERATION = {"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
 NODE_SELECTOR = {NODE_LABEL: NODE_LABEL_VALUE}
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-KUBEPODS = "kubepods"
+# The kubelet's cgroup root: every pod cgroup lives below it, so clean-up touches nothing else.
+NODE_CGROUP = "wasminfer-e2e"
+# Host settings the kubelet (and the CNI bridge plugin) change, put back by `cleanup`.
+HOST_SYSCTLS = (
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+    "net/ipv4/ip_forward",
+)
+# Fixed host paths the node's daemons create whatever they are told; removed if they were not there.
+HOST_PATHS = (
+    "/var/lib/kubelet",
+    "/var/log/containers",
+    "/var/log/pods",
+    "/var/lib/cni",
+    "/opt/containerd",
+    "/run/containerd",
+    "/run/netns",
+)
+HOST_RECORD = "host-before-node.json"
 CONTAINERD_NAMESPACE = "k8s.io"
 PAUSE = "pause"
 HOST_COMMANDS = {
@@ -103,7 +125,7 @@ class Layout:
         return f"unix://{self.containerd_socket}"
 
 
-def check_host() -> None:
+def check_tools() -> None:
     """Fails with what to install or change when this machine cannot run a real node."""
     if os.geteuid() != 0:
         raise ClusterError("a real node needs root (containers, network interfaces, iptables, cgroups)")
@@ -114,14 +136,62 @@ def check_host() -> None:
             f"a real node needs Debian packages that are missing: apt-get install {' '.join(missing)} "
             "(or run: bash .ci/system-packages.sh)"
         )
-    if not (CGROUP_ROOT / "memory").is_dir() and not (CGROUP_ROOT / "cgroup.controllers").is_file():
-        raise ClusterError(f"no cgroup hierarchy under {CGROUP_ROOT}: the kubelet cannot run pods here")
+    if not (CGROUP_ROOT / "memory").is_dir():
+        raise ClusterError(
+            f"the test node needs cgroup v1 hierarchies under {CGROUP_ROOT} (as on these machines); "
+            "cgroup v2 alone is not supported by its clean-up"
+        )
+
+
+def check_host() -> None:
+    """check_tools, and fails when something else already has what the node needs (run after
+    stale clusters were swept)."""
+    check_tools()
     for other in state.all_states():
-        if other.real_node and other.owner_alive() and not other.dead_components():
+        if other.real_node and other.owner_alive():
             raise ClusterError(
                 f"cluster {other.name!r} already runs the real node (one per machine); stop it first with "
                 f"e2e/cluster/down --name {other.name}"
             )
+    taken = network.conflicts() + [f"iptables chain {c}" for c in _kube_chains("iptables")]
+    taken += [f"cgroup {g}" for g in _node_cgroups()]
+    if taken:
+        raise ClusterError(
+            "this host already has what the test node would create (another Kubernetes node, or one left "
+            f"by hand?): {', '.join(taken)}"
+        )
+
+
+def record_host(cluster: ClusterState) -> None:
+    """Notes the host settings and paths the node will change, for `cleanup` to put back."""
+    sysctls = {}
+    for name in HOST_SYSCTLS:
+        try:
+            sysctls[name] = (Path("/proc/sys") / name).read_text().strip()
+        except OSError:
+            pass
+    absent = [p for p in HOST_PATHS if not os.path.lexists(p)]
+    (Path(cluster.data_dir) / HOST_RECORD).write_text(json.dumps({"sysctls": sysctls, "absent": absent}, indent=1))
+
+
+def _restore_host(cluster: ClusterState) -> list[str]:
+    try:
+        recorded = json.loads((Path(cluster.data_dir) / HOST_RECORD).read_text())
+    except (OSError, ValueError):
+        return []
+    problems = []
+    for name, value in recorded["sysctls"].items():
+        try:
+            if (Path("/proc/sys") / name).read_text().strip() != value:
+                (Path("/proc/sys") / name).write_text(value)
+        except OSError as error:
+            problems.append(f"sysctl {name} (was {value}): {error}")
+    for path in recorded["absent"]:
+        if os.path.lexists(path):
+            shutil.rmtree(path, ignore_errors=True)
+            if os.path.lexists(path):
+                problems.append(f"{path} (created by the node) could not be removed")
+    return problems
 
 
 # --- containerd -----------------------------------------------------------------------------------
@@ -146,6 +216,8 @@ def _containerd_config(layout: Layout, metrics_port: int, sandbox_image: str) ->
             # oom_score_adj fails and every sandbox dies with runc's opaque "final child's PID" error.
             "  restrict_oom_score_adj = true",
             "  enable_selinux = false",
+            # Pods' network namespaces under the state folder, not /run/netns with everybody's.
+            "  netns_mounts_under_state_dir = true",
             f"[{cri}.containerd]",
             '  snapshotter = "overlayfs"',
             '  default_runtime_name = "runc"',
@@ -153,6 +225,7 @@ def _containerd_config(layout: Layout, metrics_port: int, sandbox_image: str) ->
             '  runtime_type = "io.containerd.runc.v2"',
             f"[{cri}.containerd.runtimes.runc.options]",
             "  SystemdCgroup = false",
+            f'  Root = "{layout.containerd_state / "runc"}"',
             f"[{cri}.cni]",
             f'  bin_dir = "{CNI_BIN_DIR}"',
             f'  conf_dir = "{layout.cni_conf_dir}"',
@@ -306,6 +379,7 @@ def _kubelet_config(files: Credentials, layout: Layout, healthz_port: int) -> di
         },
         "authorization": {"mode": "Webhook"},
         "cgroupDriver": "cgroupfs",
+        "cgroupRoot": f"/{NODE_CGROUP}",
         "containerRuntimeEndpoint": layout.endpoint,
         "clusterDNS": [network.NODE_IP],
         "clusterDomain": network.CLUSTER_DOMAIN,
@@ -325,7 +399,21 @@ def _kubelet_config(files: Credentials, layout: Layout, healthz_port: int) -> di
     }
 
 
+def _make_node_cgroup() -> None:
+    """The kubelet wants its cgroup root to exist in every hierarchy; cpuset needs its CPUs and
+    memory nodes filled in before anything can join a child."""
+    for hierarchy in CGROUP_ROOT.iterdir():
+        if not (hierarchy / "cgroup.procs").is_file():
+            continue  # not a v1 hierarchy (the unified one, or anything else)
+        group = hierarchy / NODE_CGROUP
+        group.mkdir(exist_ok=True)
+        for knob in ("cpuset.cpus", "cpuset.mems"):
+            if (group / knob).is_file() and not (group / knob).read_text().strip():
+                (group / knob).write_text((hierarchy / knob).read_text())
+
+
 def start_kubelet(launcher: Launcher, files: Credentials, layout: Layout) -> None:
+    _make_node_cgroup()
     layout.kubelet_root.mkdir(parents=True, exist_ok=True)
     layout.pod_logs.mkdir(parents=True, exist_ok=True)
     # Pods with dnsPolicy Default get this; ClusterFirst pods get the cluster DNS.
@@ -384,8 +472,8 @@ def wait_ready(cluster: ClusterState, timeout: float) -> None:
     while True:
         result = subprocess.run(
             [str(Path(cluster.bin_dir) / "kubectl"), f"--kubeconfig={cluster.kubeconfig}", "get", "node", NODE_NAME,
-             "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}"],
-            capture_output=True, text=True, check=False,
+             "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}", "--request-timeout=10s"],
+            capture_output=True, text=True, timeout=30, check=False,
         )
         if result.stdout.strip() == "True":
             return
@@ -438,7 +526,7 @@ def _remove_pods(cluster: ClusterState, layout: Layout) -> None:
         return
     for verb in ("stopp", "rmp"):
         ids = subprocess.run(
-            [str(crictl), f"--runtime-endpoint={layout.endpoint}", "pods", "--quiet"],
+            [str(crictl), f"--runtime-endpoint={layout.endpoint}", "--timeout=30s", "pods", "--quiet"],
             capture_output=True, text=True, timeout=30, check=False,
         ).stdout.split()
         if ids:
@@ -448,18 +536,18 @@ def _remove_pods(cluster: ClusterState, layout: Layout) -> None:
             )
 
 
-def _kubepods_cgroups() -> list[Path]:
-    """Every cgroup the kubelet made, deepest first, in every hierarchy."""
+def _node_cgroups() -> list[Path]:
+    """Every cgroup under the node's cgroup root, deepest first, in every hierarchy."""
     found: list[Path] = []
     for hierarchy in CGROUP_ROOT.iterdir():
-        top = hierarchy / KUBEPODS
+        top = hierarchy / NODE_CGROUP
         if top.is_dir():
             found += [p for p in top.rglob("*") if p.is_dir()] + [top]
     return sorted(found, key=lambda p: len(p.parts), reverse=True)
 
 
 def _kill_cgroup_processes() -> None:
-    for group in _kubepods_cgroups():
+    for group in _node_cgroups():
         try:
             pids = [int(p) for p in (group / "cgroup.procs").read_text().split()]
         except OSError:
@@ -498,31 +586,42 @@ def _mounts_under(roots: Sequence[Path]) -> list[str]:
     return out
 
 
-def _netns_files() -> list[Path]:
-    run_netns = Path("/run/netns")
-    return sorted(run_netns.glob("cni-*")) if run_netns.is_dir() else []
+def _kube_chains(tool: str, table: str = "") -> list[str]:
+    tables = [table] if table else ["filter", "nat", "mangle", "raw"]
+    chains = []
+    for t in tables:
+        saved = subprocess.run([f"{tool}-save", "-t", t], capture_output=True, text=True, check=False).stdout
+        chains += [line[1:].split()[0] for line in saved.splitlines() if line.startswith(":KUBE-")]
+    return chains
 
 
-def _iptables_cleanup(cluster: ClusterState) -> None:
-    kube_proxy = Path(cluster.bin_dir) / "kube-proxy"
-    if kube_proxy.exists():
-        subprocess.run([str(kube_proxy), "--cleanup"], capture_output=True, timeout=60, check=False)
-    # What kube-proxy --cleanup leaves (the kubelet's canary chains and the like): every KUBE-
-    # chain and every rule that names one, table by table.
-    for table in ("filter", "nat", "mangle"):
-        saved = subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True, check=False).stdout
-        if "KUBE-" not in saved:
-            continue
-        kept = "\n".join(line for line in saved.splitlines() if "KUBE-" not in line) + "\n"
-        subprocess.run(["iptables-restore", "-w", "5", "-T", table], input=kept, text=True, capture_output=True, check=False)
+def _iptables_cleanup() -> None:
+    """Removes the KUBE- chains kube-proxy and the kubelet made (IPv4 and IPv6) and the rules that
+    jump to them, rule by rule: whatever else is in those tables stays as it is."""
+    for tool in ("iptables", "ip6tables"):
+        for table in ("filter", "nat", "mangle", "raw"):
+            saved = subprocess.run([f"{tool}-save", "-t", table], capture_output=True, text=True, check=False).stdout
+            chains = [line[1:].split()[0] for line in saved.splitlines() if line.startswith(":KUBE-")]
+            if not chains:
+                continue
+            jumps = [
+                "-D" + line[2:]
+                for line in saved.splitlines()
+                if line.startswith("-A ") and not line.split()[1].startswith("KUBE-") and "KUBE-" in line
+            ]
+            script = [f"*{table}", *jumps, *(f"-F {c}" for c in chains), *(f"-X {c}" for c in chains), "COMMIT", ""]
+            done = subprocess.run([f"{tool}-restore", "--noflush", "-w", "5"], input="\n".join(script), text=True,
+                                  capture_output=True, check=False)
+            if done.returncode != 0:
+                log.warning("%s-restore of the %s table's KUBE- chains failed: %s", tool, table, done.stderr.strip())
 
 
 def leftovers(cluster: ClusterState) -> list[str]:
     """What of this node is still on the machine; empty after `cleanup`."""
     layout = Layout.of(cluster)
     found = [f"mount {m}" for m in _mounts_under([layout.root])]
-    found += [f"cgroup {g}" for g in _kubepods_cgroups()]
-    found += [f"network namespace {n}" for n in _netns_files()]
+    found += [f"cgroup {g}" for g in _node_cgroups()]
+    found += [f"{tool} chain {c}" for tool in ("iptables", "ip6tables") for c in _kube_chains(tool)]
     found += network.leftovers()
     marker = str(layout.containerd_socket).encode()
     for entry in Path("/proc").iterdir():
@@ -535,44 +634,65 @@ def leftovers(cluster: ClusterState) -> list[str]:
     return found
 
 
-def cleanup(cluster: ClusterState) -> list[str]:
-    """Takes the node down and removes what it left on the host: pods, containers, mounts, network
-    namespaces, the bridge and routes, iptables rules, cgroups. Works when its daemons are running
-    (a normal `down`) and when they died with a crashed run. Returns what could not be removed."""
-    layout = Layout.of(cluster)
-    _stop_component(cluster, "kube-proxy")
-    _stop_component(cluster, "kubelet")
-    try:
-        _remove_pods(cluster, layout)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        log.warning("removing the pods through the CRI failed (%s); killing them instead", error)
-    _stop_component(cluster, "coredns")
-    _stop_component(cluster, "containerd")
-    _kill_shims(layout)
-    _kill_cgroup_processes()
-    for point in sorted(_mounts_under([layout.root]), key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-    for netns in _netns_files():
-        subprocess.run(["ip", "netns", "delete", netns.name], capture_output=True, check=False)
-    _iptables_cleanup(cluster)
-    problems = [p for p in network.teardown() if not p.startswith("link ")]
+def _remove_cgroups() -> list[str]:
+    problems = []
     deadline = time.monotonic() + 10
-    for group in _kubepods_cgroups():
+    for group in _node_cgroups():
         while True:
             try:
                 group.rmdir()
                 break
             except FileNotFoundError:
                 break
-            except OSError as error:
+            except OSError as error:  # busy until the last killed process is reaped
                 if time.monotonic() > deadline:
                     problems.append(f"cgroup {group}: {error}")
                     break
                 time.sleep(0.1)
-    for link in Path("/var/log/containers").glob("*.log") if Path("/var/log/containers").is_dir() else []:
-        if str(layout.pod_logs) in os.readlink(link) if link.is_symlink() else False:
+    return problems
+
+
+def _unlink_pod_logs(layout: Layout) -> None:
+    containers = Path("/var/log/containers")
+    for link in containers.glob("*.log") if containers.is_dir() else []:
+        if link.is_symlink() and str(layout.pod_logs) in os.readlink(link):
             link.unlink(missing_ok=True)
     results = Path("/var/lib/cni/results")
     for cached in results.glob(f"{network.CNI_NETWORK}-*") if results.is_dir() else []:
         cached.unlink(missing_ok=True)
+
+
+def cleanup(cluster: ClusterState) -> list[str]:
+    """Takes the node down and removes what it left on the host: pods, containers, mounts (the
+    pods' network namespaces among them), the bridges and routes, iptables rules, cgroups, host
+    settings and paths. Works when its daemons are running (a normal `down`) and when they died with
+    a crashed run. Every step runs even if one before failed; returns what could not be removed."""
+    layout = Layout.of(cluster)
+    problems: list[str] = []
+
+    def unmount() -> None:
+        for point in sorted(_mounts_under([layout.root]), key=len, reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("stopping kube-proxy", lambda: _stop_component(cluster, "kube-proxy")),
+        ("stopping the kubelet", lambda: _stop_component(cluster, "kubelet")),
+        ("removing the pods through the CRI", lambda: _remove_pods(cluster, layout)),
+        ("stopping CoreDNS", lambda: _stop_component(cluster, "coredns")),
+        ("stopping containerd", lambda: _stop_component(cluster, "containerd")),
+        ("killing containerd's shims", lambda: _kill_shims(layout)),
+        ("killing the pods' processes", _kill_cgroup_processes),
+        ("unmounting", unmount),
+        ("removing iptables rules", _iptables_cleanup),
+        ("removing the network", lambda: problems.extend(p for p in network.teardown() if not p.startswith("link "))),
+        ("removing cgroups", lambda: problems.extend(_remove_cgroups())),
+        ("removing pod log links", lambda: _unlink_pod_logs(layout)),
+        ("restoring host settings", lambda: problems.extend(_restore_host(cluster))),
+    ]
+    for what, step in steps:
+        try:
+            step()
+        except (OSError, subprocess.SubprocessError, RuntimeError) as error:
+            problems.append(f"{what} failed: {error}")
+            log.warning("clean-up of the node: %s failed: %s", what, error)
     return problems + leftovers(cluster)
