@@ -1,8 +1,8 @@
 """A real node beside kwok's fleet: containerd (Debian's, with runc), the CNI bridge, kubelet,
 kube-proxy in iptables mode and CoreDNS, all on this machine, so pods really run.
 
-One real node can run on a machine at a time (it owns host-wide things: the bridge, iptables rules,
-the kubepods cgroups). Its containerd keeps images in a cache folder that outlives clusters, so the
+One real node can run on a machine at a time (it owns host-wide things: the bridges, iptables rules,
+its cgroup root). Its containerd keeps images in a cache folder that outlives clusters, so the
 project's images are imported once; everything else lives in the cluster's data folder and is removed
 by `cleanup`, which also works after a crash, when nothing of the node is running any more.
 
