@@ -244,10 +244,18 @@ def parse_runtime_config(data: Any, source: str) -> RuntimeConfig:
         raise ConfigError(format_validation_error(source, err)) from None
 
 
+def decode_utf8(path: Path, raw: bytes, error: type[Exception]) -> str:
+    """A configuration file's text; `error` names the file and the first byte that is not UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start})") from None
+
+
 def read_yaml_file(path: Path, error: type[Exception]) -> Any:
     """A YAML file's data ({} when empty); `error` says which file could not be read or parsed."""
     try:
-        text = path.read_text()
+        text = decode_utf8(path, path.read_bytes(), error)
     except OSError as err:
         raise error(f"{path}: cannot read: {err.strerror}") from None
     try:

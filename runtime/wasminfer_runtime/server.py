@@ -146,14 +146,15 @@ def _static_file(public: Path | None, path: str) -> Path | None:
         return None  # `..`, hidden files, and names no file system takes
     root = public.resolve()
     try:
-        target = root.joinpath(*parts).resolve()
-        if not target.is_relative_to(root):
-            return None  # a symlink out of the folder
+        target = root.joinpath(*parts)
         if target.is_dir():
             target = target / "index.html"
         elif not target.exists() and target.suffix == "":
             target = target.with_name(target.name + ".html")
-        return target if target.is_file() else None
+        # Resolved once, after every fallback: no link, neither on the way nor the file itself
+        # (an index.html or NAME.html), may lead out of the folder.
+        target = target.resolve()
+        return target if target.is_relative_to(root) and target.is_file() else None
     except (OSError, ValueError):
         return None
 
@@ -214,6 +215,10 @@ async def _run_worker(
         if not executor.failed:
             resp.headers["Retry-After"] = "1"
         return resp
+    for name, value in request.headers.items():
+        if not _is_text(value):
+            # aiohttp keeps undecodable bytes as surrogates; the worker's JSON must be UTF-8.
+            return _error(400, "bad_request", f"header {name!r} is not valid UTF-8", worker.name)
     limit = worker.limits.max_body_bytes
     body = await _read_body(request, limit)
     if body is None:
@@ -233,6 +238,14 @@ async def _run_worker(
         log.exception("worker %s: the host failed to run it", worker.name)
         return _error(500, "internal", f"the host failed to run worker {worker.name!r}: {err}", worker.name)
     return _respond(worker, inv)
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _stderr_tail(inv: Invocation) -> str:

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from wasminfer_runtime.config import (
     BackendName,
     ConfigError,
+    decode_utf8,
     expand_env_vars,
     FolderConfig,
     Limits,
@@ -166,8 +167,7 @@ class _Models:
 
 def _read_toml(path: Path) -> _WorkerToml:
     try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
+        data = tomllib.loads(decode_utf8(path, path.read_bytes(), ConfigError))
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from None
     except tomllib.TOMLDecodeError as err:

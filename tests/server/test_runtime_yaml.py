@@ -40,6 +40,14 @@ def test_bad_runtime_yaml_names_file_and_key(tmp_path: Path, text: str, message:
     assert message.format(root=tmp_path.resolve()) in str(err.value)
 
 
+def test_runtime_yaml_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "runtime.yaml"
+    cfg.write_bytes(b"workers: []\n# caf\xe9\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(None, cfg)
+    assert str(err.value) == f"{cfg}: not UTF-8 (byte 0xe9 at offset 17)"
+
+
 def test_a_good_runtime_yaml_resolves_paths_from_its_folder(tmp_path: Path) -> None:
     (tmp_path / "net").mkdir()
     (tmp_path / "net" / "model.onnx").write_bytes(b"")

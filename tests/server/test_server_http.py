@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -44,6 +46,14 @@ def site(guests: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> P
     (public / "items" / "special.html").write_text("special item page")
     (public / "style.css").write_text("body{}")
     (public / ".secret").write_text("nope")
+    # Links that lead out of public/, reached only through the fallbacks: a folder's index and
+    # the `.html` of an extensionless path.
+    outside = root / "private"
+    outside.mkdir()
+    (outside / "secret.html").write_text("SECRET outside public")
+    (public / "leak").mkdir()
+    (public / "leak" / "index.html").symlink_to(outside / "secret.html")
+    (public / "about.html").symlink_to(outside / "secret.html")
     return root
 
 
@@ -172,3 +182,37 @@ def test_health_and_metrics_count_requests(url: str) -> None:
     assert metric(url, "wasminfer_worker_ready", worker="greet") == 1.0
     text = request(url + "/metrics").body.decode()
     assert json.dumps("x") and "wasminfer_request_duration_seconds_bucket" in text
+
+
+
+@pytest.mark.parametrize("path", ["/leak/", "/leak", "/about"])
+def test_no_fallback_serves_a_file_through_a_link_out_of_public(url: str, path: str) -> None:
+    reply = request(url + path)
+    assert reply.status == 404 and b"SECRET" not in reply.body, (reply.status, reply.body[:200])
+
+
+def _raw_request(url: str, raw: bytes) -> tuple[int, bytes]:
+    """One request written byte for byte (http.client would refuse the bytes these tests send)."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=30) as sock:
+        sock.sendall(raw)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_a_header_that_is_not_utf8_gets_400_naming_it(url: str) -> None:
+    status, body = _raw_request(url, b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Name: caf\xe9\r\nConnection: close\r\n\r\n")
+    assert status == 400, body
+    doc = json.loads(body)
+    assert doc["error"] == "bad_request" and "x-name" in doc["message"].lower() and "UTF-8" in doc["message"]
+    assert request(url + "/hello").status == 200
+
+
+def test_a_path_that_is_not_utf8_is_served_as_written(url: str) -> None:
+    """An escape that does not decode to UTF-8 stays as it was written (`%E9`), as text."""
+    status, body = _raw_request(url, b"GET /api/caf%E9 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert (status, body) == (200, b"Hello, caf%E9!\n")
+    assert request(url + "/api/ok").status == 200

@@ -163,6 +163,15 @@ BAD_CONFIGS = [
 ]
 
 
+def test_worker_toml_that_is_not_utf8_names_file_and_byte(tmp_path: Path) -> None:
+    _touch(tmp_path, "w.wasm")
+    toml_path = tmp_path / "w.toml"
+    toml_path.write_bytes(b'[vars]\nNAME = "caf\xe9"\n')
+    with pytest.raises(ConfigError) as err:
+        load_wws_folder(tmp_path)
+    assert str(err.value) == f"{toml_path.resolve()}: not UTF-8 (byte 0xe9 at offset 18)"
+
+
 @pytest.mark.parametrize(("toml", "message"), [c[1:] for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS])
 def test_bad_worker_toml_names_file_and_key(tmp_path: Path, toml: str, message: str) -> None:
     _touch(tmp_path, "api/w.wasm")
