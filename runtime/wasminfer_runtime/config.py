@@ -179,6 +179,9 @@ class RuntimeConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     models: list[ModelConfig] = Field(default_factory=list)
     workers: list[WorkerConfig] = Field(default_factory=list)
+    # Workers of a wws folder whose own configuration is wrong (name -> why): they keep their route
+    # and answer 503 with the reason, while the others serve. Never part of a runtime.yaml.
+    worker_errors: dict[str, str] = Field(default_factory=dict, exclude=True)
 
     @model_validator(mode="after")
     def _unique_names(self) -> RuntimeConfig:

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from wasminfer_runtime.config import ModelConfig, RuntimeConfig, WorkerConfig
+from wasminfer_runtime.config import ConfigError, ModelConfig, RuntimeConfig, WorkerConfig
 from wasminfer_runtime.engine import RuntimeEngine
 from wasminfer_runtime.executor import WorkerExecutor
 from wasminfer_runtime.metrics import Metrics
@@ -144,6 +144,8 @@ class Service:
     def _load_worker(self, cfg: WorkerConfig) -> None:
         t0 = time.monotonic()
         try:
+            if cfg.name in self.cfg.worker_errors:
+                raise ConfigError(self.cfg.worker_errors[cfg.name])
             executor = WorkerExecutor(self.engine, self.models, cfg)
         except Exception as err:
             self._finish(self._worker_status, cfg.name, "worker", err, t0)

@@ -178,13 +178,18 @@ def _read_toml(path: Path) -> _WorkerToml:
         raise ConfigError(format_validation_error(str(path), err)) from None
 
 
-def _worker(root: Path, module: Path, env: Mapping[str, str], models: _Models) -> WorkerConfig:
-    rel = module.relative_to(root)
-    route = route_for(rel)
+def _route(root: Path, module: Path) -> str:
+    route = route_for(module.relative_to(root))
     try:
         Route(route, "")
     except RouteError as err:
         raise ConfigError(f"{module}: {err}") from None
+    return route
+
+
+def _worker(root: Path, module: Path, env: Mapping[str, str], models: _Models) -> WorkerConfig:
+    rel = module.relative_to(root)
+    route = _route(root, module)
     toml_path = module.with_suffix(".toml")
     toml = _read_toml(toml_path) if toml_path.is_file() else _WorkerToml()
     worker_dir = module.parent
@@ -246,8 +251,17 @@ def load_wws_folder(root: Path, env: Mapping[str, str] | None = None) -> Runtime
     models = _Models()
     workers: list[WorkerConfig] = []
     seen_names: dict[str, Path] = {}
+    broken: dict[str, str] = {}
     for module in modules:
-        w = _worker(root, module, env, models)
+        try:
+            w = _worker(root, module, env, models)
+        except ConfigError as err:
+            # As in wws, one worker's bad configuration costs that worker only: it keeps its route
+            # (named after its file) and answers 503 with the reason.
+            name = module.relative_to(root).with_suffix("").as_posix()
+            log.error("worker %s will not serve: %s", name, err)
+            broken[name] = str(err)
+            w = WorkerConfig(name=name, module=module, route=_route(root, module))
         if w.name in seen_names:
             raise ConfigError(
                 f"{module.with_suffix('.toml')}: name: worker name {w.name!r} is already used by {seen_names[w.name]}"
@@ -266,4 +280,5 @@ def load_wws_folder(root: Path, env: Mapping[str, str] | None = None) -> Runtime
         workers=workers,
     )
     # Run the same validation a runtime.yaml gets, with the folder as the source.
-    return parse_runtime_config(cfg.model_dump(by_alias=True), str(root))
+    checked = parse_runtime_config(cfg.model_dump(by_alias=True), str(root))
+    return checked.model_copy(update={"worker_errors": broken})

@@ -162,14 +162,26 @@ def test_serve_command_starts_serves_and_stops_on_sigterm(guests: dict[str, Path
     assert "stopped" in log
 
 
-def test_serve_command_refuses_a_bad_config_naming_file_and_key(tmp_path: Path) -> None:
-    (tmp_path / "w.wasm").write_bytes(b"\0asm\x01\0\0\0")
-    (tmp_path / "w.toml").write_text('[features.wasi_nn]\nallowed_backends = ["cuda"]\n')
-    proc = subprocess.run([*wasminfer_command(), "serve", str(tmp_path), "--port", "0"], capture_output=True, text=True,
-                          timeout=60)
-    assert proc.returncode == 2, proc.stderr
-    assert str((tmp_path / "w.toml").resolve()) in proc.stderr
-    assert "features.wasi_nn.allowed_backends" in proc.stderr and "unknown backend 'cuda'" in proc.stderr
+def test_a_worker_with_a_bad_toml_answers_503_and_the_others_serve(
+    guests: dict[str, Path], tmp_path: Path, serve: Serve
+) -> None:
+    put_worker(tmp_path, "hello.wasm", guests["hello"])
+    put_worker(tmp_path, "w.wasm", guests["hello"], '[features.wasi_nn]\nallowed_backends = ["cuda"]\n')
+    server = serve(load_wws_folder(tmp_path))
+    deadline = time.monotonic() + 30
+    while request(server.url + "/readyz").json()["pending"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ready = request(server.url + "/readyz")
+    assert ready.status == 503
+    why = ready.json()["failed"]["worker w"]
+    assert str((tmp_path / "w.toml").resolve()) in why
+    assert "features.wasi_nn.allowed_backends" in why and "unknown backend 'cuda'" in why
+    reply = request(server.url + "/w")
+    assert reply.status == 503 and reply.json()["worker"] == "w" and why in reply.json()["message"]
+    assert request(server.url + "/hello").status == 200
+
+
+def test_serve_command_refuses_a_folder_and_a_config_at_once(tmp_path: Path) -> None:
     both = subprocess.run([*wasminfer_command(), "serve", str(tmp_path), "--config", str(ROOT / "nope.yaml")],
                           capture_output=True, text=True, timeout=60)
     assert both.returncode == 2 and "exactly one" in both.stderr

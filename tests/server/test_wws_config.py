@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -167,21 +168,23 @@ def test_worker_toml_that_is_not_utf8_names_file_and_byte(tmp_path: Path) -> Non
     _touch(tmp_path, "w.wasm")
     toml_path = tmp_path / "w.toml"
     toml_path.write_bytes(b'[vars]\nNAME = "caf\xe9"\n')
-    with pytest.raises(ConfigError) as err:
-        load_wws_folder(tmp_path)
-    assert str(err.value) == f"{toml_path.resolve()}: not UTF-8 (byte 0xe9 at offset 18)"
+    assert load_wws_folder(tmp_path).worker_errors == {"w": f"{toml_path.resolve()}: not UTF-8 (byte 0xe9 at offset 18)"}
 
 
 @pytest.mark.parametrize(("toml", "message"), [c[1:] for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS])
 def test_bad_worker_toml_names_file_and_key(tmp_path: Path, toml: str, message: str) -> None:
+    """The worker keeps its route and carries the reason (it answers 503 with it); the folder's
+    other workers are unaffected."""
     _touch(tmp_path, "api/w.wasm")
+    _touch(tmp_path, "ok.wasm")
     (tmp_path / "api/_empty").mkdir()
     toml_path = _touch(tmp_path, "api/w.toml", toml)
-    with pytest.raises(ConfigError) as err:
-        load_wws_folder(tmp_path)
-    text = str(err.value)
+    cfg = load_wws_folder(tmp_path)
+    text = cfg.worker_errors["api/w"]
     assert str(toml_path.resolve()) in text, text
     assert message in text, text
+    assert {w.name: w.route for w in cfg.workers} == {"api/w": "/api/w", "ok": "/ok"}
+    assert list(cfg.worker_errors) == ["api/w"]
 
 
 def test_same_model_name_from_two_folders_is_refused(tmp_path: Path) -> None:
@@ -191,8 +194,10 @@ def test_same_model_name_from_two_folders_is_refused(tmp_path: Path) -> None:
         _touch(tmp_path, f"{w}.wasm")
         _touch(tmp_path, f"{w}.toml",
                f"[[features.wasi_nn.preload_models]]\nbackend = \"openvino\"\nprovider = {{ type = \"local\", dir = \"{d}\" }}\n")
-    with pytest.raises(ConfigError, match=r"y\.toml: features\.wasi_nn\.preload_models\[0\]\.provider\.dir: a model named 'net'"):
-        load_wws_folder(tmp_path)
+    cfg = load_wws_folder(tmp_path)
+    assert list(cfg.worker_errors) == ["y"]
+    assert re.search(r"y\.toml: features\.wasi_nn\.preload_models\[0\]\.provider\.dir: a model named 'net'",
+                     cfg.worker_errors["y"]), cfg.worker_errors
 
 
 def test_duplicate_worker_names_and_colliding_routes_are_refused(tmp_path: Path) -> None:
