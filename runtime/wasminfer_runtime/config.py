@@ -127,6 +127,12 @@ class Limits(_Strict):
     memory_mib: Annotated[int, Field(ge=1, le=4096)] = DEFAULT_MEMORY_MIB
     timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = DEFAULT_TIMEOUT_SECONDS
     max_body_bytes: Annotated[int, Field(ge=0)] = DEFAULT_MAX_BODY_BYTES
+    max_concurrency: Annotated[int | None, Field(ge=1, le=1024)] = Field(
+        None, description="Requests of this worker running at once; unset: every invocation thread but one."
+    )
+    max_queued: Annotated[int | None, Field(ge=0, le=65536)] = Field(
+        None, description="Requests waiting for a slot beyond that; more get 503 with Retry-After. Unset: 2 x max_concurrency."
+    )
 
 
 class WasiNnConfig(_Strict):

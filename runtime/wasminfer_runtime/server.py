@@ -230,8 +230,17 @@ async def _run_worker(
         body=body,
         params=match.params,
     )
+    gate = service.gates[worker.name]
+    if gate.full():
+        resp = _error(
+            503, "busy", f"worker {worker.name!r} already runs {gate.running} request(s) and has {gate.waiting} waiting",
+            worker.name,
+        )
+        resp.headers["Retry-After"] = "1"
+        return resp
     try:
-        inv = await service.invoke_pool.run(executor.invoke, stdin)
+        async with gate:
+            inv = await service.invoke_pool.run(executor.invoke, stdin)
     except Exception as err:  # a host bug must cost one request, never the server
         if service.closing:  # the pool refuses new work once shutdown began
             return _error(503, "unavailable", "the server is shutting down", worker.name)

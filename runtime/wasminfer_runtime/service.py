@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from wasminfer_runtime.admission import WorkerGate, concurrency_for
 from wasminfer_runtime.config import ConfigError, ModelConfig, RuntimeConfig, WorkerConfig
 from wasminfer_runtime.engine import RuntimeEngine
 from wasminfer_runtime.executor import WorkerExecutor
@@ -92,6 +93,7 @@ class Service:
         self.loaded = threading.Event()  # set once every load has finished, well or badly
         self.closing = False
         self.invoke_pool = WorkPool(threads or default_threads(), "wasminfer-invoke")
+        self.gates = {w.name: WorkerGate(*concurrency_for(w, threads or default_threads())) for w in cfg.workers}
         self._load_pool = ThreadPoolExecutor(2, thread_name_prefix="wasminfer-load")
         for w in cfg.workers:
             metrics.worker_ready.labels(w.name).set(0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,6 +40,9 @@ def site(guests: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> P
         # The flood needs time to write 64 MiB: it must meet the output cap, not the timeout.
         limits = HOSTILE_LIMITS.replace("0.5", "20") if name == "hostile_huge" else HOSTILE_LIMITS
         put_worker(root, f"hostile/{name.removeprefix('hostile_')}.wasm", guests[name], f'name = "{name}"\n{limits}')
+    put_worker(root, "slow.wasm", guests["hostile_loop"], 'name = "slow"\n[limits]\ntimeout_seconds = 3\n')
+    put_worker(root, "narrow.wasm", guests["hostile_loop"],
+               'name = "narrow"\n[limits]\ntimeout_seconds = 3\nmax_concurrency = 1\nmax_queued = 1\n')
     public = root / "public"
     (public / "items").mkdir(parents=True)
     (public / "index.html").write_text("<h1>index</h1>")
@@ -216,3 +220,27 @@ def test_a_path_that_is_not_utf8_is_served_as_written(url: str) -> None:
     status, body = _raw_request(url, b"GET /api/caf%E9 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert (status, body) == (200, b"Hello, caf%E9!\n")
     assert request(url + "/api/ok").status == 200
+
+
+def test_one_worker_never_takes_every_thread(url: str) -> None:
+    """Eight slow requests on a pool of eight threads: the worker gets seven at most, so another
+    worker's request is answered while all of them still run."""
+    with ThreadPoolExecutor(9) as pool:
+        slow = [pool.submit(request, url + "/slow") for _ in range(8)]
+        time.sleep(0.5)  # all eight have arrived
+        hello = request(url + "/hello")
+        still_running = sum(not f.done() for f in slow)
+        assert hello.status == 200
+        assert still_running == 8, f"hello was answered only after {8 - still_running} slow request(s) ended"
+        assert sorted(f.result().status for f in slow) == [504] * 8  # the eighth waited its turn
+
+
+def test_a_full_worker_answers_503_busy_with_retry_after(url: str) -> None:
+    with ThreadPoolExecutor(3) as pool:
+        running = [pool.submit(request, url + "/narrow") for _ in range(2)]  # one runs, one waits
+        time.sleep(0.5)
+        refused = request(url + "/narrow")
+        assert refused.status == 503 and refused.headers.get("retry-after") == "1", refused.body
+        assert refused.json()["error"] == "busy" and "1 request(s)" in refused.json()["message"]
+        assert [f.result().status for f in running] == [504, 504]
+    assert metric(url, "wasminfer_requests_total", worker="narrow", status="503") >= 1.0
