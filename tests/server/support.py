@@ -147,6 +147,14 @@ def request(
         conn.close()
 
 
+def wait_loaded(url: str, timeout: float = 30) -> Reply:
+    """/readyz once nothing is loading any more (well or badly)."""
+    deadline = time.monotonic() + timeout
+    while request(url + "/readyz").json()["pending"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return request(url + "/readyz")
+
+
 def wait_ready(url: str, timeout: float = 60) -> Reply:
     deadline = time.monotonic() + timeout
     reply = request(url + "/readyz")

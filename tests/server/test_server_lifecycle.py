@@ -16,7 +16,7 @@ from wasminfer_runtime.config import RuntimeConfig
 from wasminfer_runtime.server import load_config
 from wasminfer_runtime.wws import load_wws_folder
 
-from .support import ROOT, ServerThread, wasminfer_command, guest_input_pattern, metric, put_worker, request, wait_ready, write_matmul_chain
+from .support import ROOT, ServerThread, wasminfer_command, guest_input_pattern, metric, put_worker, request, wait_loaded, wait_ready, write_matmul_chain
 
 Serve = Callable[[RuntimeConfig], ServerThread]
 
@@ -37,10 +37,7 @@ def test_a_bad_worker_does_not_stop_the_good_ones(guests: dict[str, Path], tmp_p
     (tmp_path / "broken.wasm").write_bytes(b"\0asm\x01\0\0\0 this is not a module")
     (tmp_path / "lib.wasm").write_bytes(b"\0asm\x01\0\0\0")  # valid, but no _start: not a command
     server = serve(load_wws_folder(tmp_path))
-    deadline = time.monotonic() + 30
-    while request(server.url + "/readyz").json()["pending"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    ready = request(server.url + "/readyz")
+    ready = wait_loaded(server.url)
     assert ready.status == 503
     doc = ready.json()
     assert doc["ready"] is False and doc["pending"] == []
@@ -168,10 +165,7 @@ def test_a_worker_with_a_bad_toml_answers_503_and_the_others_serve(
     put_worker(tmp_path, "hello.wasm", guests["hello"])
     put_worker(tmp_path, "w.wasm", guests["hello"], '[features.wasi_nn]\nallowed_backends = ["cuda"]\n')
     server = serve(load_wws_folder(tmp_path))
-    deadline = time.monotonic() + 30
-    while request(server.url + "/readyz").json()["pending"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    ready = request(server.url + "/readyz")
+    ready = wait_loaded(server.url)
     assert ready.status == 503
     why = ready.json()["failed"]["worker w"]
     assert str((tmp_path / "w.toml").resolve()) in why
