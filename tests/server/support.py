@@ -35,6 +35,7 @@ GUEST_SOURCES = {
     "hello": ROOT / "examples" / "hello.c",
     "greet": ROOT / "examples" / "api" / "[name].c",
     "nn_named": ROOT / "bench" / "guests" / "nn_named.c",
+    "nn_load": ROOT / "tests" / "guests" / "nn_load.c",
     **{name: ROOT / "tests" / "guests" / f"{name}.c" for name in HOSTILE},
 }
 

@@ -26,6 +26,7 @@ from wasminfer_runtime.backends.base import (
     first_line,
     input_slot,
 )
+from wasminfer_runtime.backends.guest_models import check_self_contained
 from wasminfer_runtime.config import Device, ModelConfig, ModelFormat, Precision
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,7 @@ class OnnxRuntimeBackend(Backend):
             raise Unsupported(f"ONNX Runtime serves ONNX models, not {fmt.value}")
         if len(parts) != 1:
             raise InvalidModel(f"an ONNX model is one byte array, not {len(parts)}")
+        check_self_contained(fmt, parts)
         return OnnxRuntimeGraph("(load:onnx)", self._session(bytes(parts[0]), device))
 
 

@@ -31,6 +31,7 @@ from wasminfer_runtime.backends.base import (
     first_line,
     input_slot,
 )
+from wasminfer_runtime.backends.guest_models import check_self_contained
 from wasminfer_runtime.config import Device, ModelConfig, ModelFormat, ModelOptions
 
 log = logging.getLogger(__name__)
@@ -216,6 +217,7 @@ class OpenVinoBackend(Backend):
         return OpenVinoGraph(cfg.name, compiled, cfg.options.pool_size)
 
     def load_bytes(self, fmt: ModelFormat, parts: Sequence[bytes], device: Device) -> Graph:
+        check_self_contained(fmt, parts)
         try:
             if fmt is ModelFormat.openvino:
                 if len(parts) not in (1, 2) or not parts[0].lstrip()[:1] == b"<":
