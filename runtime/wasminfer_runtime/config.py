@@ -179,6 +179,17 @@ class ServerConfig(_Strict):
     termination_log: Path | None = Field(
         None, description="Where to write why loading failed before exiting (a pod's /dev/termination-log)."
     )
+    header_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        10.0,
+        description="A connection whose next request's headers are not complete this long after it opened "
+        "(or after the previous response) is closed, with 408 if the request had begun; idle keep-alive "
+        "connections close after this long too.",
+    )
+    body_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        30.0,
+        description="A worker request whose whole body has not arrived this long after its headers gets 408 "
+        "and its connection is closed.",
+    )
 
 
 class RuntimeConfig(_Strict):

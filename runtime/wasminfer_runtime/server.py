@@ -10,6 +10,7 @@ stdin (protocol.py); the invocation runs in a thread; the verdict maps to an HTT
     (memory includes output beyond the host's capture cap)
     timeout                    -> 504      body over the limit    -> 413
     worker or its model not loaded (yet, or ever)                 -> 503
+    body not arrived within server.body_timeout_seconds           -> 408 (connection closed)
 
 Errors are JSON: {"error": kind, "worker": name, "message": why}.
 """
@@ -42,6 +43,7 @@ from wasminfer_runtime.metrics import Metrics
 from wasminfer_runtime.protocol import ProtocolError, decode_response, encode_request
 from wasminfer_runtime.routing import RouteError, RouteMatch, RouteTable
 from wasminfer_runtime.service import Service, Unavailable, default_threads
+from wasminfer_runtime.slowclients import REQUEST_TIMEOUT, AppRunner, send_and_close
 from wasminfer_runtime.wws import load_wws_folder
 
 log = logging.getLogger(__name__)
@@ -220,7 +222,17 @@ async def _run_worker(
             # aiohttp keeps undecodable bytes as surrogates; the worker's JSON must be UTF-8.
             return _error(400, "bad_request", f"header {name!r} is not valid UTF-8", worker.name)
     limit = worker.limits.max_body_bytes
-    body = await _read_body(request, limit)
+    # Read before the worker's gate, so a body that trickles in holds no slot, and within a time
+    # limit, so it does not hold the connection either.
+    body_timeout = service.cfg.server.body_timeout_seconds
+    try:
+        async with asyncio.timeout(body_timeout):
+            body = await _read_body(request, limit)
+    except TimeoutError:
+        log.info("client %s: request body for worker %s not complete within %g s; answering 408 and closing",
+                 request.remote, worker.name, body_timeout)
+        return await send_and_close(request, _error(
+            408, REQUEST_TIMEOUT, f"the request body did not arrive within {body_timeout:g} s", worker.name))
     if body is None:
         return _error(413, "body_too_large", f"the request body is larger than {limit} bytes", worker.name)
     stdin = encode_request(
@@ -318,8 +330,8 @@ async def start_server(
     """Start serving cfg; returns the runner (await runner.cleanup() to stop) and the base URL."""
     routes = build_routes(cfg)
     service = Service(cfg, metrics or Metrics(), threads=threads)
-    runner = web.AppRunner(build_app(service, routes), access_log=None, handle_signals=False,
-                           shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+    runner = AppRunner(build_app(service, routes), header_timeout=cfg.server.header_timeout_seconds,
+                       access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
     await runner.setup()
     site = web.TCPSite(runner, cfg.server.host, cfg.server.port)
     try:
