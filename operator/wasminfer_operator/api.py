@@ -236,6 +236,14 @@ class ModelOptions(_Api):
     performance_hint: PerformanceHint = Field(default=PerformanceHint.LATENCY, description="OpenVINO performance hint.")
     streams: int | None = Field(default=None, ge=1, le=64, description="Parallel inference streams; the backend decides when unset.")
     pool_size: int = Field(default=4, ge=1, le=256, description="Infer requests kept ready for concurrent calls.")
+    max_dynamic_dim: int = Field(
+        default=64, ge=1, le=65536,
+        description="Largest value a worker may give a dynamic dimension of an input (a batch of N); larger is refused.",
+    )
+    max_output_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1, le=4 * 1024**3,
+        description="Largest output one inference may produce; a larger one fails the compute.",
+    )
 
 
 class InferenceModelSpec(_Api):

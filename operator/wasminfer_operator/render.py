@@ -234,7 +234,10 @@ def runtime_config(
                 backend=m.spec.resolved_backend,
                 device=model_device(m.spec, profile),
                 files=[Path(p) for p in paths],
-                options=ModelOptions(precision=o.precision, performance_hint=o.performance_hint, streams=o.streams, pool_size=o.pool_size),
+                options=ModelOptions(
+                    precision=o.precision, performance_hint=o.performance_hint, streams=o.streams, pool_size=o.pool_size,
+                    max_dynamic_dim=o.max_dynamic_dim, max_output_bytes=o.max_output_bytes,
+                ),
             )
         )
     s, module_paths = _place(spec.module, DATA_DIR / "modules", vols)

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MEMORY_MIB = 256
 DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_DYNAMIC_DIM = 64
+DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -77,6 +79,15 @@ class ModelOptions(_Strict):
     )
     pool_size: Annotated[int, Field(ge=1, le=256)] = Field(
         4, description="Infer requests kept ready for concurrent calls to this model."
+    )
+    # A guest picks the dynamic dimensions of its inputs, and the host allocates outputs and
+    # intermediate buffers to match: these two bound what one inference makes the host allocate.
+    max_dynamic_dim: Annotated[int, Field(ge=1, le=65536)] = Field(
+        DEFAULT_MAX_DYNAMIC_DIM,
+        description="Largest value a guest may give a dynamic dimension of an input (a batch of N); larger is refused.",
+    )
+    max_output_bytes: Annotated[int, Field(ge=1, le=4 * 1024**3)] = Field(
+        DEFAULT_MAX_OUTPUT_BYTES, description="Largest output one inference may produce; a larger one fails the compute."
     )
 
 

@@ -114,7 +114,8 @@ def test_runtime_yaml_is_the_runtime_contract(cfg: OperatorConfig) -> None:
     """The ConfigMap's runtime.yaml is accepted by the runtime's own parser, with the right content."""
     r = render(
         cfg,
-        named=[model(options={"precision": "f16", "performanceHint": "THROUGHPUT", "streams": 2})],
+        named=[model(options={"precision": "f16", "performanceHint": "THROUGHPUT", "streams": 2, "maxDynamicDim": 8,
+                              "maxOutputBytes": 4096})],
         vars={"A": "1"},
         limits={"memoryMiB": 64, "timeoutSeconds": 3, "maxBodyBytes": 1000},
     )
@@ -124,6 +125,7 @@ def test_runtime_yaml_is_the_runtime_contract(cfg: OperatorConfig) -> None:
     assert m.name == "mobilenet" and m.backend is not None and m.backend.value == "openvino" and m.device.value == "CPU"
     assert [str(f) for f in m.files] == ["/var/lib/wasminfer/models/mobilenet/model.xml", "/var/lib/wasminfer/models/mobilenet/model.bin"]
     assert (m.options.precision.value, m.options.performance_hint.value, m.options.streams) == ("f16", "THROUGHPUT", 2)
+    assert (m.options.max_dynamic_dim, m.options.max_output_bytes) == (8, 4096)
     (w,) = cfg_rt.workers
     assert (w.name, w.route, str(w.module)) == ("hello", "/hello", "/var/lib/wasminfer/modules/hello.wasm")
     assert w.vars == {"A": "1"}

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
-from wasminfer_runtime.config import Device, ModelConfig, ModelFormat
+from wasminfer_runtime.config import Device, ModelConfig, ModelFormat, ModelOptions
 
 
 class ElementType(str, enum.Enum):
@@ -38,6 +38,10 @@ class BackendError(Exception):
 
 class InvalidTensor(BackendError):
     """An input index, element type, shape or size the graph does not take."""
+
+
+class TooLarge(InvalidTensor):
+    """An inference whose output would exceed the model's max_output_bytes (wasi-nn too_large)."""
 
 
 class InvalidModel(BackendError):
@@ -67,6 +71,60 @@ def input_slot(slots: Sequence[_Slot], index: int, etype: ElementType) -> _Slot:
     return slot
 
 
+# A model input's shape as the shape rule sees it: an int for a fixed dimension, None for a
+# dynamic one; None as a whole when even the rank is dynamic.
+ModelDims = Sequence[int | None] | None
+
+
+class ShapeBounds:
+    """What one inference of a model may make the host allocate, from its ModelOptions.
+
+    A guest picks the dynamic dimensions of its inputs; outputs and the backend's intermediate
+    buffers grow with them. Bounding every dynamic dimension stops that before anything is
+    allocated; the output bound catches models whose outputs grow faster than their inputs.
+    """
+
+    __slots__ = ("max_dynamic_dim", "max_output_bytes")
+
+    def __init__(self, options: ModelOptions) -> None:
+        self.max_dynamic_dim = options.max_dynamic_dim
+        self.max_output_bytes = options.max_output_bytes
+
+    def check_input(self, label: str, model_dims: ModelDims, etype: ElementType, dims: tuple[int, ...], nbytes: int) -> None:
+        """Refuse dims the model does not take, or a byte count they do not make (raises InvalidTensor).
+
+        The rank must match, a fixed dimension must be equal, a dynamic one 1..max_dynamic_dim.
+        Called before a backend sizes any buffer for `dims`.
+        """
+        bound = self.max_dynamic_dim
+        if model_dims is not None and len(dims) != len(model_dims):
+            shape = ["?" if d is None else d for d in model_dims]
+            raise InvalidTensor(f"{label} has rank {len(model_dims)} {shape}, not {len(dims)} {list(dims)}")
+        for i, got in enumerate(dims):
+            want = None if model_dims is None else model_dims[i]
+            if want is None:
+                if not 1 <= got <= bound:
+                    raise InvalidTensor(
+                        f"{label} dimension {i} is {got}; the model's dynamic dimensions take 1 to {bound} "
+                        f"(options.max_dynamic_dim)"
+                    )
+            elif got != want:
+                raise InvalidTensor(f"{label} dimension {i} is {got}; the model fixes it at {want}")
+        count = 1
+        for d in dims:
+            count *= d
+        if count * etype.size != nbytes:
+            raise InvalidTensor(f"{label} of shape {list(dims)} takes {count * etype.size} bytes, not {nbytes}")
+
+    def check_output(self, index: int, nbytes: int) -> None:
+        """Refuse an output larger than max_output_bytes (raises TooLarge)."""
+        if nbytes > self.max_output_bytes:
+            raise TooLarge(
+                f"output {index} is {nbytes} bytes, more than the model's {self.max_output_bytes} "
+                f"(options.max_output_bytes)"
+            )
+
+
 def first_line(err: BaseException) -> str:
     """The first line of an error's message, for one-line reports."""
     text = str(err).strip()
@@ -91,10 +149,15 @@ class ExecutionContext(ABC):
     def close(self) -> None:
         """Give the buffers back (to the graph's pool, for a named model)."""
 
+    def cancel(self) -> bool:
+        """Stop a compute running on another thread; False when the backend cannot."""
+        return False
+
 
 class Graph(ABC):
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, bounds: ShapeBounds | None = None) -> None:
         self.label = label  # the model name in metrics and logs
+        self.bounds = bounds if bounds is not None else ShapeBounds(ModelOptions())
 
     @abstractmethod
     def init_context(self) -> ExecutionContext: ...
@@ -112,4 +175,4 @@ class Backend(ABC):
 
     @abstractmethod
     def load_bytes(self, fmt: ModelFormat, parts: Sequence[bytes], device: Device) -> Graph:
-        """Compile a model a guest passed to `load` (raises InvalidModel / Unsupported)."""
+        """Compile a model a guest passed to `load`, with the default ModelOptions (raises InvalidModel / Unsupported)."""

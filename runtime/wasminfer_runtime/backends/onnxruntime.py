@@ -22,12 +22,13 @@ from wasminfer_runtime.backends.base import (
     Graph,
     InvalidModel,
     InvalidTensor,
+    ShapeBounds,
     Unsupported,
     first_line,
     input_slot,
 )
 from wasminfer_runtime.backends.guest_models import check_self_contained
-from wasminfer_runtime.config import Device, ModelConfig, ModelFormat, Precision
+from wasminfer_runtime.config import Device, ModelConfig, ModelFormat, ModelOptions, Precision
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,11 @@ def providers_for(device: Device, available: Sequence[str]) -> list[str]:
 
 
 class _Input:
-    __slots__ = ("name", "etype", "shape", "array", "dims")
+    __slots__ = ("name", "label", "etype", "shape", "array", "dims")
 
-    def __init__(self, name: str, etype: ElementType | None, shape: list[int | None]) -> None:
+    def __init__(self, index: int, name: str, etype: ElementType | None, shape: list[int | None]) -> None:
         self.name = name
+        self.label = f"input {index} ({name})"
         self.etype = etype
         self.shape = shape  # None for a dynamic dimension
         self.array: np.ndarray[Any, Any] | None = None
@@ -70,7 +72,9 @@ class _Input:
 class OnnxRuntimeContext(ExecutionContext):
     def __init__(self, graph: OnnxRuntimeGraph) -> None:
         self.graph = graph
-        self.inputs = [_Input(i.name, _ORT_TYPES.get(i.type), _static_dims(i.shape)) for i in graph.session.get_inputs()]
+        self.inputs = [
+            _Input(n, i.name, _ORT_TYPES.get(i.type), _static_dims(i.shape)) for n, i in enumerate(graph.session.get_inputs())
+        ]
         for slot in self.inputs:
             if slot.etype is not None and all(d is not None for d in slot.shape):
                 self._allocate(slot, tuple(int(d) for d in slot.shape if d is not None))
@@ -85,10 +89,8 @@ class OnnxRuntimeContext(ExecutionContext):
 
     def set_input(self, index: int, etype: ElementType, dims: tuple[int, ...], src: int, nbytes: int) -> None:
         slot = input_slot(self.inputs, index, etype)
-        if dims != slot.dims:
-            if len(dims) != len(slot.shape) or any(s is not None and s != d for s, d in zip(slot.shape, dims)):
-                shape = ["?" if s is None else s for s in slot.shape]
-                raise InvalidTensor(f"input {index} has shape {shape}, not {list(dims)}")
+        if dims != slot.dims:  # dims already set were checked then
+            self.graph.bounds.check_input(slot.label, slot.shape, etype, dims, nbytes)
             self._allocate(slot, dims)
         array = slot.array
         assert array is not None
@@ -101,11 +103,16 @@ class OnnxRuntimeContext(ExecutionContext):
         if len(self.feed) != len(self.inputs):
             missing = [i for i, s in enumerate(self.inputs) if s.name not in self.feed]
             raise InvalidTensor(f"input(s) {missing} were never set")
+        self.results = []  # a compute that fails shows no outputs
         try:
             outputs = self.graph.session.run(None, self.feed)
         except Exception as err:  # onnxruntime raises its own exception classes from C++
             raise BackendError(f"inference failed: {first_line(err)}") from None
-        self.results = [np.ascontiguousarray(o) for o in outputs]
+        results = [np.ascontiguousarray(o) for o in outputs]
+        bounds = self.graph.bounds
+        for i, r in enumerate(results):
+            bounds.check_output(i, int(r.nbytes))
+        self.results = results
 
     def output(self, index: int) -> tuple[int, int]:
         if not self.results:
@@ -121,8 +128,8 @@ class OnnxRuntimeContext(ExecutionContext):
 
 
 class OnnxRuntimeGraph(Graph):
-    def __init__(self, label: str, session: ort.InferenceSession) -> None:
-        super().__init__(label)
+    def __init__(self, label: str, session: ort.InferenceSession, options: ModelOptions) -> None:
+        super().__init__(label, ShapeBounds(options))
         self.session = session
 
     def init_context(self) -> ExecutionContext:
@@ -154,7 +161,7 @@ class OnnxRuntimeBackend(Backend):
             )
         session = self._session(str(cfg.files[0]), cfg.device)
         log.info("model %s runs on %s", cfg.name, session.get_providers()[0])
-        return OnnxRuntimeGraph(cfg.name, session)
+        return OnnxRuntimeGraph(cfg.name, session, cfg.options)
 
     def load_bytes(self, fmt: ModelFormat, parts: Sequence[bytes], device: Device) -> Graph:
         if fmt is not ModelFormat.onnx:
@@ -162,7 +169,7 @@ class OnnxRuntimeBackend(Backend):
         if len(parts) != 1:
             raise InvalidModel(f"an ONNX model is one byte array, not {len(parts)}")
         check_self_contained(fmt, parts)
-        return OnnxRuntimeGraph("(load:onnx)", self._session(bytes(parts[0]), device))
+        return OnnxRuntimeGraph("(load:onnx)", self._session(bytes(parts[0]), device), ModelOptions())
 
 
 def _static_dims(shape: Sequence[object]) -> list[int | None]:

@@ -27,6 +27,8 @@ from wasminfer_runtime.backends.base import (
     Graph,
     InvalidModel,
     InvalidTensor,
+    ModelDims,
+    ShapeBounds,
     Unsupported,
     first_line,
     input_slot,
@@ -62,8 +64,10 @@ def compile_properties(options: ModelOptions) -> dict[str, Any]:
 
 @dataclass
 class _Input:
+    label: str  # "input 0 (name)" in messages
     etype: ElementType | None
     partial: ov.PartialShape
+    model_dims: ModelDims
     tensor: ov.Tensor
     dims: tuple[int, ...] | None  # current shape; None until set for a dynamic input
     addr: int
@@ -89,7 +93,9 @@ class OpenVinoContext(ExecutionContext):
                 addr, nbytes = _address(tensor), int(tensor.byte_size)
             else:
                 dims, addr, nbytes = None, 0, 0
-            self.inputs.append(_Input(_element_type(port.get_element_type()), partial, tensor, dims, addr, nbytes))
+            label = f"input {i} ({_port_name(port)})"
+            etype = _element_type(port.get_element_type())
+            self.inputs.append(_Input(label, etype, partial, _model_dims(partial), tensor, dims, addr, nbytes))
         # Static outputs keep their buffer for the request's life; dynamic ones are looked up after compute.
         self._static_outputs: list[tuple[int, int] | None] = []
         for i, port in enumerate(graph.compiled.outputs):
@@ -107,16 +113,18 @@ class OpenVinoContext(ExecutionContext):
 
     def set_input(self, index: int, etype: ElementType, dims: tuple[int, ...], src: int, nbytes: int) -> None:
         slot = input_slot(self.inputs, index, etype)
-        if dims != slot.dims:
-            self._reshape(index, slot, dims)
+        if dims != slot.dims:  # dims already set were checked then
+            self._reshape(index, slot, etype, dims, nbytes)
         if nbytes != slot.nbytes:
             raise InvalidTensor(f"input {index} of shape {list(dims)} takes {slot.nbytes} bytes, not {nbytes}")
         ctypes.memmove(slot.addr, src, nbytes)
         if self._unset:
             self._unset.discard(index)
 
-    def _reshape(self, index: int, slot: _Input, dims: tuple[int, ...]) -> None:
-        if slot.partial.is_static or not slot.partial.compatible(ov.PartialShape(list(dims))):
+    def _reshape(self, index: int, slot: _Input, etype: ElementType, dims: tuple[int, ...], nbytes: int) -> None:
+        self.graph.bounds.check_input(slot.label, slot.model_dims, etype, dims, nbytes)
+        # A dimension with an interval (1..10 in an IR) has its own bounds.
+        if not slot.partial.compatible(ov.PartialShape(list(dims))):
             raise InvalidTensor(f"input {index} has shape {slot.partial}, not {list(dims)}")
         try:
             slot.tensor.set_shape(list(dims))
@@ -128,10 +136,15 @@ class OpenVinoContext(ExecutionContext):
     def compute(self) -> None:
         if self._unset:
             raise InvalidTensor(f"input(s) {sorted(self._unset)} were never set")
+        self._computed = False  # a compute that fails shows no outputs
         try:
             _native_infer(self.request, {}, True, False)
         except RuntimeError as err:
             raise BackendError(f"inference failed: {_reason(err)}") from None
+        bounds = self.graph.bounds
+        for i, static in enumerate(self._static_outputs):
+            nbytes = static[1] if static is not None else int(self.request.get_output_tensor(i).byte_size)
+            bounds.check_output(i, nbytes)
         self._computed = True
 
     def output(self, index: int) -> tuple[int, int]:
@@ -150,8 +163,9 @@ class OpenVinoContext(ExecutionContext):
 
 
 class OpenVinoGraph(Graph):
-    def __init__(self, label: str, compiled: ov.CompiledModel, pool_size: int) -> None:
-        super().__init__(label)
+    def __init__(self, label: str, compiled: ov.CompiledModel, options: ModelOptions) -> None:
+        super().__init__(label, ShapeBounds(options))
+        pool_size = options.pool_size
         self.compiled = compiled
         self.pool_size = pool_size
         self._lock = threading.Lock()
@@ -214,7 +228,7 @@ class OpenVinoBackend(Backend):
         except RuntimeError as err:
             raise InvalidModel(f"OpenVINO cannot read the model: {_reason(err)}") from None
         compiled = self._compile(cfg.name, model, cfg.device, cfg.options)
-        return OpenVinoGraph(cfg.name, compiled, cfg.options.pool_size)
+        return OpenVinoGraph(cfg.name, compiled, cfg.options)
 
     def load_bytes(self, fmt: ModelFormat, parts: Sequence[bytes], device: Device) -> Graph:
         check_self_contained(fmt, parts)
@@ -230,13 +244,25 @@ class OpenVinoBackend(Backend):
                 model = self.core.read_model(bytes(parts[0]))
         except RuntimeError as err:
             raise InvalidModel(f"OpenVINO cannot read the model: {_reason(err)}") from None
-        compiled = self._compile("the model", model, device, ModelOptions.model_validate({}))
-        return OpenVinoGraph(f"(load:{fmt.value})", compiled, 1)
+        options = ModelOptions(pool_size=1)
+        compiled = self._compile("the model", model, device, options)
+        return OpenVinoGraph(f"(load:{fmt.value})", compiled, options)
 
 
 def _address(tensor: ov.Tensor) -> int:
     data: np.ndarray[Any, Any] = tensor.data
     return int(data.ctypes.data)
+
+
+def _port_name(port: ov.ConstOutput) -> str:
+    names = port.get_names()
+    return min(names) if names else "unnamed"
+
+
+def _model_dims(partial: ov.PartialShape) -> ModelDims:
+    if partial.rank.is_dynamic:
+        return None
+    return [int(d.get_length()) if d.is_static else None for d in partial]
 
 
 def _reason(err: BaseException) -> str:
