@@ -37,6 +37,10 @@ linker_define_func_unchecked = _fn(
     _vp, ctypes.c_char_p, _size_t, ctypes.c_char_p, _size_t, _vp, _vp, _vp, _vp,
 )
 trap_new = _fn("wasmtime_trap_new", _size_t, ctypes.c_char_p, _size_t)
+trap_new_code = _fn("wasmtime_trap_new_code", _size_t, ctypes.c_uint8)
+caller_context = _fn("wasmtime_caller_context", _size_t, _size_t)
+caller_export_get = _fn("wasmtime_caller_export_get", _bool, _size_t, _str, _size_t, _size_t)
+engine_increment_epoch = _fn("wasmtime_engine_increment_epoch", None, _size_t)
 memory_data = _fn("wasmtime_memory_data", _size_t, _size_t, _size_t)
 memory_data_size = _fn("wasmtime_memory_data_size", _size_t, _size_t, _size_t)
 

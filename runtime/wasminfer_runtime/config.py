@@ -190,6 +190,11 @@ class ServerConfig(_Strict):
     termination_log: Path | None = Field(
         None, description="Where to write why loading failed before exiting (a pod's /dev/termination-log)."
     )
+    shutdown_grace_seconds: Annotated[float, Field(ge=0, le=3600)] = Field(
+        25.0,
+        description="On SIGTERM, how long requests in flight may take to finish; those still running near its "
+        "end stop and get 504. Keep it below the pod's terminationGracePeriodSeconds (30 by default).",
+    )
     header_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
         10.0,
         description="A connection whose next request's headers are not complete this long after it opened "

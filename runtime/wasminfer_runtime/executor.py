@@ -11,6 +11,8 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -18,7 +20,7 @@ from typing import Literal
 import wasmtime
 from wasmtime import _ffi as ffi
 
-from wasminfer_runtime import capi, capture
+from wasminfer_runtime import capi, capture, wasi_deadline
 from wasminfer_runtime.config import WorkerConfig
 from wasminfer_runtime.engine import RuntimeEngine, WorkerLoadError, first_line
 from wasminfer_runtime.models import ModelRegistry
@@ -121,8 +123,11 @@ _FUNC_OFFSET = ffi.wasmtime_extern_t.of.offset  # where an extern's func / memor
 class WorkerExecutor:
     """A compiled worker, ready to run many times, from many threads."""
 
-    def __init__(self, engine: RuntimeEngine, models: ModelRegistry, worker: WorkerConfig) -> None:
+    def __init__(self, engine: RuntimeEngine, models: ModelRegistry, worker: WorkerConfig,
+                 stopping: threading.Event | None = None) -> None:
         self.engine = engine
+        # Set when the server stops: guests asleep in WASI calls wake and end as timeouts.
+        self.stopping = stopping if stopping is not None else threading.Event()
         engine.add_tick_hook(capture.check_all)  # holds guest output to its limit while guests run
         self.worker = worker
         self.memory_cap = worker.limits.memory_mib * _MIB
@@ -146,6 +151,7 @@ class WorkerExecutor:
             )
         linker = wasmtime.Linker(engine.engine)
         linker.define_wasi()
+        wasi_deadline.define(linker)  # sleeps that keep to the timeout (the epoch deadline cannot)
         self.nn: WasiNnHost | None = None
         if worker.wasi_nn.enabled:
             self.nn = WasiNnHost(models, worker.wasi_nn, engine.metrics, owner=worker.name,
@@ -165,27 +171,31 @@ class WorkerExecutor:
     def invoke(self, stdin: bytes, args: Sequence[str] = ()) -> Invocation:
         """Run `_start` once in a fresh instance; never raises for anything the guest does."""
         out, err = capture.GuestOutput("stdout"), capture.GuestOutput("stderr")
+        deadline = wasi_deadline.Deadline.after(self.worker.limits.timeout_seconds, self.stopping)
+        wasi_deadline.bind(deadline)
         try:
             store = capi.store_new(self._engine_ptr, None, None)
             try:
                 ctx = capi.store_context(store)
                 capi.store_limiter(store, self.memory_cap, -1, -1, -1, -1)
                 capi.context_set_epoch_deadline(ctx, self.deadline_ticks)
-                verdict = self._run(ctx, stdin, args, out, err)
+                verdict = self._run(ctx, stdin, args, out, err, deadline)
             finally:
                 capi.store_delete(store)  # closes wasmtime's handles on the output files too
         finally:
+            wasi_deadline.bind(None)
             stdout, out_over = out.collect()
             stderr, err_over = err.collect()
         return self._finish(verdict, stdout, stderr, out_over, err_over)
 
     def _run(self, ctx: int, stdin: bytes, args: Sequence[str], out: capture.GuestOutput,
-             err: capture.GuestOutput) -> _Verdict:
+             err: capture.GuestOutput, deadline: wasi_deadline.Deadline) -> _Verdict:
         try:
             error = capi.context_set_wasi(ctx, self._wasi.build(stdin, args, out, err))
             _raise_failure(error, 0)
         except (_WasiSetupError, wasmtime.WasmtimeError) as e:
             return _Verdict("trap", 0, f"cannot set up WASI: {first_line(e)}")
+        deadline.guest_clock_zero_ns = time.monotonic_ns()  # the guest's monotonic clock starts with its context
         instance = ffi.wasmtime_instance_t()
         export = ffi.wasmtime_extern_t()
         trap = ctypes.c_void_p()
@@ -211,10 +221,11 @@ class WorkerExecutor:
                     return _Verdict("ok", 0, "")
                 return self._classify_failure("exit", e.code, f"exited with code {e.code}", ctx, memory)
             except wasmtime.Trap as e:
-                if e.trap_code is wasmtime.TrapCode.INTERRUPT:
+                if e.trap_code is wasmtime.TrapCode.INTERRUPT:  # the epoch deadline, or poll_oneoff's
                     secs = self.worker.limits.timeout_seconds
-                    return self._classify_failure("timeout", 0, f"exceeded the {secs:g} s execution timeout",
-                                                  ctx, memory)
+                    why = ("was stopped: the server is shutting down" if self.stopping.is_set()
+                           else f"exceeded the {secs:g} s execution timeout")
+                    return self._classify_failure("timeout", 0, why, ctx, memory)
                 return self._classify_failure("trap", 0, f"trapped: {_trap_text(e)}", ctx, memory)
             except wasmtime.WasmtimeError as e:
                 text = _error_text(e)

@@ -49,7 +49,6 @@ from wasminfer_runtime.wws import load_wws_folder
 log = logging.getLogger(__name__)
 
 RESERVED_PATHS = ("/healthz", "/readyz", "/metrics")
-SHUTDOWN_GRACE_SECONDS = 10.0
 
 SERVICE_KEY = web.AppKey("service", Service)
 ROUTES_KEY = web.AppKey("routes", RouteTable)
@@ -307,11 +306,15 @@ def build_app(service: Service, routes: RouteTable) -> web.Application:
     async def on_startup(app: web.Application) -> None:
         app[SERVICE_KEY].start()
 
+    async def on_shutdown(app: web.Application) -> None:  # before aiohttp waits for the requests in flight
+        app[SERVICE_KEY].begin_shutdown()
+
     async def on_cleanup(app: web.Application) -> None:
         log.info("shutting down: waiting for running invocations")
         await asyncio.get_running_loop().run_in_executor(None, app[SERVICE_KEY].close)
 
     app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
     return app
 
@@ -331,7 +334,7 @@ async def start_server(
     routes = build_routes(cfg)
     service = Service(cfg, metrics or Metrics(), threads=threads)
     runner = AppRunner(build_app(service, routes), header_timeout=cfg.server.header_timeout_seconds,
-                       access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+                       access_log=None, handle_signals=False, shutdown_timeout=cfg.server.shutdown_grace_seconds)
     await runner.setup()
     site = web.TCPSite(runner, cfg.server.host, cfg.server.port)
     try:
@@ -368,7 +371,7 @@ async def _serve(cfg: RuntimeConfig, threads: int) -> int:
     if watcher is not None:
         watcher.cancel()
     if not failed:
-        log.info("signal received; stopping (grace %.0f s)", SHUTDOWN_GRACE_SECONDS)
+        log.info("signal received; stopping (grace %g s)", cfg.server.shutdown_grace_seconds)
     await runner.cleanup()
     log.info("stopped")
     return LOAD_FAILURE_EXIT if failed else 0

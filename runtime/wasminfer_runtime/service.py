@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from wasminfer_runtime import capi
 from wasminfer_runtime.admission import WorkerGate, concurrency_for
 from wasminfer_runtime.config import ConfigError, ModelConfig, RuntimeConfig, WorkerConfig
 from wasminfer_runtime.engine import RuntimeEngine
@@ -24,6 +25,10 @@ from wasminfer_runtime.models import ModelRegistry
 from wasminfer_runtime.workpool import WorkPool
 
 log = logging.getLogger(__name__)
+
+# Requests still running this long before the shutdown grace ends are stopped (504), so their
+# answers go out within the grace (at most a quarter of it).
+STOP_MARGIN_SECONDS = 1.0
 
 State = Literal["loading", "ready", "failed"]
 
@@ -92,6 +97,9 @@ class Service:
         self._started_at = 0.0
         self.loaded = threading.Event()  # set once every load has finished, well or badly
         self.closing = False
+        # Set when running invocations must end (shutdown): guests asleep in WASI calls wake as timeouts.
+        self.stopping = threading.Event()
+        self._stop_timer: threading.Timer | None = None
         self.invoke_pool = WorkPool(threads or default_threads(), "wasminfer-invoke")
         self.gates = {w.name: WorkerGate(*concurrency_for(w, threads or default_threads())) for w in cfg.workers}
         self._load_pool = ThreadPoolExecutor(2, thread_name_prefix="wasminfer-load")
@@ -124,9 +132,37 @@ class Service:
         for w in self.cfg.workers:
             self._load_pool.submit(self._load_worker, w)
 
+    def begin_shutdown(self) -> None:
+        """The server stopped listening: requests in flight may finish within the grace, and the
+        invocations still running just before it ends are stopped, so their 504s still go out."""
+        grace = self.cfg.server.shutdown_grace_seconds
+        with self._lock:
+            if self._stop_timer is not None or self.stopping.is_set():
+                return
+            timer = self._stop_timer = threading.Timer(grace - min(STOP_MARGIN_SECONDS, grace / 4),
+                                                       self.stop_invocations)
+        timer.daemon = True
+        timer.start()
+
+    def stop_invocations(self) -> None:
+        """End every running invocation now, as a timeout (they keep their deadlines otherwise)."""
+        self.stopping.set()  # guests asleep in poll_oneoff (wasi_deadline.py)
+        # Guests running wasm: pass every store's epoch deadline at once. A deadline is at most
+        # the largest worker timeout in ticks from when its store began.
+        with self._lock:
+            ticks = max((e.deadline_ticks for e in self._executors.values()), default=0)
+        engine = capi.address(self.engine.engine.ptr())
+        for _ in range(ticks + 1):
+            capi.engine_increment_epoch(engine)
+
     def close(self) -> None:
-        """Stop taking work; running invocations end by themselves (each has a timeout)."""
+        """Stop taking work, and end the invocations still running: by now nobody waits for them."""
         self.closing = True
+        with self._lock:
+            timer = self._stop_timer
+        if timer is not None:
+            timer.cancel()
+        self.stop_invocations()
         self._load_pool.shutdown(wait=False, cancel_futures=True)
         # The epoch ticker must outlive the invocations: it is what ends a guest that loops.
         self.invoke_pool.shutdown(wait=True)
@@ -148,7 +184,7 @@ class Service:
         try:
             if cfg.name in self.cfg.worker_errors:
                 raise ConfigError(self.cfg.worker_errors[cfg.name])
-            executor = WorkerExecutor(self.engine, self.models, cfg)
+            executor = WorkerExecutor(self.engine, self.models, cfg, stopping=self.stopping)
         except Exception as err:
             self._finish(self._worker_status, cfg.name, "worker", err, t0)
         else:

@@ -37,6 +37,7 @@ GUEST_SOURCES = {
     "nn_named": ROOT / "bench" / "guests" / "nn_named.c",
     "nn_load": ROOT / "tests" / "guests" / "nn_load.c",
     **{name: ROOT / "tests" / "guests" / f"{name}.c" for name in HOSTILE},
+    "hostile_sleep": ROOT / "tests" / "guests" / "hostile_sleep.c",
 }
 
 
