@@ -7,9 +7,13 @@ the model's). Measured in one process, interleaved in rounds so both sides see t
                     output out; the physical limit for Python
 - direct (API):     the same through OpenVINO's public `InferRequest.infer()` (builds a result dict)
 - wasi-nn:          bench/guests/nn_loop.c in a real instance: set_input + compute + get_output on
-                    the named model, each iteration timed inside the guest with the WASI clock
+                    the named model, each iteration timed inside the guest with the WASI clock;
+                    the model in the runtime's process (in-process)
+- wasi-nn, model host: the same guest, the model in its own model host process (the server's
+                    default): tensors through the shared arena, one round trip per compute
 
-Target: median(wasi-nn) - median(direct native) <= +20 us.
+Targets: median(wasi-nn in-process) - median(direct native) <= +20 us;
+median(model host) - median(in-process) <= +30 us.
 
     python bench/wasinn_overhead.py [--iterations 5000] [--rounds 5]
 """
@@ -28,6 +32,7 @@ import numpy as np
 from harness import ROOT, build_guest, fetch_model, say
 
 TARGET_OVERHEAD_US = 20.0
+TARGET_BOUNDARY_US = 30.0
 
 
 def prepare() -> tuple[Path, Path]:
@@ -87,47 +92,57 @@ def main() -> int:
         return times
 
     metrics = Metrics()
-    registry = ModelRegistry(metrics)
-    registry.load(ModelConfig.model_validate(
-        {"name": "fc256", "format": "openvino", "files": [model_dir / "model.xml", model_dir / "model.bin"]}))
+    fc256 = ModelConfig.model_validate(
+        {"name": "fc256", "format": "openvino", "files": [model_dir / "model.xml", model_dir / "model.bin"]})
+    in_process = ModelRegistry(metrics, "in-process")
+    in_process.load(fc256)
+    hosted = ModelRegistry(metrics, "process")
+    hosted.load(fc256)
     with tempfile.TemporaryDirectory() as cache, RuntimeEngine(Path(cache), metrics) as engine:
-        worker = WorkerExecutor(engine, registry, WorkerConfig.model_validate({
-            "name": "nn_loop", "module": module, "route": "/",
-            "wasi_nn": {"enabled": True, "models": ["fc256"]},
-        }))
+        spec = {"name": "nn_loop", "module": module, "route": "/", "wasi_nn": {"enabled": True, "models": ["fc256"]}}
+        workers = {name: WorkerExecutor(engine, registry, WorkerConfig.model_validate(spec))
+                   for name, registry in (("wasi-nn guest", in_process), ("wasi-nn, model host", hosted))}
 
-        def guest(n: int) -> list[float]:
-            inv = worker.invoke(x.tobytes(), ["fc256", "1,256", str(n)])
+        def guest(name: str, n: int) -> list[float]:
+            inv = workers[name].invoke(x.tobytes(), ["fc256", "1,256", str(n)])
             if inv.outcome != "ok":
                 raise SystemExit(f"guest failed: {inv.message}\n{inv.stdout[-500:]!r}")
             lines = inv.stdout.decode().splitlines()
             return [int(ln.split()[1]) / 1000 for ln in lines if ln.startswith("ns ")]
 
-        # the guest's answer equals the direct one
+        # both guests answer
         direct_native(1)
-        check = worker.invoke(x.tobytes(), ["fc256", "1,256", "1"])
-        assert check.outcome == "ok", check.message
+        for w in workers.values():
+            check = w.invoke(x.tobytes(), ["fc256", "1,256", "1"])
+            assert check.outcome == "ok", check.message
 
-        samples: dict[str, list[float]] = {"direct (native)": [], "direct (API)": [], "wasi-nn guest": []}
+        samples: dict[str, list[float]] = {"direct (native)": [], "direct (API)": [], "wasi-nn guest": [],
+                                           "wasi-nn, model host": []}
         say(f"{opts.rounds} rounds x {opts.iterations} inferences per side")
         for r in range(opts.rounds):
             samples["direct (native)"] += direct_native(opts.iterations)
             samples["direct (API)"] += direct_api(opts.iterations)
-            samples["wasi-nn guest"] += guest(opts.iterations)
+            samples["wasi-nn guest"] += guest("wasi-nn guest", opts.iterations)
+            samples["wasi-nn, model host"] += guest("wasi-nn, model host", opts.iterations)
             say(f"round {r + 1}/{opts.rounds} done")
+    hosted.close()
 
     base = statistics.median(samples["direct (native)"])
     print()
     print(f"wasi-nn overhead per inference, fc256 (OpenVINO {ov.__version__}, CPU), "
           f"{opts.rounds * opts.iterations} inferences per row")
-    print(f"{'path':<18} {'median us':>10} {'p90 us':>9} {'vs direct':>11} {'ratio':>7}")
+    print(f"{'path':<20} {'median us':>10} {'p90 us':>9} {'vs direct':>11} {'ratio':>7}")
     for name, values in samples.items():
         med = statistics.median(values)
-        print(f"{name:<18} {med:>10.2f} {percentile(values, 0.9):>9.2f} {med - base:>+10.2f}  {med / base:>6.2f}x")
+        print(f"{name:<20} {med:>10.2f} {percentile(values, 0.9):>9.2f} {med - base:>+10.2f}  {med / base:>6.2f}x")
     overhead = statistics.median(samples["wasi-nn guest"]) - base
     verdict = "met" if overhead <= TARGET_OVERHEAD_US else "NOT met"
     print(f"\noverhead of wasi-nn over direct OpenVINO: {overhead:+.2f} us "
           f"(target <= +{TARGET_OVERHEAD_US:.0f} us: {verdict})")
+    boundary = statistics.median(samples["wasi-nn, model host"]) - statistics.median(samples["wasi-nn guest"])
+    verdict = "met" if boundary <= TARGET_BOUNDARY_US else "NOT met"
+    print(f"cost of the process boundary (model host over in-process): {boundary:+.2f} us "
+          f"(target <= +{TARGET_BOUNDARY_US:.0f} us: {verdict})")
     return 0
 
 

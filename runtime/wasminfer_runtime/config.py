@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -102,6 +102,11 @@ class ModelConfig(_Strict):
         description="openvino: [model.xml, model.bin] (or [model.xml]); onnx: [model.onnx]", min_length=1, max_length=2
     )
     options: ModelOptions = Field(default_factory=ModelOptions)
+    memory_mib: Annotated[int, Field(ge=16, le=1024 * 1024)] | None = Field(
+        None,
+        description="Memory cap of the model's host process, beyond what its libraries take (cgroup where the "
+        "runtime may create one, RLIMIT_AS otherwise); unset: only the container's limit applies.",
+    )
 
     @model_validator(mode="after")
     def _resolve_backend(self) -> ModelConfig:
@@ -194,6 +199,11 @@ class ServerConfig(_Strict):
         25.0,
         description="On SIGTERM, how long requests in flight may take to finish; those still running near its "
         "end stop and get 504. Keep it below the pod's terminationGracePeriodSeconds (30 by default).",
+    )
+    model_isolation: Literal["process", "in-process"] = Field(
+        "process",
+        description="Where models load and inferences run: 'process' puts each named model, and each worker's "
+        "guest-loaded models, in its own supervised model host process; 'in-process' keeps them in the runtime.",
     )
     header_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
         10.0,

@@ -20,12 +20,12 @@ from typing import Literal
 import wasmtime
 from wasmtime import _ffi as ffi
 
-from wasminfer_runtime import capi, capture, wasi_deadline
+from wasminfer_runtime import capi, capture, deadlines, wasi_deadline
 from wasminfer_runtime.config import WorkerConfig
 from wasminfer_runtime.engine import RuntimeEngine, WorkerLoadError, first_line
 from wasminfer_runtime.models import ModelRegistry
 from wasminfer_runtime.wasinn.abi import MODULE_NAME as WASI_NN_MODULE
-from wasminfer_runtime.wasinn.host import WasiNnHost
+from wasminfer_runtime.wasinn.host import NnSession, WasiNnHost
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class Invocation:
     stdout: bytes
     stderr: bytes
     message: str  # why, for every outcome but ok
+    model_failure: str | None = None  # a model host failed one of its wasi-nn calls: which, and why
 
     @property
     def ok(self) -> bool:
@@ -173,23 +174,30 @@ class WorkerExecutor:
         out, err = capture.GuestOutput("stdout"), capture.GuestOutput("stderr")
         deadline = wasi_deadline.Deadline.after(self.worker.limits.timeout_seconds, self.stopping)
         wasi_deadline.bind(deadline)
+        deadlines.bind(time.monotonic() + self.worker.limits.timeout_seconds)
+        session = self.nn.session() if self.nn is not None else None
         try:
             store = capi.store_new(self._engine_ptr, None, None)
             try:
                 ctx = capi.store_context(store)
                 capi.store_limiter(store, self.memory_cap, -1, -1, -1, -1)
                 capi.context_set_epoch_deadline(ctx, self.deadline_ticks)
-                verdict = self._run(ctx, stdin, args, out, err, deadline)
+                verdict = self._run(ctx, stdin, args, out, err, deadline, session)
             finally:
                 capi.store_delete(store)  # closes wasmtime's handles on the output files too
         finally:
             wasi_deadline.bind(None)
+            deadlines.bind(None)
             stdout, out_over = out.collect()
             stderr, err_over = err.collect()
-        return self._finish(verdict, stdout, stderr, out_over, err_over)
+        failure = session.failure if session is not None else None
+        if session is not None and session.deadline_passed and verdict.outcome != "timeout":
+            secs = self.worker.limits.timeout_seconds
+            verdict = _Verdict("timeout", 0, f"exceeded the {secs:g} s execution timeout in a wasi-nn call")
+        return self._finish(verdict, stdout, stderr, out_over, err_over, failure)
 
     def _run(self, ctx: int, stdin: bytes, args: Sequence[str], out: capture.GuestOutput,
-             err: capture.GuestOutput, deadline: wasi_deadline.Deadline) -> _Verdict:
+             err: capture.GuestOutput, deadline: wasi_deadline.Deadline, session: NnSession | None) -> _Verdict:
         try:
             error = capi.context_set_wasi(ctx, self._wasi.build(stdin, args, out, err))
             _raise_failure(error, 0)
@@ -202,7 +210,6 @@ class WorkerExecutor:
         trap_at, export_at = ctypes.addressof(trap), ctypes.addressof(export)
         memory: ffi.wasmtime_memory_t | None = None
         instantiated = False
-        session = self.nn.session() if self.nn is not None else None
         try:
             if session is not None:
                 session.enter()
@@ -262,7 +269,7 @@ class WorkerExecutor:
         return headroom < min(max(self.memory_cap // 8, 64 * 1024), 8 * _MIB)
 
     def _finish(self, verdict: _Verdict, stdout: bytes, stderr: bytes, out_over: bool,
-                err_over: bool) -> Invocation:
+                err_over: bool, model_failure: str | None = None) -> Invocation:
         outcome, message = verdict.outcome, verdict.message
         if out_over or err_over:
             stream = "stdout" if out_over else "stderr"
@@ -273,7 +280,7 @@ class WorkerExecutor:
                 message = f"{message}; {note}"
         if outcome != "ok":  # the server reports it with the request; `run` leaves stderr to the guest
             log.debug("worker %s: %s", self.worker.name, message)
-        return Invocation(outcome, verdict.exit_code, stdout, stderr, message)
+        return Invocation(outcome, verdict.exit_code, stdout, stderr, message, model_failure)
 
 
 def _error_text(err: wasmtime.WasmtimeError) -> str:

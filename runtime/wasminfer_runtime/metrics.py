@@ -32,6 +32,10 @@ class Metrics:
             "wasminfer_model_load_seconds", "Time it took to load and compile a named model", ["model"], registry=r
         )
         self.model_ready = Gauge("wasminfer_model_ready", "1 when a named model is loaded", ["model"], registry=r)
+        self.model_host_restarts = Counter(
+            "wasminfer_model_host_restarts", "Restarts of a named model's host process after it died", ["model"],
+            registry=r,
+        )
         self.inference_seconds = Histogram(
             "wasminfer_inference_duration_seconds",
             "Time of one compute() per model",

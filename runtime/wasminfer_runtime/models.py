@@ -1,7 +1,12 @@
-"""Named models: compiled once when the runtime starts, shared by every worker allowed to use them.
+"""Named models: loaded once when the runtime starts, shared by every worker allowed to use them.
 
-`load_by_name` from a guest is a dictionary lookup here; the graph's execution contexts come from
-a pool the backend keeps, so a request never pays for compilation or buffer allocation.
+Where models run is the runtime's `model_isolation`:
+- `process` (the server's default): each named model in its own model host process, and the
+  models a worker's guests `load` in one host per worker, capped at that worker's memory limit.
+- `in-process`: in the runtime itself (`wasminfer run`, a one-shot command).
+
+Either way `load_by_name` from a guest is a dictionary lookup here, and execution contexts come
+from a pool, so a request never pays for compilation or buffer allocation.
 """
 
 from __future__ import annotations
@@ -9,13 +14,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 from wasminfer_runtime.backends import get_backend
-from wasminfer_runtime.backends.base import BackendError, Graph
-from wasminfer_runtime.config import ModelConfig
+from wasminfer_runtime.backends.base import Backend, BackendError, Graph, ShapeBounds
+from wasminfer_runtime.config import BackendName, Device, ModelConfig, ModelFormat
 from wasminfer_runtime.metrics import Metrics
+from wasminfer_runtime.modelhost.client import RemoteGraph
+from wasminfer_runtime.modelhost.supervisor import ModelHost
 
 log = logging.getLogger(__name__)
+
+Isolation = Literal["process", "in-process"]
+ModelStateHook = Callable[[str, str, str | None], None]  # (model, state, reason)
+_MIB = 1024 * 1024
 
 
 class ModelLoadError(Exception):
@@ -23,10 +36,15 @@ class ModelLoadError(Exception):
 
 
 class ModelRegistry:
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, isolation: Isolation = "in-process",
+                 on_state: ModelStateHook | None = None) -> None:
         self.metrics = metrics
+        self.isolation = isolation
+        self.on_state = on_state
         self._graphs: dict[str, Graph] = {}
         self._configs: dict[str, ModelConfig] = {}
+        self._hosts: dict[str, ModelHost] = {}  # named model -> its host
+        self._guest_hosts: dict[str, ModelHost] = {}  # worker -> the host of its guests' loads
         self._lock = threading.Lock()
 
     def load(self, cfg: ModelConfig) -> None:
@@ -44,7 +62,7 @@ class ModelRegistry:
                  cfg.device.value, files)
         started = time.perf_counter()
         try:
-            graph = get_backend(backend_name).load_model(cfg)
+            graph = self._load_hosted(cfg) if self.isolation == "process" else get_backend(backend_name).load_model(cfg)
         except BackendError as err:
             raise ModelLoadError(f"model {cfg.name!r} ({files}): {err}") from None
         elapsed = time.perf_counter() - started
@@ -55,6 +73,28 @@ class ModelRegistry:
         self.metrics.model_ready.labels(cfg.name).set(1)
         log.info("model %s ready in %.2f s", cfg.name, elapsed)
 
+    def _load_hosted(self, cfg: ModelConfig) -> Graph:
+        # The host's working directory is its own: hand it absolute paths.
+        absolute = cfg.model_copy(update={"files": [f.resolve() for f in cfg.files]})
+        memory = (cfg.memory_mib or 0) * _MIB
+        host = ModelHost(cfg.name, backends=[cfg.resolved_backend], memory_bytes=memory, model=absolute,
+                         on_state=lambda state, reason: self._host_state(cfg.name, state, reason))
+        with self._lock:
+            self._hosts[cfg.name] = host
+        host.start()
+        host.wait_ready(None)
+        return RemoteGraph(host, 0, cfg.name, ShapeBounds(cfg.options), cfg.options.pool_size, owned=False)
+
+    def _host_state(self, model: str, state: str, reason: str | None) -> None:
+        """A named model's host changed state: the metrics and the runtime's status follow."""
+        host = self._hosts.get(model)
+        if state == "restarting":
+            self.metrics.model_host_restarts.labels(model).inc()
+        if host is not None and host.restarts:  # the first start is reported by load()
+            self.metrics.model_ready.labels(model).set(1 if state == "ready" else 0)
+            if self.on_state is not None:
+                self.on_state(model, state, reason)
+
     def is_loaded(self, name: str) -> bool:
         return name in self._graphs
 
@@ -62,8 +102,46 @@ class ModelRegistry:
         return sorted(self._graphs)
 
     def get(self, name: str) -> Graph | None:
-        """The compiled graph of a named model; a lookup, called on the request path."""
+        """The graph of a named model; a lookup, called on the request path."""
         return self._graphs.get(name)
 
     def config(self, name: str) -> ModelConfig | None:
         return self._configs.get(name)
+
+    def host(self, name: str) -> ModelHost | None:
+        """The process a named model runs in (None in-process)."""
+        return self._hosts.get(name)
+
+    def guest_backend(self, worker: str, name: BackendName, allowed: Sequence[BackendName],
+                      memory_bytes: int) -> Backend:
+        """What loads the models a worker's guests pass to `load`."""
+        if self.isolation != "process":
+            return get_backend(name)
+        with self._lock:
+            host = self._guest_hosts.get(worker)
+            if host is None:
+                host = ModelHost(f"{worker}.load", backends=allowed, memory_bytes=memory_bytes)
+                self._guest_hosts[worker] = host
+        return _HostedBackend(host, name)
+
+    def close(self) -> None:
+        """Stop every model host (each exits once its lifeline closes)."""
+        with self._lock:
+            hosts = list(self._hosts.values()) + list(self._guest_hosts.values())
+        for h in hosts:
+            h.close()
+
+
+class _HostedBackend(Backend):
+    """A backend inside a worker's model host, for the models its guests load."""
+
+    def __init__(self, host: ModelHost, name: BackendName) -> None:
+        self.host = host
+        self.name = name.value
+        self._backend = name
+
+    def load_model(self, cfg: ModelConfig) -> Graph:
+        raise BackendError("named models load in their own hosts")
+
+    def load_bytes(self, fmt: ModelFormat, parts: Sequence[bytes], device: Device) -> Graph:
+        return self.host.load_bytes(self._backend, fmt, parts, device, f"(load:{fmt.value})")

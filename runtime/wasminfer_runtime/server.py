@@ -274,6 +274,11 @@ def _stderr_tail(inv: Invocation) -> str:
 
 
 def _respond(worker: WorkerConfig, inv: Invocation) -> web.Response:
+    if inv.model_failure is not None:  # not the guest's doing: the model's host failed under it
+        log.warning("worker %s: %s", worker.name, inv.model_failure)
+        resp = _error(503, "model_unavailable", f"worker {worker.name!r}: {inv.model_failure}", worker.name)
+        resp.headers["Retry-After"] = "1"
+        return resp
     if inv.outcome != "ok":
         status, kind = _FAILURES.get(inv.outcome, (500, inv.outcome))
         log.warning("worker %s: %s%s", worker.name, inv.message, _stderr_tail(inv))

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 # answers go out within the grace (at most a quarter of it).
 STOP_MARGIN_SECONDS = 1.0
 
-State = Literal["loading", "ready", "failed"]
+State = Literal["loading", "ready", "restarting", "failed"]
 
 
 def default_threads() -> int:
@@ -87,7 +87,7 @@ class Service:
         self.cfg = cfg
         self.metrics = metrics
         self.engine = RuntimeEngine(cfg.server.cache_dir, metrics)
-        self.models = ModelRegistry(metrics)
+        self.models = ModelRegistry(metrics, cfg.server.model_isolation, on_state=self._model_host_state)
         self.workers: dict[str, WorkerConfig] = {w.name: w for w in cfg.workers}
         self._executors: dict[str, WorkerExecutor] = {}
         self._worker_status = {w.name: Status() for w in cfg.workers}
@@ -166,6 +166,7 @@ class Service:
         self._load_pool.shutdown(wait=False, cancel_futures=True)
         # The epoch ticker must outlive the invocations: it is what ends a guest that loops.
         self.invoke_pool.shutdown(wait=True)
+        self.models.close()
         self.engine.close()
 
     # -- loading ---------------------------------------------------------------------------------
@@ -192,6 +193,17 @@ class Service:
                 self._executors[cfg.name] = executor
             self.metrics.worker_ready.labels(cfg.name).set(1)
             self._finish(self._worker_status, cfg.name, "worker", None, t0)
+
+    def _model_host_state(self, model: str, state: str, reason: str | None) -> None:
+        """A loaded model's host died, restarted or gave up: its status says so until it serves again."""
+        if state == "ready":
+            status = Status("ready")
+        elif state == "failed":
+            status = Status("failed", reason)
+        else:
+            status = Status("restarting", reason)
+        with self._lock:
+            self._model_status[model] = status
 
     def _finish(self, table: dict[str, Status], name: str, kind: str, err: Exception | None, t0: float) -> None:
         seconds = time.monotonic() - t0
@@ -227,7 +239,7 @@ class Service:
             workers = dict(self._worker_status)
             models = dict(self._model_status)
         pending = [f"worker {n}" for n, s in workers.items() if s.state == "loading"]
-        pending += [f"model {n}" for n, s in models.items() if s.state == "loading"]
+        pending += [f"model {n}" for n, s in models.items() if s.state in ("loading", "restarting")]
         failed = {f"worker {n}": s.error or "" for n, s in workers.items() if s.state == "failed"}
         failed.update({f"model {n}": s.error or "" for n, s in models.items() if s.state == "failed"})
         return Readiness(workers, models, pending, failed)
@@ -248,4 +260,6 @@ class Service:
         for model, ms in model_status.items():
             if ms.state == "loading":
                 return Unavailable(f"model {model!r}, used by worker {name!r}, is still loading", failed=False)
+            if ms.state == "restarting":
+                return Unavailable(f"model {model!r}, used by worker {name!r}, is restarting: {ms.error}", False)
         return executor

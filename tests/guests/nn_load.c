@@ -2,6 +2,7 @@
  * it once on an all-zeros f32 input of INPUT_DIMS ([vars], e.g. "1,256") and answers with the
  * output as hex: {"output":"<hex>"}, or {"step":"<call>","errno":N} when a call fails.
  * A guest that sends any model it likes: the host must never let one read a file.
+ * With MODEL set ([vars]) it runs that named model instead (load_by_name) and ignores the body.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -44,7 +45,12 @@ int main(void) {
     wasi_nn_graph_t graph;
     wasi_nn_context_t ctx;
     wasi_nn_errno_t e;
-    if ((e = wasi_nn_load(&builder, 1, WASI_NN_ENCODING_ONNX, WASI_NN_TARGET_CPU, &graph))) return failed("load", e);
+    const char *model = getenv("MODEL");
+    if (model) {
+        if ((e = wasi_nn_load_by_name(model, (uint32_t)strlen(model), &graph))) return failed("load_by_name", e);
+    } else if ((e = wasi_nn_load(&builder, 1, WASI_NN_ENCODING_ONNX, WASI_NN_TARGET_CPU, &graph))) {
+        return failed("load", e);
+    }
     if ((e = wasi_nn_init_execution_context(graph, &ctx))) return failed("init_execution_context", e);
     wasi_nn_tensor_t t = {dims, n_dims, WASI_NN_TYPE_F32, (const uint8_t *)input, (uint32_t)(elems * sizeof(float))};
     if ((e = wasi_nn_set_input(ctx, 0, &t))) return failed("set_input", e);

@@ -79,6 +79,7 @@ class OnnxRuntimeContext(ExecutionContext):
             if slot.etype is not None and all(d is not None for d in slot.shape):
                 self._allocate(slot, tuple(int(d) for d in slot.shape if d is not None))
         self.feed: dict[str, np.ndarray[Any, Any]] = {}
+        self.run_options = ort.RunOptions()
         self.results: list[np.ndarray[Any, Any]] = []
 
     @staticmethod
@@ -104,8 +105,9 @@ class OnnxRuntimeContext(ExecutionContext):
             missing = [i for i, s in enumerate(self.inputs) if s.name not in self.feed]
             raise InvalidTensor(f"input(s) {missing} were never set")
         self.results = []  # a compute that fails shows no outputs
+        self.run_options.terminate = False
         try:
-            outputs = self.graph.session.run(None, self.feed)
+            outputs = self.graph.session.run(None, self.feed, self.run_options)
         except Exception as err:  # onnxruntime raises its own exception classes from C++
             raise BackendError(f"inference failed: {first_line(err)}") from None
         results = [np.ascontiguousarray(o) for o in outputs]
@@ -121,6 +123,10 @@ class OnnxRuntimeContext(ExecutionContext):
             raise InvalidTensor(f"output {index} does not exist (the model has {len(self.results)})")
         array = self.results[index]
         return int(array.ctypes.data), int(array.nbytes)
+
+    def cancel(self) -> bool:
+        self.run_options.terminate = True  # the running session.run fails soon after
+        return True
 
     def close(self) -> None:
         self.feed.clear()

@@ -158,6 +158,10 @@ class OpenVinoContext(ExecutionContext):
         t = self.request.get_output_tensor(index)
         return _address(t), int(t.byte_size)
 
+    def cancel(self) -> bool:
+        self.request.cancel()  # the running infer fails with a cancellation error
+        return True
+
     def close(self) -> None:
         self.graph.release(self)
 

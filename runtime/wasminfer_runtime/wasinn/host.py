@@ -28,7 +28,6 @@ import wasmtime
 from wasmtime import _ffi as ffi
 
 from wasminfer_runtime import capi
-from wasminfer_runtime.backends import get_backend
 from wasminfer_runtime.backends.base import (
     Backend,
     BackendError,
@@ -37,10 +36,13 @@ from wasminfer_runtime.backends.base import (
     Graph,
     InvalidModel,
     InvalidTensor,
+    TooLarge,
     Unsupported,
 )
 from wasminfer_runtime.config import BackendName, Device, ModelFormat, WasiNnConfig
 from wasminfer_runtime.metrics import Metrics
+from wasminfer_runtime.modelhost.client import DeadlineExceeded
+from wasminfer_runtime.modelhost.wire import HostFailure
 from wasminfer_runtime.models import ModelRegistry
 from wasminfer_runtime.wasinn.abi import (
     MAX_DIMS,
@@ -82,6 +84,8 @@ _ERRNO_SLOTS = 16  # errno values are < 16; counts are kept in one flat list
 def _errno_for(err: Exception) -> Errno:
     if isinstance(err, AbiError):
         return err.errno
+    if isinstance(err, TooLarge):
+        return Errno.too_large
     if isinstance(err, (InvalidTensor, InvalidModel)):
         return Errno.invalid_argument
     if isinstance(err, Unsupported):
@@ -126,6 +130,8 @@ class NnSession:
         self._next_graph = 0
         self._next_context = 0
         self.loaded_bytes = 0  # model bytes passed to `load` by this instance
+        self.failure: str | None = None  # why a model host failed a call of this instance
+        self.deadline_passed = False  # a model host call was stopped at the invocation's deadline
         self.counts = [0] * (len(FUNCTIONS) * _ERRNO_SLOTS)
         self.durations: dict[str, list[float]] = {}
         self._tensor_cache: dict[tuple[int, bytes, int], tuple[ElementType, tuple[int, ...]]] = {}
@@ -393,6 +399,14 @@ def _failed(session: NnSession, name: str, err: BaseException) -> int:
         errno = _errno_for(err)
         log.debug("worker %s: wasi-nn %s -> %s: %s", session.host.owner, name, errno.name, err)
         return int(errno)
+    if isinstance(err, DeadlineExceeded):
+        session.deadline_passed = True
+        log.info("worker %s: wasi-nn %s: %s", session.host.owner, name, err)
+        return int(Errno.runtime_error)
+    if isinstance(err, HostFailure):
+        session.failure = str(err)
+        log.warning("worker %s: wasi-nn %s failed: %s", session.host.owner, name, err)
+        return int(Errno.runtime_error)
     if isinstance(err, BackendError):
         log.warning("worker %s: wasi-nn %s failed: %s", session.host.owner, name, err)
         return int(Errno.runtime_error)
@@ -493,7 +507,7 @@ class WasiNnHost:
                                                                                      BackendName.onnxruntime}}
         for name in self.allowed_backends:
             if name in readers[fmt]:
-                return get_backend(name)
+                return self.models.guest_backend(self.owner, name, self.allowed_backends, self.max_loaded_bytes)
         allowed = ", ".join(b.value for b in self.allowed_backends) or "none"
         raise AbiError(
             Errno.invalid_encoding,

@@ -1,0 +1,239 @@
+"""Graphs and execution contexts of a model host, seen from the runtime through the Backend interface.
+
+A RemoteContext owns one connection to its host and one tensor arena. `set_input` copies the
+guest's bytes into the arena; the first time an (input, type, shape, size) is seen, the host's
+backend validates it, so errors reach the guest from `set_input` exactly as they would in
+process. `compute` is then one round trip: the inputs' places go out, the outputs' places come
+back, and `output` points into the arena. Contexts are pooled per graph, connection and all.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import socket
+import struct
+import threading
+from typing import TYPE_CHECKING
+
+from wasminfer_runtime import deadlines
+from wasminfer_runtime.backends.base import (
+    BackendError,
+    ElementType,
+    ExecutionContext,
+    Graph,
+    InvalidTensor,
+    ShapeBounds,
+)
+from wasminfer_runtime.modelhost import wire
+
+if TYPE_CHECKING:
+    from wasminfer_runtime.modelhost.supervisor import ModelHost
+
+_memmove = ctypes.memmove
+_INITIAL_ARENA = 64 * 1024
+_KEEP_ARENA = 4 * 1024 * 1024  # a pooled context keeps at most this much arena
+_MAX_CHECKED = 256  # validated input signatures remembered per context
+CANCEL_GRACE_SECONDS = 1.0  # how long a cancelled compute may take to give up before its host is killed
+
+
+class RemoteContext(ExecutionContext):
+    def __init__(self, graph: RemoteGraph) -> None:
+        self.graph = graph
+        self.host = graph.host
+        self.generation = self.host.generation
+        self.arena = wire.Arena.create(_INITIAL_ARENA)
+        self.used = 0  # inputs occupy [0, used); outputs are written after
+        self.slots: dict[int, tuple[int, int]] = {}  # input index -> (offset, capacity)
+        self.pending: dict[int, bytes] = {}  # input index -> its descriptor in the compute message
+        self.checked: set[tuple[int, ElementType, tuple[int, ...], int]] = set()
+        self.outputs: list[tuple[int, int]] = []
+        self.fresh = True
+        self.broken = False
+        try:
+            self.sock = self.host.connect()
+            wire.send_json(self.sock, {"op": "context", "graph": graph.gid, "size": self.arena.size},
+                           [self.arena.fd])
+            doc = reply_json(self._recv(None))
+            self.cid = int(str(doc["context"]))
+        except BaseException:
+            self.arena.close()
+            raise
+
+    # -- the Backend interface -------------------------------------------------------------------
+
+    def set_input(self, index: int, etype: ElementType, dims: tuple[int, ...], src: int, nbytes: int) -> None:
+        self._usable()
+        slot = self.slots.get(index)
+        if slot is None or slot[1] < nbytes:
+            slot = self._allocate(index, nbytes)
+        _memmove(self.arena.addr + slot[0], src, nbytes)
+        desc = wire.INPUT_HEAD.pack(index, wire.ETYPE_CODE[etype], len(dims), slot[0], nbytes)
+        desc += struct.pack(f"<{len(dims)}I", *dims)
+        key = (index, etype, dims, nbytes)
+        if key not in self.checked:
+            self._call(wire.OP_CHECK + wire.COMPUTE_HEAD.pack(self.arena.size, self.used, 1) + desc, "set_input")
+            if len(self.checked) < _MAX_CHECKED:
+                self.checked.add(key)
+        self.pending[index] = desc
+
+    def compute(self) -> None:
+        self._usable()
+        op = wire.OP_COMPUTE_FRESH if self.fresh else wire.OP_COMPUTE
+        head = wire.COMPUTE_HEAD.pack(self.arena.size, self.used, len(self.pending))
+        self.outputs = []
+        reply = self._call(op + head + b"".join(self.pending.values()), "compute")
+        self.fresh = False
+        size, count = wire.OUTPUTS_HEAD.unpack_from(reply, 1)
+        if size != self.arena.size:
+            self.arena.remap(size)
+        self.outputs = [wire.OUTPUT.unpack_from(reply, 1 + wire.OUTPUTS_HEAD.size + i * wire.OUTPUT.size)
+                        for i in range(count)]
+        for offset, n in self.outputs:
+            if offset + n > self.arena.size:
+                self.outputs = []
+                raise BackendError("the model host placed an output outside the tensor arena")
+
+    def output(self, index: int) -> tuple[int, int]:
+        if not self.outputs:
+            raise InvalidTensor("no output before compute")
+        if not 0 <= index < len(self.outputs):
+            raise InvalidTensor(f"output {index} does not exist (the model has {len(self.outputs)})")
+        offset, n = self.outputs[index]
+        return self.arena.addr + offset, n
+
+    def close(self) -> None:
+        self.graph.release(self)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Ready for the next user: no inputs, no outputs, and a fresh context on the host side."""
+        self.pending.clear()
+        self.outputs = []
+        self.fresh = True
+        if self.arena.size > _KEEP_ARENA:  # a large request's pages go back to the system
+            self.arena.resize(_INITIAL_ARENA)
+            self.slots.clear()
+            self.used = 0
+
+    def healthy(self) -> bool:
+        return not self.broken and self.generation == self.host.generation
+
+    def shut(self) -> None:
+        """Close the connection (the host gives its context back) and the arena."""
+        try:
+            self.sock.close()
+        finally:
+            self.arena.close()
+
+    def _usable(self) -> None:
+        if not self.healthy():
+            raise self.host.gone_error(f"model {self.graph.label!r}")
+
+    def _allocate(self, index: int, nbytes: int) -> tuple[int, int]:
+        offset = self.used
+        end = offset + wire.round_up(nbytes)
+        if end > wire.MAX_ARENA_BYTES:
+            raise InvalidTensor(f"input {index} of {nbytes} bytes: the inputs would exceed "
+                                f"{wire.MAX_ARENA_BYTES} bytes")
+        if end > self.arena.size:
+            self.arena.resize(max(end, 2 * self.arena.size))
+        self.used = end
+        self.slots[index] = (offset, end - offset)
+        return self.slots[index]
+
+    def _call(self, msg: bytes, what: str) -> bytes:
+        try:
+            wire.send(self.sock, msg)
+            reply = self._recv(deadlines.remaining())
+        except OSError as err:
+            self.broken = True
+            raise self.host.gone_error(f"model {self.graph.label!r} ({what})", err) from None
+        if reply[:1] == wire.REPLY_ERR:
+            wire.raise_error(reply[1:])
+        if reply[:1] != wire.REPLY_OK:
+            self.broken = True
+            raise BackendError(f"the model host of {self.graph.label!r} broke the protocol")
+        return reply
+
+    def _recv(self, timeout: float | None) -> bytes:
+        """The next reply; past the deadline the compute is cancelled, or its host killed."""
+        self.sock.settimeout(timeout)
+        try:
+            return wire.recv(self.sock)
+        except TimeoutError:
+            pass
+        except wire.HostGone:
+            self.broken = True
+            raise self.host.gone_error(f"model {self.graph.label!r}") from None
+        self.broken = True  # a late reply would answer the wrong call: this channel is done
+        cancelled = self.host.cancel(self.cid)
+        self.sock.settimeout(CANCEL_GRACE_SECONDS)
+        try:
+            if cancelled:
+                wire.recv(self.sock)
+                raise DeadlineExceeded(f"model {self.graph.label!r}: cancelled at the invocation's deadline")
+        except (TimeoutError, wire.HostGone):
+            pass
+        self.host.kill(f"a call on model {self.graph.label!r} ran past its deadline and could not be cancelled")
+        raise DeadlineExceeded(f"model {self.graph.label!r}: the call ran past the invocation's deadline; "
+                               "its model host was restarted")
+
+
+class DeadlineExceeded(wire.HostFailure):
+    """A call into a model host outlived the invocation's deadline."""
+
+
+class RemoteGraph(Graph):
+    def __init__(self, host: ModelHost, gid: int, label: str, bounds: ShapeBounds, pool_size: int,
+                 owned: bool) -> None:
+        super().__init__(label, bounds)  # the host's backend applies the bounds
+        self.host = host
+        self.gid = gid
+        self.pool_size = pool_size
+        self.owned = owned  # loaded from a guest's bytes: dies with its host, unloaded on close
+        self.generation = host.generation
+        self._pool: list[RemoteContext] = []
+        self._lock = threading.Lock()
+
+    def init_context(self) -> ExecutionContext:
+        if self.owned and self.generation != self.host.generation:
+            raise self.host.gone_error(f"model {self.label!r}")
+        while True:
+            with self._lock:
+                ctx = self._pool.pop() if self._pool else None
+            if ctx is None:
+                return RemoteContext(self)
+            if ctx.healthy():
+                return ctx
+            ctx.shut()
+
+    def release(self, ctx: RemoteContext) -> None:
+        ctx.reset()
+        if ctx.healthy():
+            with self._lock:
+                if len(self._pool) < self.pool_size:
+                    self._pool.append(ctx)
+                    return
+        ctx.shut()
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, []
+        for ctx in pool:
+            ctx.shut()
+        if self.owned and self.generation == self.host.generation:
+            self.host.unload(self.gid)
+
+
+def reply_json(reply: bytes) -> dict[str, object]:
+    if reply[:1] == wire.REPLY_ERR:
+        wire.raise_error(reply[1:])
+    try:
+        doc = json.loads(reply[1:])
+    except ValueError:
+        raise BackendError("the model host sent a reply that is not JSON") from None
+    if reply[:1] != wire.REPLY_OK or not isinstance(doc, dict):
+        raise BackendError("the model host broke the protocol")
+    return doc

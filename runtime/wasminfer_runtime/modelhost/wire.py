@@ -1,0 +1,216 @@
+"""What crosses the boundary between the runtime and a model host: framed messages and tensor arenas.
+
+Control messages are length-prefixed JSON (never pickle: a model host parses hostile models, so
+the runtime must not trust what it sends back). The hot path, one `compute` with its inputs and
+outputs, is a fixed binary layout, and the tensor bytes themselves never cross the socket: they
+sit in an *arena*, a memfd both processes map.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import mmap
+import os
+import socket
+import struct
+from typing import Any
+
+from wasminfer_runtime.backends.base import (
+    BackendError,
+    ElementType,
+    InvalidModel,
+    InvalidTensor,
+    TooLarge,
+    Unsupported,
+)
+
+# The largest message is a model's bytes' description or an error text, never tensor data.
+MAX_MESSAGE = 1 << 20
+# Inputs plus outputs of one execution context; beyond this the arena does not grow.
+MAX_ARENA_BYTES = 1 << 30
+PAGE = mmap.PAGESIZE
+
+_LEN = struct.Struct("<I")
+_FIRST_READ = 65536
+
+# op byte of a context channel message
+OP_CHECK = b"V"  # one input, validated by the backend once per (index, type, dims, size)
+OP_COMPUTE = b"C"
+OP_COMPUTE_FRESH = b"F"  # the first compute of a new user: the host context forgets earlier inputs
+REPLY_OK = b"K"
+REPLY_ERR = b"E"
+
+ETYPES = list(ElementType)
+ETYPE_CODE = {e: i for i, e in enumerate(ETYPES)}
+
+# compute: arena size, output area offset, input count; then per input its place and shape
+COMPUTE_HEAD = struct.Struct("<QQH")
+INPUT_HEAD = struct.Struct("<HBBQQ")  # index, element type, rank, offset, byte count
+# reply: arena size, output count; then per output (offset, byte count)
+OUTPUTS_HEAD = struct.Struct("<QH")
+OUTPUT = struct.Struct("<QQ")
+
+
+class HostFailure(BackendError):
+    """A model host failed a call: it died, hung, or ran past the invocation's deadline."""
+
+
+class HostGone(HostFailure):
+    """The model host died or stopped answering while a call was in flight."""
+
+
+# Exceptions a model host may report, by name; anything else arrives as BackendError.
+_ERRORS: dict[str, type[BackendError]] = {
+    "TooLarge": TooLarge,
+    "InvalidTensor": InvalidTensor,
+    "InvalidModel": InvalidModel,
+    "Unsupported": Unsupported,
+    "BackendError": BackendError,
+}
+
+
+def error_payload(err: BaseException) -> bytes:
+    kind = next((k for k, cls in _ERRORS.items() if type(err) is cls), "BackendError")
+    for cls in type(err).__mro__:  # subclasses the backends define travel as their nearest known base
+        if cls.__name__ in _ERRORS:
+            kind = cls.__name__
+            break
+    text = str(err) or type(err).__name__
+    return json.dumps({"kind": kind, "message": text[:4000]}).encode()
+
+
+def raise_error(payload: bytes) -> None:
+    try:
+        doc = json.loads(payload)
+        cls = _ERRORS.get(str(doc.get("kind")), BackendError)
+        message = str(doc.get("message", ""))
+    except (ValueError, AttributeError):
+        raise BackendError("the model host sent an unreadable error") from None
+    raise cls(message)
+
+
+def send(sock: socket.socket, payload: bytes, fds: list[int] | None = None) -> None:
+    frame = _LEN.pack(len(payload)) + payload
+    if fds:
+        socket.send_fds(sock, [frame], fds)
+    else:
+        sock.sendall(frame)
+
+
+def recv(sock: socket.socket) -> bytes:
+    """One framed message; HostGone on EOF or a frame that breaks the protocol.
+
+    Each side sends one message and waits for the answer, so a read never takes the start of
+    the next message: the first read takes the length and, usually, the whole body at once.
+    """
+    first = sock.recv(_FIRST_READ)
+    if len(first) < 4:
+        if not first:
+            raise HostGone("the model host closed the connection")
+        first += _recv_exact(sock, 4 - len(first))
+    (n,) = _LEN.unpack_from(first)
+    if n > MAX_MESSAGE:
+        raise HostGone(f"a {n}-byte message")
+    body = first[4:]
+    if len(body) < n:
+        body += _recv_exact(sock, n - len(body))
+    elif len(body) > n:
+        raise HostGone("a message arrived before its answer was asked for")
+    return body
+
+
+def recv_with_fds(sock: socket.socket) -> tuple[bytes, list[int]]:
+    msg, fds, _flags, _addr = socket.recv_fds(sock, 4 + MAX_MESSAGE, 4)
+    if len(msg) < 4:
+        for fd in fds:
+            os.close(fd)
+        raise HostGone("connection closed")
+    (n,) = _LEN.unpack(msg[:4])
+    body = msg[4:]
+    if n > MAX_MESSAGE or len(body) > n:
+        for fd in fds:
+            os.close(fd)
+        raise HostGone("bad frame")
+    if len(body) < n:
+        body += _recv_exact(sock, n - len(body))
+    return body, fds
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if k == 0:
+            raise HostGone("the model host closed the connection")
+        got += k
+    return bytes(buf)
+
+
+def send_json(sock: socket.socket, doc: dict[str, Any], fds: list[int] | None = None) -> None:
+    send(sock, json.dumps(doc).encode(), fds)
+
+
+def recv_json(sock: socket.socket) -> dict[str, Any]:
+    raw = recv(sock)
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise HostGone("the model host sent a message that is not JSON") from None
+    if not isinstance(doc, dict):
+        raise HostGone("the model host sent a message that is not an object")
+    return doc
+
+
+def round_up(n: int) -> int:
+    return max(PAGE, -(-n // PAGE) * PAGE)
+
+
+class Arena:
+    """A shared memfd mapping; `addr` moves when it is remapped to a new size."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = 0
+        self._map: mmap.mmap | None = None
+        self.addr = 0
+        self.remap(size)
+
+    @classmethod
+    def create(cls, size: int, name: str = "wasminfer-tensors") -> Arena:
+        fd = os.memfd_create(name, os.MFD_CLOEXEC)
+        size = round_up(size)
+        os.ftruncate(fd, size)
+        return cls(fd, size)
+
+    def remap(self, size: int) -> None:
+        if size == self.size and self._map is not None:
+            return
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        self._map = mmap.mmap(self.fd, size)
+        view = ctypes.c_char.from_buffer(self._map)
+        self.addr = ctypes.addressof(view)
+        del view  # without a live export the map can be closed or replaced later
+        self.size = size
+
+    def resize(self, size: int) -> None:
+        """Grow or shrink the file (both sides see it) and remap here."""
+        size = round_up(size)
+        if size == self.size:
+            return
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        os.ftruncate(self.fd, size)
+        self.remap(size)
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        os.close(self.fd)
+        self.addr = self.size = 0
