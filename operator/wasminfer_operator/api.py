@@ -277,6 +277,11 @@ class InferenceModelSpec(_Api):
         "GPU with backend onnxruntime an NVIDIA GPU (CUDA). Decides the device profile of workers using the model.",
     )
     options: ModelOptions = Field(default_factory=ModelOptions, json_schema_extra=_EMPTY_DEFAULT, description="Backend options.")
+    memory_mib: int | None = Field(
+        default=None, ge=16, le=1024 * 1024, alias="memoryMiB",
+        description="Memory cap of the model's host process in each runtime pod, beyond what the backend's libraries "
+        "take; past it the model's loads and inferences fail and the pod serves on. Unset: only the pod's limit applies.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> InferenceModelSpec:

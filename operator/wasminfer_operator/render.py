@@ -238,6 +238,7 @@ def runtime_config(
                     precision=o.precision, performance_hint=o.performance_hint, streams=o.streams, pool_size=o.pool_size,
                     max_dynamic_dim=o.max_dynamic_dim, max_output_bytes=o.max_output_bytes,
                 ),
+                memory_mib=m.spec.memory_mib,
             )
         )
     s, module_paths = _place(spec.module, DATA_DIR / "modules", vols)
