@@ -115,7 +115,7 @@ def test_runtime_yaml_is_the_runtime_contract(cfg: OperatorConfig) -> None:
     r = render(
         cfg,
         named=[model(options={"precision": "f16", "performanceHint": "THROUGHPUT", "streams": 2, "maxDynamicDim": 8,
-                              "maxOutputBytes": 4096})],
+                              "maxOutputBytes": 4096}, memoryMiB=512)],
         vars={"A": "1"},
         limits={"memoryMiB": 64, "timeoutSeconds": 3, "maxBodyBytes": 1000},
     )
@@ -126,6 +126,7 @@ def test_runtime_yaml_is_the_runtime_contract(cfg: OperatorConfig) -> None:
     assert [str(f) for f in m.files] == ["/var/lib/wasminfer/models/mobilenet/model.xml", "/var/lib/wasminfer/models/mobilenet/model.bin"]
     assert (m.options.precision.value, m.options.performance_hint.value, m.options.streams) == ("f16", "THROUGHPUT", 2)
     assert (m.options.max_dynamic_dim, m.options.max_output_bytes) == (8, 4096)
+    assert m.memory_mib == 512
     (w,) = cfg_rt.workers
     assert (w.name, w.route, str(w.module)) == ("hello", "/hello", "/var/lib/wasminfer/modules/hello.wasm")
     assert w.vars == {"A": "1"}
