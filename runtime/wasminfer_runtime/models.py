@@ -22,7 +22,7 @@ from wasminfer_runtime.backends.base import Backend, BackendError, Graph, ShapeB
 from wasminfer_runtime.config import BackendName, Device, ModelConfig, ModelFormat
 from wasminfer_runtime.metrics import Metrics
 from wasminfer_runtime.modelhost.client import RemoteGraph
-from wasminfer_runtime.modelhost.supervisor import ModelHost
+from wasminfer_runtime.modelhost.supervisor import STOP_SECONDS, ModelHost
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +128,11 @@ class ModelRegistry:
         """Stop every model host (each exits once its lifeline closes)."""
         with self._lock:
             hosts = list(self._hosts.values()) + list(self._guest_hosts.values())
+        for h in hosts:  # all at once: shutdown has a grace period to keep
+            h.stop()
+        end = time.monotonic() + STOP_SECONDS
         for h in hosts:
-            h.close()
+            h.wait_stopped(end - time.monotonic())
 
 
 class _HostedBackend(Backend):

@@ -39,6 +39,7 @@ _BACKOFF_FIRST = 0.5
 _BACKOFF_MAX = 30.0
 _CRASHES_BEFORE_FAILED = 3  # deaths in a row before the first ready: the model cannot be served
 _START_TIMEOUT = 120.0  # seconds for a host without a model to come up
+STOP_SECONDS = 3.0  # a host that has not exited this long after its lifeline closed is killed
 
 
 class HostDown(wire.HostFailure):
@@ -87,19 +88,29 @@ class ModelHost:
                     raise HostDown(f"model host {self.name} did not start in time")
                 self._changed.wait(left)
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Ask the host to exit (closing its lifeline) and never restart it."""
         with self._lock:
             self._closing = True
             proc = self._proc
             self._changed.notify_all()
-        if proc is not None and proc.poll() is None:
-            if proc.stdin is not None:
-                proc.stdin.close()  # the host's lifeline: it exits by itself
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None and proc.poll() is None and proc.stdin is not None:
+            proc.stdin.close()
+
+    def wait_stopped(self, timeout: float) -> None:
+        """Wait for the host to exit after stop(); kill it when it takes longer."""
+        proc = self._proc
+        if proc is None:
+            return
+        try:
+            proc.wait(max(0.0, timeout))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def close(self) -> None:
+        self.stop()
+        self.wait_stopped(STOP_SECONDS)
 
     def kill(self, reason: str) -> None:
         """Kill the host now (it hangs or misbehaves); the watcher restarts it."""
