@@ -9,8 +9,9 @@
   host's address space after its backends are imported, plus the cap, plus room for thread
   stacks. An overrun is a failed allocation: the load or inference fails, the host lives.
 
-The runtime decides where (`plan`), the host applies it to itself before it loads anything
-(`MemoryCap.apply_to_self`), and the runtime removes the group when the host is gone.
+The runtime decides where (`plan`); the host joins its cgroup before it imports anything
+(`MemoryCap.join`), or sets RLIMIT_AS once its backends are imported (`apply_rlimit`); the runtime
+removes the group when the host is gone.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 _MIB = 1024 * 1024
-# What the backends' libraries and Python take before any model (measured: about 75 MiB RSS with
-# OpenVINO and ONNX Runtime imported); a cgroup counts it, so the group gets it on top of the cap.
-CGROUP_BASELINE_BYTES = 192 * _MIB
+# What Python and the backends' libraries take before any model (measured: about 75 MiB RSS with
+# OpenVINO and ONNX Runtime imported, plus their page cache); the host joins its group before it
+# imports them, so the group gets this on top of the cap.
+CGROUP_BASELINE_BYTES = 128 * _MIB
 MALLOC_ARENAS = "2"  # glibc reserves 64 MiB of address space per arena; RLIMIT_AS counts reservations
 
 
@@ -58,10 +60,14 @@ class MemoryCap:
                "rlimit": "RLIMIT_AS"}[self.kind]
         return f"{self.limit // _MIB} MiB memory cap ({how})"
 
-    def apply_to_self(self, headroom: int) -> None:
+    def join(self) -> None:
+        """Enter the cgroup, first thing: memory charged before joining would stay outside it."""
         if self.path is not None:
             (self.path / "cgroup.procs").write_text(str(os.getpid()))
-        elif self.kind == "rlimit":
+
+    def apply_rlimit(self, headroom: int) -> None:
+        """Set RLIMIT_AS once the backends are imported: their address space is the baseline."""
+        if self.kind == "rlimit":
             limit = _address_space() + self.limit + headroom
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 

@@ -241,14 +241,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=os.environ.get("WASMINFER_LOG_LEVEL", "INFO"), stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s model-host[{args.name}] %(message)s")
+    cap = MemoryCap.parse(args.cap, args.memory_bytes)
+    cap.join()
     host = Host(args.name)
     cfg = ModelConfig.model_validate_json(args.model) if args.model else None
     for name in filter(None, args.backends.split(",")):
         get_backend(BackendName(name))  # native libraries count in the baseline, not against the cap
     # Only now: OpenVINO's Core forks a probe, and a fork taken while another thread runs can hang.
     threading.Thread(target=_watch_parent, daemon=True, name="lifeline").start()
-    cap = MemoryCap.parse(args.cap, args.memory_bytes)
-    cap.apply_to_self(rlimit_headroom())
+    cap.apply_rlimit(rlimit_headroom())
     listener = socket.socket(fileno=args.listen_fd)
     if cfg is not None:
         started = time.perf_counter()
