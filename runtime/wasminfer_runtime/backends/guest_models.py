@@ -7,7 +7,9 @@ the second builder part; the XML may not carry a DOCTYPE (entities) or name a we
 
 The runtime does not depend on the `onnx` package, so ONNX is read here with a small, strict
 protobuf walker that visits every message that can hold a TensorProto. Anything it cannot read
-is refused: a model that fails here would fail (or worse) in the library too.
+is refused: a model that fails here would fail (or worse) in the library too. It also refuses
+opset versions far beyond any real one: OpenVINO's ONNX reader takes time linear in the version
+(about a second per million), so a version near 2**63 would hang it.
 """
 
 from __future__ import annotations
@@ -26,18 +28,20 @@ log = logging.getLogger(__name__)
 MAX_DEPTH = 64
 # Fields read across the whole model (tensor data is skipped whole): real models have far fewer.
 MAX_FIELDS = 1_000_000
+# ONNX's own operator sets are numbered in the tens; no domain comes near this.
+MAX_OPSET_VERSION = 1000
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 
 # Message kinds, and per kind: field number -> (wire type, kind of the nested message or None).
 # Field numbers from onnx.proto; only fields that lead to a TensorProto (or are the reason
 # for a refusal) are followed. Listed fields must have their declared wire type.
-_MODEL, _GRAPH, _NODE, _ATTRIBUTE, _TENSOR, _SPARSE, _FUNCTION, _TRAINING = range(8)
+_MODEL, _GRAPH, _NODE, _ATTRIBUTE, _TENSOR, _SPARSE, _FUNCTION, _TRAINING, _OPSET = range(9)
 _NAMES = {_MODEL: "model", _GRAPH: "graph", _NODE: "node", _ATTRIBUTE: "attribute", _TENSOR: "tensor",
-          _SPARSE: "sparse tensor", _FUNCTION: "function", _TRAINING: "training info"}
+          _SPARSE: "sparse tensor", _FUNCTION: "function", _TRAINING: "training info", _OPSET: "opset import"}
 _SCHEMA: dict[int, dict[int, tuple[int, int | None]]] = {
     _MODEL: {1: (_VARINT, None), 2: (_LEN, None), 3: (_LEN, None), 4: (_LEN, None), 5: (_VARINT, None),
-             6: (_LEN, None), 7: (_LEN, _GRAPH), 8: (_LEN, None), 14: (_LEN, None), 20: (_LEN, _TRAINING),
+             6: (_LEN, None), 7: (_LEN, _GRAPH), 8: (_LEN, _OPSET), 14: (_LEN, None), 20: (_LEN, _TRAINING),
              25: (_LEN, _FUNCTION), 26: (_LEN, None)},
     _TRAINING: {1: (_LEN, _GRAPH), 2: (_LEN, _GRAPH)},
     _GRAPH: {1: (_LEN, _NODE), 2: (_LEN, None), 5: (_LEN, _TENSOR), 15: (_LEN, _SPARSE)},
@@ -45,12 +49,14 @@ _SCHEMA: dict[int, dict[int, tuple[int, int | None]]] = {
     _ATTRIBUTE: {1: (_LEN, None), 5: (_LEN, _TENSOR), 6: (_LEN, _GRAPH), 10: (_LEN, _TENSOR), 11: (_LEN, _GRAPH),
                  22: (_LEN, _SPARSE), 23: (_LEN, _SPARSE)},
     _SPARSE: {1: (_LEN, _TENSOR), 2: (_LEN, _TENSOR)},
-    _FUNCTION: {1: (_LEN, None), 7: (_LEN, _NODE), 11: (_LEN, _ATTRIBUTE)},
+    _FUNCTION: {1: (_LEN, None), 7: (_LEN, _NODE), 9: (_LEN, _OPSET), 11: (_LEN, _ATTRIBUTE)},
+    _OPSET: {1: (_LEN, None), 2: (_VARINT, None)},
     _TENSOR: {8: (_LEN, None), 13: (_LEN, None), 14: (_VARINT, None)},
 }
 _NAME_FIELD = {_GRAPH: 2, _NODE: 3, _ATTRIBUTE: 1, _TENSOR: 8, _FUNCTION: 1}
 _EXTERNAL_DATA, _DATA_LOCATION = 13, 14
 _OP_TYPE = 4
+_OPSET_VERSION = 2
 
 
 def check_self_contained(fmt: ModelFormat, parts: Sequence[bytes]) -> None:
@@ -132,6 +138,8 @@ def _walk(data: bytes, pos: int, end: int, kind: int, depth: int, where: str, bu
                 pos += 1
             else:
                 value, pos = _varint(data, pos, end)
+            if kind == _OPSET and number == _OPSET_VERSION and value > MAX_OPSET_VERSION:
+                raise InvalidModel(f"an ONNX model that imports opset version {value} (at most {MAX_OPSET_VERSION})")
             if kind == _TENSOR and number == _DATA_LOCATION and value != 0:
                 raise InvalidModel(f"{_tensor(where, data, start, end)} takes its data from a file "
                                    f"(data_location EXTERNAL); a model passed to load must be self-contained")

@@ -164,7 +164,7 @@ class RemoteContext(ExecutionContext):
             return wire.recv(self.sock)
         except TimeoutError:
             pass
-        except wire.HostGone:
+        except (wire.HostGone, ConnectionError):  # EOF, or a reset from a host that died mid-call
             self.broken = True
             raise self.host.gone_error(f"model {self.graph.label!r}") from None
         self.broken = True  # a late reply would answer the wrong call: this channel is done

@@ -14,6 +14,8 @@ import mmap
 import os
 import socket
 import struct
+import time
+SPIN = float(os.environ.get('XSPIN', '0'))
 from typing import Any
 
 from wasminfer_runtime.backends.base import (
@@ -46,7 +48,7 @@ ETYPE_CODE = {e: i for i, e in enumerate(ETYPES)}
 
 # compute: arena size, output area offset, input count; then per input its place and shape
 COMPUTE_HEAD = struct.Struct("<QQH")
-INPUT_HEAD = struct.Struct("<HBBQQ")  # index, element type, rank, offset, byte count
+INPUT_HEAD = struct.Struct("<IBBQQ")  # index (any u32 a guest passes), element type, rank, offset, byte count
 # reply: arena size, output count; then per output (offset, byte count)
 OUTPUTS_HEAD = struct.Struct("<QH")
 OUTPUT = struct.Struct("<QQ")
@@ -104,7 +106,17 @@ def recv(sock: socket.socket) -> bytes:
     Each side sends one message and waits for the answer, so a read never takes the start of
     the next message: the first read takes the length and, usually, the whole body at once.
     """
-    first = sock.recv(_FIRST_READ)
+    first = b""
+    if SPIN:
+        end = time.perf_counter() + SPIN
+        while time.perf_counter() < end:
+            try:
+                first = sock.recv(_FIRST_READ, socket.MSG_DONTWAIT)
+                break
+            except BlockingIOError:
+                continue
+    if not first:
+        first = sock.recv(_FIRST_READ)
     if len(first) < 4:
         if not first:
             raise HostGone("the model host closed the connection")

@@ -267,7 +267,7 @@ class NnSession:
         if raw.strip(b"\0 \t\r\n"):
             try:
                 json.loads(raw.rstrip(b"\0"))
-            except ValueError:
+            except (ValueError, RecursionError):  # deep nesting ("[[[[...") exhausts the parser's stack
                 raise AbiError(Errno.invalid_argument, "config is not JSON") from None
         # The config carries options of WasmEdge's LLM backends; OpenVINO and ONNX Runtime
         # models take theirs from the runtime's model declaration.
