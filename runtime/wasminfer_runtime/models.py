@@ -37,9 +37,10 @@ class ModelLoadError(Exception):
 
 class ModelRegistry:
     def __init__(self, metrics: Metrics, isolation: Isolation = "in-process",
-                 on_state: ModelStateHook | None = None) -> None:
+                 on_state: ModelStateHook | None = None, poll_us: int = 0) -> None:
         self.metrics = metrics
         self.isolation = isolation
+        self.poll_seconds = poll_us / 1e6
         self.on_state = on_state
         self._graphs: dict[str, Graph] = {}
         self._configs: dict[str, ModelConfig] = {}
@@ -78,7 +79,8 @@ class ModelRegistry:
         absolute = cfg.model_copy(update={"files": [f.resolve() for f in cfg.files]})
         memory = (cfg.memory_mib or 0) * _MIB
         host = ModelHost(cfg.name, backends=[cfg.resolved_backend], memory_bytes=memory, model=absolute,
-                         on_state=lambda state, reason: self._host_state(cfg.name, state, reason))
+                         on_state=lambda state, reason: self._host_state(cfg.name, state, reason),
+                         poll_seconds=self.poll_seconds)
         with self._lock:
             self._hosts[cfg.name] = host
         host.start()
@@ -120,7 +122,8 @@ class ModelRegistry:
         with self._lock:
             host = self._guest_hosts.get(worker)
             if host is None:
-                host = ModelHost(f"{worker}.load", backends=allowed, memory_bytes=memory_bytes)
+                host = ModelHost(f"{worker}.load", backends=allowed, memory_bytes=memory_bytes,
+                                 poll_seconds=self.poll_seconds)
                 self._guest_hosts[worker] = host
         return _HostedBackend(host, name)
 

@@ -87,7 +87,8 @@ class Service:
         self.cfg = cfg
         self.metrics = metrics
         self.engine = RuntimeEngine(cfg.server.cache_dir, metrics)
-        self.models = ModelRegistry(metrics, cfg.server.model_isolation, on_state=self._model_host_state)
+        self.models = ModelRegistry(metrics, cfg.server.model_isolation, on_state=self._model_host_state,
+                                    poll_us=cfg.server.model_host_poll_us)
         self.workers: dict[str, WorkerConfig] = {w.name: w for w in cfg.workers}
         self._executors: dict[str, WorkerExecutor] = {}
         self._worker_status = {w.name: Status() for w in cfg.workers}

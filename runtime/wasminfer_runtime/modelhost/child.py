@@ -37,8 +37,9 @@ _memmove = ctypes.memmove
 
 
 class Host:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, poll_seconds: float) -> None:
         self.name = name
+        self.poll_seconds = poll_seconds
         self.graphs: dict[int, Graph] = {}
         self.contexts: dict[int, ExecutionContext] = {}
         self._ids = itertools.count(1)
@@ -147,9 +148,10 @@ class Host:
 
     def _serve_context(self, conn: socket.socket, cid: int, graph: Graph, arena: wire.Arena) -> None:
         ctx = self.contexts[cid]
+        spinner = wire.Spinner(self.poll_seconds)
         while True:
             try:
-                msg = wire.recv(conn)
+                msg = wire.recv(conn, spinner)
             except wire.HostGone:
                 return
             try:
@@ -238,12 +240,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="a named model's configuration (JSON) to load at start")
     p.add_argument("--memory-bytes", type=int, default=0)
     p.add_argument("--cap", default="none", help="how the memory cap applies: cgroup:PATH, rlimit or none")
+    p.add_argument("--poll-seconds", type=float, default=0.0, help="see wire.Spinner")
     args = p.parse_args(argv)
     logging.basicConfig(level=os.environ.get("WASMINFER_LOG_LEVEL", "INFO"), stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s model-host[{args.name}] %(message)s")
     cap = MemoryCap.parse(args.cap, args.memory_bytes)
     cap.join()
-    host = Host(args.name)
+    host = Host(args.name, args.poll_seconds)
     cfg = ModelConfig.model_validate_json(args.model) if args.model else None
     for name in filter(None, args.backends.split(",")):
         get_backend(BackendName(name))  # native libraries count in the baseline, not against the cap

@@ -50,10 +50,15 @@ class RemoteContext(ExecutionContext):
         self.outputs: list[tuple[int, int]] = []
         self.fresh = True
         self.broken = False
+        self.spinner = wire.Spinner(self.host.poll_seconds)
         try:
             self.sock = self.host.connect()
-            wire.send_json(self.sock, {"op": "context", "graph": graph.gid, "size": self.arena.size},
-                           [self.arena.fd])
+            try:
+                wire.send_json(self.sock, {"op": "context", "graph": graph.gid, "size": self.arena.size},
+                               [self.arena.fd])
+            except OSError as err:  # the host died after it accepted
+                self.sock.close()
+                raise self.host.gone_error(f"model {graph.label!r}", err) from None
             doc = reply_json(self._recv(None))
             self.cid = int(str(doc["context"]))
         except BaseException:
@@ -65,14 +70,22 @@ class RemoteContext(ExecutionContext):
     def set_input(self, index: int, etype: ElementType, dims: tuple[int, ...], src: int, nbytes: int) -> None:
         self._usable()
         slot = self.slots.get(index)
+        undo = None
         if slot is None or slot[1] < nbytes:
+            undo = (self.used, slot)
             slot = self._allocate(index, nbytes)
         _memmove(self.arena.addr + slot[0], src, nbytes)
         desc = wire.INPUT_HEAD.pack(index, wire.ETYPE_CODE[etype], len(dims), slot[0], nbytes)
         desc += struct.pack(f"<{len(dims)}I", *dims)
         key = (index, etype, dims, nbytes)
         if key not in self.checked:
-            self._call(wire.OP_CHECK + wire.COMPUTE_HEAD.pack(self.arena.size, self.used, 1) + desc, "set_input")
+            try:
+                self._call(wire.OP_CHECK + wire.COMPUTE_HEAD.pack(self.arena.size, self.used, 1) + desc,
+                           "set_input")
+            except BackendError:
+                if undo is not None:  # a refused input keeps no room in the arena
+                    self._undo_allocation(index, *undo)
+                raise
             if len(self.checked) < _MAX_CHECKED:
                 self.checked.add(key)
         self.pending[index] = desc
@@ -143,6 +156,16 @@ class RemoteContext(ExecutionContext):
         self.slots[index] = (offset, end - offset)
         return self.slots[index]
 
+    def _undo_allocation(self, index: int, used: int, previous: tuple[int, int] | None) -> None:
+        self.used = used
+        if previous is None:
+            self.slots.pop(index, None)
+        else:
+            self.slots[index] = previous
+        self.pending.pop(index, None)
+        if self.arena.size > max(_INITIAL_ARENA, 2 * wire.round_up(used)):
+            self.arena.resize(max(_INITIAL_ARENA, used))
+
     def _call(self, msg: bytes, what: str) -> bytes:
         try:
             wire.send(self.sock, msg)
@@ -161,7 +184,7 @@ class RemoteContext(ExecutionContext):
         """The next reply; past the deadline the compute is cancelled, or its host killed."""
         self.sock.settimeout(timeout)
         try:
-            return wire.recv(self.sock)
+            return wire.recv(self.sock, self.spinner)
         except TimeoutError:
             pass
         except (wire.HostGone, ConnectionError):  # EOF, or a reset from a host that died mid-call

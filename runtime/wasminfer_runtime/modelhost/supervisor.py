@@ -29,7 +29,7 @@ from wasminfer_runtime import deadlines
 from wasminfer_runtime.backends.base import BackendError, Graph, ShapeBounds
 from wasminfer_runtime.config import BackendName, Device, ModelConfig, ModelFormat, ModelOptions
 from wasminfer_runtime.modelhost import caps, wire
-from wasminfer_runtime.modelhost.client import RemoteGraph, reply_json
+from wasminfer_runtime.modelhost.client import DeadlineExceeded, RemoteGraph, reply_json
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,10 @@ class HostDown(wire.HostFailure):
 
 class ModelHost:
     def __init__(self, name: str, *, backends: Sequence[BackendName], memory_bytes: int,
-                 model: ModelConfig | None = None, on_state: StateHook | None = None) -> None:
+                 model: ModelConfig | None = None, on_state: StateHook | None = None,
+                 poll_seconds: float = 0.0) -> None:
         self.name = name
+        self.poll_seconds = poll_seconds  # see wire.Spinner
         self.model = model
         self.backends = list(backends)
         self.memory_bytes = memory_bytes
@@ -72,9 +74,16 @@ class ModelHost:
 
     def start(self) -> None:
         with self._lock:
+            self._settle_locked()
             if self.state in ("starting", "ready", "restarting") or self._closing:
                 return
             self._spawn_locked()
+
+    def _settle_locked(self) -> None:
+        """A process that has exited but whose watcher has not caught up yet: let it catch up."""
+        proc, end = self._proc, time.monotonic() + 5.0
+        while proc is not None and proc.poll() is not None and self._proc is proc and time.monotonic() < end:
+            self._changed.wait(0.05)
 
     def wait_ready(self, timeout: float | None) -> None:
         """Block until the host serves (HostDown when it failed or the time ran out)."""
@@ -121,6 +130,7 @@ class ModelHost:
             self._kill_reason = reason
         log.warning("model host %s: killing it: %s", self.name, reason)
         proc.kill()
+        proc.wait()  # reaped now: nothing takes a killed host for a ready one
 
     @property
     def pid(self) -> int | None:
@@ -131,8 +141,10 @@ class ModelHost:
 
     def connect(self) -> socket.socket:
         with self._lock:
-            if self.state != "ready" or self._dir is None:
-                raise self._down_locked()
+            proc = self._proc
+            if self.state != "ready" or self._dir is None or proc is None or proc.poll() is not None:
+                died = None if proc is None or proc.returncode is None else _exit_text(proc.returncode, self._cap)
+                raise self._down_locked(None, died)
             path = str(self._dir / "s")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -167,7 +179,8 @@ class ModelHost:
             return reply_json(wire.recv(sock))
         except TimeoutError:
             self.kill(f"a {doc.get('op')} ran past the invocation's deadline")
-            raise HostDown(f"the model host {self.name}: {doc.get('op')} ran past the invocation's deadline") from None
+            raise DeadlineExceeded(f"the model host {self.name}: {doc.get('op')} ran past the invocation's "
+                                   "deadline; the host was restarted") from None
         except (OSError, wire.HostGone) as err:
             raise self.gone_error(str(doc.get("op")), err) from None
         finally:
@@ -217,7 +230,8 @@ class ModelHost:
         self._cap = caps.plan(self.name, self.memory_bytes)
         argv = [sys.executable, "-m", "wasminfer_runtime.modelhost.child", "--name", self.name,
                 "--listen-fd", str(listener.fileno()), "--backends", ",".join(b.value for b in self.backends),
-                "--memory-bytes", str(self.memory_bytes), "--cap", self._cap.spec]
+                "--memory-bytes", str(self.memory_bytes), "--cap", self._cap.spec,
+                "--poll-seconds", repr(self.poll_seconds)]
         if self.model is not None:
             argv += ["--model", self.model.model_dump_json()]
         env = dict(os.environ, MALLOC_ARENA_MAX=caps.MALLOC_ARENAS)

@@ -15,7 +15,6 @@ import os
 import socket
 import struct
 import time
-SPIN = float(os.environ.get('XSPIN', '0'))
 from typing import Any
 
 from wasminfer_runtime.backends.base import (
@@ -35,6 +34,7 @@ PAGE = mmap.PAGESIZE
 
 _LEN = struct.Struct("<I")
 _FIRST_READ = 65536
+_now = time.perf_counter
 
 # op byte of a context channel message
 OP_CHECK = b"V"  # one input, validated by the backend once per (index, type, dims, size)
@@ -100,23 +100,50 @@ def send(sock: socket.socket, payload: bytes, fds: list[int] | None = None) -> N
         sock.sendall(frame)
 
 
-def recv(sock: socket.socket) -> bytes:
+class Spinner:
+    """How long a channel polls for its next message before it sleeps in the kernel.
+
+    On a VM, a process that sleeps for the answer pays for its own wake-up and often for the idle
+    vCPU's; polling briefly keeps a fast inference's round trip short, at the price of the CPU it
+    burns. A channel polls only while its answers come within the budget, so a slow model or an
+    idle channel costs nothing. Budget 0: never poll.
+    """
+
+    __slots__ = ("limit", "budget")
+
+    def __init__(self, seconds: float) -> None:
+        self.limit = self.budget = seconds
+
+    def wait(self, sock: socket.socket) -> bytes:
+        """The first bytes of the next message (b"" on EOF)."""
+        if self.budget:
+            timeout = sock.gettimeout()
+            if timeout is not None:
+                sock.settimeout(None)  # a socket with a timeout polls before every read
+            end = _now() + self.budget
+            try:
+                while True:
+                    try:
+                        return sock.recv(_FIRST_READ, socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        if _now() >= end:
+                            break
+            finally:
+                if timeout is not None:
+                    sock.settimeout(timeout)
+        started = _now()
+        first = sock.recv(_FIRST_READ)
+        self.budget = self.limit if _now() - started < self.limit else 0.0
+        return first
+
+
+def recv(sock: socket.socket, spinner: Spinner | None = None) -> bytes:
     """One framed message; HostGone on EOF or a frame that breaks the protocol.
 
     Each side sends one message and waits for the answer, so a read never takes the start of
     the next message: the first read takes the length and, usually, the whole body at once.
     """
-    first = b""
-    if SPIN:
-        end = time.perf_counter() + SPIN
-        while time.perf_counter() < end:
-            try:
-                first = sock.recv(_FIRST_READ, socket.MSG_DONTWAIT)
-                break
-            except BlockingIOError:
-                continue
-    if not first:
-        first = sock.recv(_FIRST_READ)
+    first = spinner.wait(sock) if spinner is not None else sock.recv(_FIRST_READ)
     if len(first) < 4:
         if not first:
             raise HostGone("the model host closed the connection")
