@@ -44,7 +44,7 @@ from onnx import TensorProto, helper, numpy_helper
 from openvino import opset13 as ops
 
 from wasminfer_runtime.backends.base import InvalidModel
-from wasminfer_runtime.backends.guest_models import MAX_OPSET_VERSION, check_self_contained
+from wasminfer_runtime.backends.guest_models import MAX_OPSET_VERSION, _varint, check_self_contained
 from wasminfer_runtime.config import BackendName, ModelFormat, WorkerConfig
 from wasminfer_runtime.engine import RuntimeEngine
 from wasminfer_runtime.executor import Invocation, WorkerExecutor
@@ -251,16 +251,7 @@ def _varint(value: int) -> bytes:
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise ValueError("bad varint")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
+    return _varint(data, pos, len(data))  # the runtime's own reader: the mutator sees what it sees
 
 
 @dataclass
@@ -305,7 +296,7 @@ def pb_fields(data: bytes) -> list[PbField] | None:
                 pos += n
             else:
                 return None
-    except ValueError:
+    except InvalidModel:
         return None
     return fields if number_ok(fields) else None
 
