@@ -44,7 +44,8 @@ from onnx import TensorProto, helper, numpy_helper
 from openvino import opset13 as ops
 
 from wasminfer_runtime.backends.base import InvalidModel
-from wasminfer_runtime.backends.guest_models import MAX_OPSET_VERSION, _varint, check_self_contained
+from wasminfer_runtime.backends.guest_models import MAX_OPSET_VERSION, check_self_contained
+from wasminfer_runtime.backends.guest_models import _varint as read_number
 from wasminfer_runtime.config import BackendName, ModelFormat, WorkerConfig
 from wasminfer_runtime.engine import RuntimeEngine
 from wasminfer_runtime.executor import Invocation, WorkerExecutor
@@ -251,7 +252,7 @@ def _varint(value: int) -> bytes:
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    return _varint(data, pos, len(data))  # the runtime's own reader: the mutator sees what it sees
+    return read_number(data, pos, len(data))  # the runtime's own reader: the mutator sees what it sees
 
 
 @dataclass
