@@ -1,9 +1,11 @@
 """The model host seen through the Backend interface: same answers as in-process, refused inputs
-keep no shared memory, and a killed host is never taken for a ready one."""
+keep no shared memory, the host cannot shrink shared memory under the runtime, and a killed host
+is never taken for a ready one."""
 
 from __future__ import annotations
 
 import ctypes
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 from wasminfer_runtime.backends.base import ElementType, InvalidTensor
 from wasminfer_runtime.config import BackendName, Device, ModelConfig, ModelFormat
 from wasminfer_runtime.metrics import Metrics
+from wasminfer_runtime.modelhost import wire
 from wasminfer_runtime.modelhost.client import RemoteContext
 from wasminfer_runtime.models import ModelRegistry
 
@@ -79,10 +82,24 @@ def test_a_refused_input_keeps_no_room_in_the_shared_arena() -> None:
         for index in range(1, 6):
             with pytest.raises(InvalidTensor):
                 ctx.set_input(index, ElementType.f32, (big.size,), big.ctypes.data, big.nbytes)
-            assert ctx.arena.size < 1 << 20, f"{ctx.arena.size} bytes of arena kept after a refused input"
+            held = os.fstat(ctx.arena.fd).st_blocks * 512  # pages the shared memory really holds
+            assert held < 1 << 20, f"{held} bytes of arena kept after a refused input"
         ctx.close()
     finally:
         hosted.close()
+
+
+def test_a_model_host_cannot_shrink_an_arena_under_the_runtime() -> None:
+    """Shrinking the file would make the runtime's next read of its map fault (SIGBUS): sealed."""
+    arena = wire.Arena.create(1 << 20)
+    try:
+        with pytest.raises(PermissionError):
+            os.ftruncate(arena.fd, 0)
+        arena.grow(2 << 20)
+        assert arena.file_size() == 2 << 20
+        ctypes.memset(arena.addr + arena.size - 1, 7, 1)  # the whole map is backed
+    finally:
+        arena.close()
 
 
 def test_a_load_right_after_its_host_was_killed_starts_a_new_host() -> None:

@@ -187,7 +187,7 @@ class Host:
         if need > arena.size:
             if need > wire.MAX_ARENA_BYTES:
                 raise BackendError(f"outputs of {need - out_at} bytes exceed the {wire.MAX_ARENA_BYTES}-byte bound")
-            arena.resize(need)
+            arena.grow(need)
         parts = [wire.OUTPUTS_HEAD.pack(arena.size, len(outputs))]
         at = out_at
         for addr, n in outputs:

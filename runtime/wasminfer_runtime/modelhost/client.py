@@ -97,7 +97,11 @@ class RemoteContext(ExecutionContext):
         self.outputs = []
         reply = self._call(op + head + b"".join(self.pending.values()), "compute")
         self.fresh = False
-        size, count = wire.OUTPUTS_HEAD.unpack_from(reply, 1)
+        _, count = wire.OUTPUTS_HEAD.unpack_from(reply, 1)
+        size = self.arena.file_size()  # what the host grew it to; it cannot shrink it (sealed)
+        if size > wire.MAX_ARENA_BYTES:
+            self.broken = True
+            raise BackendError(f"the model host grew the tensor arena to {size} bytes")
         if size != self.arena.size:
             self.arena.remap(size)
         self.outputs = [wire.OUTPUT.unpack_from(reply, 1 + wire.OUTPUTS_HEAD.size + i * wire.OUTPUT.size)
@@ -126,7 +130,7 @@ class RemoteContext(ExecutionContext):
         self.outputs = []
         self.fresh = True
         if self.arena.size > _KEEP_ARENA:  # a large request's pages go back to the system
-            self.arena.resize(_INITIAL_ARENA)
+            self.arena.release(0)
             self.slots.clear()
             self.used = 0
 
@@ -151,7 +155,7 @@ class RemoteContext(ExecutionContext):
             raise InvalidTensor(f"input {index} of {nbytes} bytes: the inputs would exceed "
                                 f"{wire.MAX_ARENA_BYTES} bytes")
         if end > self.arena.size:
-            self.arena.resize(max(end, 2 * self.arena.size))
+            self.arena.grow(min(wire.MAX_ARENA_BYTES, max(end, 2 * self.arena.size)))
         self.used = end
         self.slots[index] = (offset, end - offset)
         return self.slots[index]
@@ -163,8 +167,7 @@ class RemoteContext(ExecutionContext):
         else:
             self.slots[index] = previous
         self.pending.pop(index, None)
-        if self.arena.size > max(_INITIAL_ARENA, 2 * wire.round_up(used)):
-            self.arena.resize(max(_INITIAL_ARENA, used))
+        self.arena.release(used)
 
     def _call(self, msg: bytes, what: str) -> bytes:
         try:

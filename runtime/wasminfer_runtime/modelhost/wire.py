@@ -9,6 +9,7 @@ sit in an *arena*, a memfd both processes map.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import mmap
 import os
@@ -208,7 +209,12 @@ def round_up(n: int) -> int:
 
 
 class Arena:
-    """A shared memfd mapping; `addr` moves when it is remapped to a new size."""
+    """A shared memfd mapping; `addr` moves when it is remapped to a new size.
+
+    The file is sealed against shrinking: a map never reaches past the end of its file, so
+    neither side can make the other fault (SIGBUS) by truncating it. Memory goes back to the
+    system with `release`, which frees pages and keeps the size.
+    """
 
     def __init__(self, fd: int, size: int) -> None:
         self.fd = fd
@@ -219,10 +225,14 @@ class Arena:
 
     @classmethod
     def create(cls, size: int, name: str = "wasminfer-tensors") -> Arena:
-        fd = os.memfd_create(name, os.MFD_CLOEXEC)
+        fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         size = round_up(size)
         os.ftruncate(fd, size)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
         return cls(fd, size)
+
+    def file_size(self) -> int:
+        return os.fstat(self.fd).st_size
 
     def remap(self, size: int) -> None:
         if size == self.size and self._map is not None:
@@ -236,16 +246,22 @@ class Arena:
         del view  # without a live export the map can be closed or replaced later
         self.size = size
 
-    def resize(self, size: int) -> None:
-        """Grow or shrink the file (both sides see it) and remap here."""
+    def grow(self, size: int) -> None:
+        """Make the file (both sides see it) at least `size` bytes and remap here."""
         size = round_up(size)
-        if size == self.size:
+        if size <= self.size:
             return
         if self._map is not None:
             self._map.close()
             self._map = None
         os.ftruncate(self.fd, size)
         self.remap(size)
+
+    def release(self, keep: int) -> None:
+        """Give the pages past `keep` back to the system (their contents become zeros)."""
+        keep = round_up(keep) if keep else 0
+        if self._map is not None and keep < self.size:
+            self._map.madvise(mmap.MADV_REMOVE, keep, self.size - keep)
 
     def close(self) -> None:
         if self._map is not None:
