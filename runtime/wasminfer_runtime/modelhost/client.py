@@ -172,7 +172,8 @@ class RemoteContext(ExecutionContext):
     def _call(self, msg: bytes, what: str) -> bytes:
         try:
             wire.send(self.sock, msg)
-            reply = self._recv(deadlines.remaining())
+            left = deadlines.remaining()
+            reply = self._recv(None if left is None else max(left, 0.001))  # 0 would mean non-blocking
         except OSError as err:
             self.broken = True
             raise self.host.gone_error(f"model {self.graph.label!r} ({what})", err) from None

@@ -174,7 +174,8 @@ class ModelHost:
         """A one-shot request (load, unload, cancel), bounded by the invocation's deadline."""
         sock = self.connect()
         try:
-            sock.settimeout(deadlines.remaining())
+            left = deadlines.remaining()
+            sock.settimeout(None if left is None else max(left, 0.001))  # 0 would mean non-blocking
             wire.send_json(sock, doc, list(fds) or None)
             return reply_json(wire.recv(sock))
         except TimeoutError:
@@ -203,7 +204,8 @@ class ModelHost:
                    label: str) -> Graph:
         """A guest's model, loaded in this host (started now if it is not running)."""
         self.start()
-        self.wait_ready(deadlines.remaining() or _START_TIMEOUT)
+        left = deadlines.remaining()
+        self.wait_ready(_START_TIMEOUT if left is None else left)
         generation = self.generation
         arena = wire.Arena.create(max(1, sum(len(p) for p in parts)), "wasminfer-model-bytes")
         try:
