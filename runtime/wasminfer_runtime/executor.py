@@ -50,6 +50,7 @@ class Invocation:
     stderr: bytes
     message: str  # why, for every outcome but ok
     model_failure: str | None = None  # a model host failed one of its wasi-nn calls: which, and why
+    nn_errors: tuple[str, ...] = ()  # why wasi-nn calls were refused (the guest saw only errnos)
 
     @property
     def ok(self) -> bool:
@@ -191,10 +192,11 @@ class WorkerExecutor:
             stdout, out_over = out.collect()
             stderr, err_over = err.collect()
         failure = session.failure if session is not None else None
+        nn_errors = tuple(session.errors) if session is not None else ()
         if session is not None and session.deadline_passed and verdict.outcome != "timeout":
             secs = self.worker.limits.timeout_seconds
             verdict = _Verdict("timeout", 0, f"exceeded the {secs:g} s execution timeout in a wasi-nn call")
-        return self._finish(verdict, stdout, stderr, out_over, err_over, failure)
+        return self._finish(verdict, stdout, stderr, out_over, err_over, failure, nn_errors)
 
     def _run(self, ctx: int, stdin: bytes, args: Sequence[str], out: capture.GuestOutput,
              err: capture.GuestOutput, deadline: wasi_deadline.Deadline, session: NnSession | None) -> _Verdict:
@@ -269,7 +271,7 @@ class WorkerExecutor:
         return headroom < min(max(self.memory_cap // 8, 64 * 1024), 8 * _MIB)
 
     def _finish(self, verdict: _Verdict, stdout: bytes, stderr: bytes, out_over: bool,
-                err_over: bool, model_failure: str | None = None) -> Invocation:
+                err_over: bool, model_failure: str | None = None, nn_errors: tuple[str, ...] = ()) -> Invocation:
         outcome, message = verdict.outcome, verdict.message
         if out_over or err_over:
             stream = "stdout" if out_over else "stderr"
@@ -280,7 +282,7 @@ class WorkerExecutor:
                 message = f"{message}; {note}"
         if outcome != "ok":  # the server reports it with the request; `run` leaves stderr to the guest
             log.debug("worker %s: %s", self.worker.name, message)
-        return Invocation(outcome, verdict.exit_code, stdout, stderr, message, model_failure)
+        return Invocation(outcome, verdict.exit_code, stdout, stderr, message, model_failure, nn_errors)
 
 
 def _error_text(err: wasmtime.WasmtimeError) -> str:

@@ -186,6 +186,9 @@ def main(args: argparse.Namespace) -> int:
     sys.stdout.buffer.write(result.stdout)
     sys.stdout.buffer.flush()
     sys.stderr.buffer.write(result.stderr)
+    sys.stderr.flush()
+    for reason in result.nn_errors:  # the guest saw an errno; the user sees why
+        print(f"wasminfer run: {reason}", file=sys.stderr)
     if result.outcome == "ok":
         return 0
     if result.outcome == "exit":

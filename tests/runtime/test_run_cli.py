@@ -47,6 +47,8 @@ def test_options_before_the_module_or_after_it_up_to_double_dash(wasminfer_run: 
 def test_guest_error_from_wasi_nn_is_the_guests_exit(wasminfer_run: RunWasminfer, guests: Path) -> None:
     done = wasminfer_run(["-S", "nn", str(guests / "nn_infer.wasm"), "name", "absent", "1,256"])
     assert (done.returncode, done.stdout) == (1, b"error load 8\n")
+    # The guest saw errno 8; the user also sees the host's reason.
+    assert b"wasminfer run: wasi-nn load_by_name -> not_found: no model named 'absent' for this worker" in done.stderr
 
 
 def test_usage_errors_say_what_is_wrong(wasminfer_run: RunWasminfer, guests: Path, tmp_path: Path) -> None:

@@ -66,6 +66,7 @@ MAX_GRAPHS = 64
 MAX_CONTEXTS = 64
 MAX_NAME_BYTES = 1024
 MAX_CONFIG_BYTES = 64 * 1024
+MAX_REASONS = 8  # refusal reasons kept per instance
 
 _CALLBACK = capi.HOST_CALLBACK
 _memory_data = capi.memory_data
@@ -132,6 +133,7 @@ class NnSession:
         self.loaded_bytes = 0  # model bytes passed to `load` by this instance
         self.failure: str | None = None  # why a model host failed a call of this instance
         self.deadline_passed = False  # a model host call was stopped at the invocation's deadline
+        self.errors: list[str] = []  # why calls were refused, for `wasminfer run` to print (the first few)
         self.counts = [0] * (len(FUNCTIONS) * _ERRNO_SLOTS)
         self.durations: dict[str, list[float]] = {}
         self._tensor_cache: dict[tuple[int, bytes, int], tuple[ElementType, tuple[int, ...]]] = {}
@@ -398,6 +400,8 @@ def _failed(session: NnSession, name: str, err: BaseException) -> int:
     if isinstance(err, (AbiError, InvalidTensor, InvalidModel, Unsupported)):
         errno = _errno_for(err)
         log.debug("worker %s: wasi-nn %s -> %s: %s", session.host.owner, name, errno.name, err)
+        if len(session.errors) < MAX_REASONS:
+            session.errors.append(f"wasi-nn {name} -> {errno.name}: {err}")
         return int(errno)
     if isinstance(err, DeadlineExceeded):
         session.deadline_passed = True
