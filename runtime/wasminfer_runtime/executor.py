@@ -280,6 +280,9 @@ class WorkerExecutor:
                 outcome, message = "memory", note
             else:
                 message = f"{message}; {note}"
+        read_only = [f.to for f in self.worker.folders if not f.writable]
+        if outcome != "ok" and read_only:  # a refused write is a common cause; the guest saw only an errno
+            message = f"{message} (its read-only folders: {', '.join(read_only)})"
         if outcome != "ok":  # the server reports it with the request; `run` leaves stderr to the guest
             log.debug("worker %s: %s", self.worker.name, message)
         return Invocation(outcome, verdict.exit_code, stdout, stderr, message, model_failure, nn_errors)

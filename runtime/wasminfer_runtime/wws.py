@@ -7,8 +7,9 @@
 - paths with a component starting with `_` or `.` are not routes, nor is anything under a folder
   named `public` when the root has one; `public/` holds static files;
 - `NAME.toml` next to `NAME.wasm` configures the worker: name, version, [vars] ("$X" takes the
-  host's env var X, empty when unset), [[folders]] from/to (from is relative to the worker; add
-  `writable = true` to allow writes), [features.wasi_nn] allowed_backends and
+  host's env var X, empty when unset), [[folders]] from/to (from is relative to the worker;
+  read-write, as wws mounts them, unless `readonly = true`, an extension of ours; the older
+  `writable = false` means the same), [features.wasi_nn] allowed_backends and
   [[features.wasi_nn.preload_models]] (each a named model called after its folder), and, beyond
   wws, [limits] with the keys of runtime.yaml (memory_mib, timeout_seconds, max_body_bytes).
 
@@ -24,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from wasminfer_runtime.config import (
     BackendName,
@@ -99,7 +100,21 @@ class _Features(_Toml):
 class _Folder(_Toml):
     from_: str = Field(alias="from")
     to: str
-    writable: bool = False
+    readonly: bool | None = None  # ours: wws mounts every folder read-write
+    writable: bool | None = None  # ours, older: the opposite of readonly
+
+    @model_validator(mode="after")
+    def _one_meaning(self) -> _Folder:
+        if self.readonly is not None and self.writable is not None and self.readonly == self.writable:
+            raise ValueError(f"readonly = {str(self.readonly).lower()} and writable = "
+                             f"{str(self.writable).lower()} disagree; set readonly only")
+        return self
+
+    @property
+    def read_write(self) -> bool:
+        if self.readonly is not None:
+            return not self.readonly
+        return self.writable is not False
 
 
 class _WorkerToml(_Toml):
@@ -200,7 +215,7 @@ def _worker(root: Path, module: Path, env: Mapping[str, str], models: _Models) -
         if not host.is_dir():
             raise ConfigError(f"{toml_path}: folders[{i}].from: folder {host} does not exist")
         try:
-            folders.append(FolderConfig.model_validate({"from": host, "to": f.to, "writable": f.writable}))
+            folders.append(FolderConfig.model_validate({"from": host, "to": f.to, "writable": f.read_write}))
         except ValidationError as err:
             raise ConfigError(format_validation_error(f"{toml_path}: folders[{i}]", err)) from None
 

@@ -38,6 +38,7 @@ GUEST_SOURCES = {
     "nn_load": ROOT / "tests" / "guests" / "nn_load.c",
     **{name: ROOT / "tests" / "guests" / f"{name}.c" for name in HOSTILE},
     "hostile_sleep": ROOT / "tests" / "guests" / "hostile_sleep.c",
+    "write_file": ROOT / "tests" / "guests" / "write_file.c",
 }
 
 

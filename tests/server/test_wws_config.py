@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from wasminfer_runtime.config import BackendName, ConfigError, ModelFormat
+from wasminfer_runtime.config import BackendName, ConfigError, ModelFormat, RuntimeConfig
 from wasminfer_runtime.wws import load_wws_folder
+
+from .support import ServerThread, put_worker, request, wait_ready
 
 # Config parsing never runs a module: any bytes do for a worker here.
 WASM = b"\0asm\x01\0\0\0"
@@ -74,6 +77,11 @@ from = "_cache"
 to = "/cache"
 writable = true
 
+[[folders]]
+from = "_data"
+to = "/fixed"
+readonly = true
+
 [features.wasi_nn]
 allowed_backends = ["openvino", "onnx"]
 
@@ -96,8 +104,9 @@ max_body_bytes = 1000
     assert (w.name, w.version, w.route) == ("infer", "1", "/api/infer")
     assert w.vars == {"PLAIN": "value", "FROM_HOST": "s3cret", "UNSET": "", "WITH_SPACE": "$ not expanded"}
     assert [(f.from_, f.to, f.writable) for f in w.folders] == [
-        (root / "api/_data", "/data", False),
+        (root / "api/_data", "/data", True),  # read-write, as wws mounts it
         (root / "api/_cache", "/cache", True),
+        (root / "api/_data", "/fixed", False),
     ]
     assert w.wasi_nn.enabled
     assert w.wasi_nn.allowed_backends == [BackendName.openvino, BackendName.onnxruntime]
@@ -224,3 +233,30 @@ def test_duplicate_worker_names_and_colliding_routes_are_refused(tmp_path: Path)
 def test_not_a_folder(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a folder"):
         load_wws_folder(tmp_path / "missing")
+
+
+def test_a_folder_cannot_be_both_readonly_and_writable(tmp_path: Path) -> None:
+    (tmp_path / "_d").mkdir()
+    _touch(tmp_path, "w.wasm")
+    _touch(tmp_path, "w.toml", '[[folders]]\nfrom = "_d"\nto = "/d"\nreadonly = true\nwritable = true\n')
+    cfg = load_wws_folder(tmp_path)
+    assert re.search(r"w\.toml: invalid configuration\s+folders\.0: .*readonly = true and writable = true disagree",
+                     cfg.worker_errors["w"]), cfg.worker_errors
+
+
+def test_wws_folders_are_read_write_unless_readonly_and_a_refused_write_names_the_folder(
+        guests: dict[str, Path], tmp_path: Path, serve: Callable[[RuntimeConfig], ServerThread]) -> None:
+    site = tmp_path / "site"
+    for name, extra in (("rw", ""), ("ro", "readonly = true\n")):
+        (site / f"_{name}").mkdir(parents=True)
+        put_worker(site, f"{name}.wasm", guests["write_file"], f'[[folders]]\nfrom = "_{name}"\nto = "/data"\n{extra}')
+    server = serve(load_wws_folder(site))
+    wait_ready(server.url)
+
+    assert request(server.url + "/rw", method="POST", body=b"kept").body == b"written\n"
+    assert (site / "_rw" / "out.txt").read_bytes() == b"kept"  # as under wws: [[folders]] are writable
+
+    refused = request(server.url + "/ro", method="POST", body=b"lost")
+    assert refused.status == 500
+    assert "its read-only folders: /data" in refused.json()["message"], refused.body
+    assert not (site / "_ro" / "out.txt").exists()
