@@ -1,10 +1,15 @@
-"""Route table: which worker answers a URL path.
+"""Route table: which worker answers a URL path, chosen as wws's router chooses.
 
-Routes are wws-style patterns: `/api/hello` is fixed, `/api/[id]` has a dynamic segment whose
-value reaches the worker in `params`. When several routes match, the one whose dynamic segments
-sit deepest wins, as in wws: every dynamic segment costs its 1-based depth, lowest total wins,
-so `/a/fixed` beats `/a/[id]`, which beats `/[id]/b`. The server also puts static files between
-fixed and dynamic routes (see server.py).
+Routes are wws-style patterns: `/api/hello` is fixed, `/api/[id]` has a dynamic segment and
+`/docs/[...path]` a catch-all one (the rest of the path, one segment or more); their values reach
+the worker in `params`. Precedence is wws's (crates/router): every fixed route first; then the
+dynamic routes, compared segment by segment (a fixed segment before a dynamic one, so `/a/[id]`
+wins `/a/b` over `/[id]/b`); then the catch-all routes, the longest first. The server also puts
+static files between fixed and dynamic routes (see server.py), as wws does.
+
+Stricter than wws, on purpose: two routes of the same shape (`/a/[id]` and `/a/[name]`) are a
+configuration error rather than the alphabetically first one winning, and a catch-all segment
+must be the last of its route (wws matches one in the middle inconsistently).
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-_PARAM = re.compile(r"^\[(\w+)\]$")
+_PARAM = re.compile(r"^\[(\.\.\.)?(\w+)\]$")
 _BRACKETS = re.compile(r"[\[\]]")
+_FIXED, _DYNAMIC, _TAIL = 0, 1, 2  # kinds of segments and of routes, in wws's order
 
 
 class RouteError(ValueError):
@@ -32,49 +38,85 @@ class Route:
     target: str
     segments: tuple[str, ...] = field(init=False)
     params: tuple[tuple[int, str], ...] = field(init=False)  # (index, name) of dynamic segments
+    tail: str | None = field(init=False)  # the catch-all parameter, always the last segment
 
     def __post_init__(self) -> None:
         if not self.pattern.startswith("/"):
             raise RouteError(f"route {self.pattern!r}: must start with '/'")
         segments = split_path(self.pattern)
         params: list[tuple[int, str]] = []
+        tail = None
         for i, seg in enumerate(segments):
             m = _PARAM.match(seg)
             if m:
-                if m.group(1) in {name for _, name in params}:
-                    raise RouteError(f"route {self.pattern!r}: parameter [{m.group(1)}] appears twice")
-                params.append((i, m.group(1)))
+                name = m.group(2)
+                if name in {n for _, n in params} or name == tail:
+                    raise RouteError(f"route {self.pattern!r}: parameter [{name}] appears twice")
+                if m.group(1):
+                    if i != len(segments) - 1:
+                        raise RouteError(f"route {self.pattern!r}: the catch-all segment [...{name}] must be "
+                                         "the last one")
+                    tail = name
+                else:
+                    params.append((i, name))
             elif _BRACKETS.search(seg):
                 raise RouteError(
                     f"route {self.pattern!r}: segment {seg!r} is not a parameter; "
-                    "a parameter is a whole segment like [id] (letters, digits, _)"
+                    "a parameter is a whole segment like [id] or [...rest] (letters, digits, _)"
                 )
         object.__setattr__(self, "segments", segments)
         object.__setattr__(self, "params", tuple(params))
+        object.__setattr__(self, "tail", tail)
+
+    @property
+    def kind(self) -> int:
+        return _TAIL if self.tail is not None else _DYNAMIC if self.params else _FIXED
 
     @property
     def dynamic(self) -> bool:
-        return bool(self.params)
+        return self.kind != _FIXED
+
+    def _segment_key(self) -> tuple[tuple[int, str], ...]:
+        dynamic = {i for i, _ in self.params}
+        last = len(self.segments) - 1
+        return tuple((_TAIL if self.tail is not None and i == last else _DYNAMIC if i in dynamic else _FIXED, s)
+                     for i, s in enumerate(self.segments))
 
     @property
-    def score(self) -> int:
-        """Lower is more specific: the sum of the 1-based depths of the dynamic segments."""
-        return sum(i + 1 for i, _ in self.params)
+    def precedence(self) -> tuple[int, int, tuple[tuple[int, str], ...]]:
+        """Sort key, lowest first: wws's order of routes (crates/router, `impl Ord for Route`)."""
+        n = len(self.segments)
+        if self.kind == _FIXED:
+            return (_FIXED, n, ())
+        if self.kind == _DYNAMIC:
+            return (_DYNAMIC, n, self._segment_key())
+        return (_TAIL, -n, self._segment_key())  # the longest catch-all first
 
     @property
     def shape(self) -> tuple[str | None, ...]:
         """The pattern with parameter names erased: two routes with one shape always collide."""
         dynamic = {i for i, _ in self.params}
-        return tuple(None if i in dynamic else s for i, s in enumerate(self.segments))
+        shape: list[str | None] = [None if i in dynamic else s for i, s in enumerate(self.segments)]
+        if self.tail is not None:
+            shape[-1] = "[...]"
+        return tuple(shape)
 
     def match(self, parts: tuple[str, ...]) -> dict[str, str] | None:
-        if len(parts) != len(self.segments):
+        n = len(self.segments)
+        if self.tail is None and len(parts) != n:
+            return None
+        if self.tail is not None and len(parts) < n:  # a catch-all takes one segment or more,
+            if n == 1 and not parts:  # but at the root it also takes `/` (wws: the tail is "")
+                return {self.tail: ""}
             return None
         dynamic = dict(self.params)
-        for i, (want, got) in enumerate(zip(self.segments, parts)):
+        for i, (want, got) in enumerate(zip(self.segments[:n - 1] if self.tail else self.segments, parts)):
             if i not in dynamic and want != got:
                 return None
-        return {name: parts[i] for i, name in self.params}
+        params = {name: parts[i] for i, name in self.params}
+        if self.tail is not None:
+            params[self.tail] = "/".join(parts[n - 1:])
+        return params
 
 
 @dataclass(frozen=True)
@@ -98,8 +140,7 @@ class RouteTable:
                     f"route {route.pattern!r} of {route.target!r} collides with {other.pattern!r} of {other.target!r}"
                 )
             built[route.shape] = route
-        # Precedence: score, then fewer parameters, then the pattern text (stable across runs).
-        self.routes: list[Route] = sorted(built.values(), key=lambda r: (r.score, len(r.params), r.pattern))
+        self.routes: list[Route] = sorted(built.values(), key=lambda r: (r.precedence, r.pattern))
 
     def match(self, path: str) -> RouteMatch | None:
         parts = split_path(path)

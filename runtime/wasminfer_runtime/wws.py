@@ -3,7 +3,7 @@
 `wasminfer serve DIR` serves the folder a user ran `wws DIR` on:
 
 - every `*.wasm` is a worker; its route comes from its path (`api/hello.wasm` -> `/api/hello`,
-  `index.wasm` -> `/`, `api/index.wasm` -> `/api`, `[id].wasm` -> dynamic segment `id`);
+  `index.wasm` -> `/`, `api/index.wasm` -> `/api`, `[id].wasm` -> dynamic segment `id`, `[...all].wasm` -> the rest of the path in `all`);
 - paths with a component starting with `_` or `.` are not routes, nor is anything under a folder
   named `public` when the root has one; `public/` holds static files;
 - `NAME.toml` next to `NAME.wasm` configures the worker: name, version, [vars] ("$X" takes the

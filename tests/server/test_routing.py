@@ -1,4 +1,4 @@
-"""Route table: wws file-tree patterns, [param] segments and precedence."""
+"""Route table: wws file-tree patterns, [param] and [...catch-all] segments, and wws's precedence."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ def _table(*patterns: str) -> RouteTable:
     return RouteTable((p, p) for p in patterns)
 
 
-def test_fixed_routes_beat_dynamic_ones_and_deeper_params_win() -> None:
+def test_fixed_routes_beat_dynamic_ones() -> None:
     table = _table("/[id]", "/fixed", "/[id]/fixed", "/sub/[id]")
     cases = {
         "/a": ("/[id]", {"id": "a"}),
@@ -27,12 +27,50 @@ def test_fixed_routes_beat_dynamic_ones_and_deeper_params_win() -> None:
     assert table.match("/does/not/exist") is None
 
 
-def test_a_parameter_costs_its_depth() -> None:
-    # As in wws: a parameter at depth 1 costs 1, at depth 2 costs 2, so `/[id]/b` wins `/a/b`.
+def test_wws_router_cases() -> None:
+    """wws's own router test (crates/router, `retrieve_best_route`, tests/data/params), path for path."""
+    table = _table("/[id]", "/[id]/fixed", "/[id]/sub", "/fixed", "/sub/[...all]", "/sub/[id]", "/sub/sub/[...all]")
+    cases = {
+        "/any": "/[id]",
+        "/fixed": "/fixed",
+        "/any/fixed": "/[id]/fixed",
+        "/any/sub": "/[id]/sub",
+        "/sub/any": "/sub/[id]",
+        "/sub/any/catch/all/routes": "/sub/[...all]",
+        "/sub/sub/any/catch/all/routes": "/sub/sub/[...all]",
+        "/donot/exist": None,
+    }
+    for path, pattern in cases.items():
+        m = table.match(path)
+        assert (m.pattern if m else None) == pattern, path
+    m = table.match("/sub/sub/any/catch/all/routes")
+    assert m is not None and m.params == {"all": "any/catch/all/routes"} and m.dynamic
+
+
+def test_a_fixed_segment_wins_over_a_dynamic_one_at_the_same_place() -> None:
+    # wws compares dynamic routes segment by segment, a fixed segment first: `/a/[id]` wins `/a/b`.
     table = _table("/a/[id]", "/[id]/b")
-    for path, pattern in {"/a/b": "/[id]/b", "/a/c": "/a/[id]", "/z/b": "/[id]/b"}.items():
+    for path, pattern in {"/a/b": "/a/[id]", "/a/c": "/a/[id]", "/z/b": "/[id]/b"}.items():
         m = table.match(path)
         assert m is not None and m.pattern == pattern, path
+
+
+def test_catch_all_routes() -> None:
+    table = _table("/", "/docs", "/docs/[...path]", "/docs/[id]/edit", "/[...rest]")
+    cases = {
+        "/": ("/", {}),
+        "/docs": ("/docs", {}),
+        "/docs/a": ("/docs/[...path]", {"path": "a"}),  # one segment: no dynamic route of length 2
+        "/docs/a/edit": ("/docs/[id]/edit", {"id": "a"}),  # a dynamic route before any catch-all
+        "/docs/a/b/c": ("/docs/[...path]", {"path": "a/b/c"}),  # the longest catch-all first
+        "/other/x": ("/[...rest]", {"rest": "other/x"}),
+    }
+    for path, (pattern, params) in cases.items():
+        m = table.match(path)
+        assert m is not None and (m.pattern, m.params) == (pattern, params), path
+    root_only = _table("/[...all]")
+    m = root_only.match("/")
+    assert m is not None and m.params == {"all": ""}  # at the root, a catch-all also takes `/`
 
 
 def test_root_index_trailing_and_double_slashes() -> None:
@@ -61,6 +99,9 @@ def test_multiple_params_and_targets() -> None:
         (["/item-[id]"], "is not a parameter"),
         (["/[id]/[id]"], "appears twice"),
         (["/[i-d]"], "is not a parameter"),
+        (["/a/[...x]", "/a/[...y]"], "collides with"),
+        (["/[...x]/edit"], "must be the last one"),
+        (["/[id]/[...id]"], "appears twice"),
         (["relative"], "must start with '/'"),
     ],
 )

@@ -35,6 +35,7 @@ def site(guests: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> P
     put_worker(root, "hello.wasm", guests["hello"], 'name = "hello"\n[vars]\nGREETING = "$SERVE_TEST_GREETING"\n')
     put_worker(root, "api/[name].wasm", guests["greet"], 'name = "greet"\n')
     put_worker(root, "items/[id].wasm", guests["hello"], 'name = "items"\n')
+    put_worker(root, "files/[...path].wasm", guests["hello"], 'name = "files"\n')
     put_worker(root, "small.wasm", guests["hello"], 'name = "small"\n[limits]\nmax_body_bytes = 1024\n')
     for name in HOSTILE:
         # The flood needs time to write 64 MiB: it must meet the output cap, not the timeout.
@@ -101,6 +102,13 @@ def test_dynamic_route_gets_params(url: str) -> None:
     assert reply.headers["content-type"] == "text/plain; charset=utf-8"
     doc = request(url + "/items/42/").json()
     assert doc["params"] == {"id": "42"} and doc["path"] == "/items/42/"
+
+
+def test_a_catch_all_route_gets_the_rest_of_the_path(url: str) -> None:
+    doc = request(url + "/files/a/b/c.txt").json()
+    assert doc["params"] == {"path": "a/b/c.txt"}
+    assert request(url + "/files/one").json()["params"] == {"path": "one"}
+    assert request(url + "/files").status == 404  # a catch-all takes one segment or more, as in wws
 
 
 def test_static_files_sit_between_fixed_and_dynamic_routes(url: str) -> None:
