@@ -102,12 +102,12 @@ def test_a_model_host_cannot_shrink_an_arena_under_the_runtime() -> None:
         arena.close()
 
 
-def test_a_load_right_after_its_host_was_killed_starts_a_new_host() -> None:
+def test_a_load_right_after_its_host_was_killed_starts_a_new_host_and_close_leaves_nothing() -> None:
     registry = ModelRegistry(Metrics(), "process")
     backend = registry.guest_backend("w", BackendName.onnxruntime, [BackendName.onnxruntime], 256 << 20)
+    host = registry._guest_hosts["w"]
     try:
         backend.load_bytes(ModelFormat.onnx, [_identity_model()], Device.CPU).close()
-        host = registry._guest_hosts["w"]
         first = host.pid
         host.kill("a test")
         graph = backend.load_bytes(ModelFormat.onnx, [_identity_model()], Device.CPU)
@@ -115,3 +115,5 @@ def test_a_load_right_after_its_host_was_killed_starts_a_new_host() -> None:
         graph.close()
     finally:
         registry.close()
+    # Closed: the hosts' cgroups and socket folders are gone with them.
+    assert host._dir is None and (host._cap.path is None or not host._cap.path.exists())

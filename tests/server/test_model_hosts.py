@@ -203,9 +203,12 @@ def test_a_memory_bomb_passed_to_load_costs_only_its_workers_host(
         guests: dict[str, Path], serve: Serve, monkeypatch: pytest.MonkeyPatch, cap: str) -> None:
     if cap == "rlimit":  # what a container without a writable cgroup gets
         monkeypatch.setattr(caps, "plan", lambda name, limit: caps.MemoryCap("rlimit", limit))
-    elif caps.plan("probe", 1 << 20).kind == "rlimit":
-        pytest.fail("the runtime could not create a cgroup here: run the tests as root on a cgroup v1 host or "
-                    "in a delegated cgroup v2 subtree")
+    else:
+        probe = caps.plan("probe", 1 << 20)
+        probe.remove()
+        if probe.kind == "rlimit":
+            pytest.fail("the runtime could not create a cgroup here: run the tests as root on a cgroup v1 host or "
+                        "in a delegated cgroup v2 subtree")
     cfg = RuntimeConfig.model_validate({"workers": [
         {"name": "load", "module": guests["nn_load"], "route": "/load", "vars": {"INPUT_DIMS": "1,64"},
          "limits": {"memory_mib": 64}, "wasi_nn": {"enabled": True, "allowed_backends": ["onnxruntime"]}},

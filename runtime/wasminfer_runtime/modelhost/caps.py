@@ -77,6 +77,8 @@ class MemoryCap:
             return
         try:
             self.path.rmdir()
+        except FileNotFoundError:
+            pass  # removed already
         except OSError as err:
             log.warning("cannot remove cgroup %s: %s", self.path, err)
 

@@ -116,6 +116,8 @@ class ModelHost:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        with self._lock:  # now, not in the watcher: the runtime may be about to exit
+            self._clean_up_locked()
 
     def close(self) -> None:
         self.stop()
@@ -269,10 +271,8 @@ class ModelHost:
             elif event.get("event") == "failed":
                 failed = str(event.get("error"))
         code = proc.wait()
-        self._cap.remove()
         with self._lock:
-            if self._dir is not None:
-                _remove_dir(self._dir)
+            self._clean_up_locked()
             self._proc = None
             was_ready = self.state == "ready"
             if self._closing:
@@ -301,6 +301,13 @@ class ModelHost:
             if self._closing or self._proc is not None:
                 return
             self._spawn_locked()
+
+    def _clean_up_locked(self) -> None:
+        """Remove the exited host's cgroup and socket folder (once)."""
+        self._cap.remove()
+        if self._dir is not None:
+            _remove_dir(self._dir)
+            self._dir = None
 
     def _set_state_locked(self, state: str, reason: str | None) -> None:
         self.state = state
