@@ -87,12 +87,14 @@ class Host:
     def _load(self, doc: dict[str, Any], fd: int) -> dict[str, int]:
         sizes = [int(n) for n in doc["sizes"]]
         total = sum(sizes)
-        with mmap.mmap(fd, max(total, 1), prot=mmap.PROT_READ) as m:
-            parts, at = [], 0
-            for n in sizes:
-                parts.append(m[at:at + n])
-                at += n
-        os.close(fd)
+        try:
+            with mmap.mmap(fd, max(total, 1), prot=mmap.PROT_READ) as m:
+                parts, at = [], 0
+                for n in sizes:
+                    parts.append(m[at:at + n])
+                    at += n
+        finally:
+            os.close(fd)
         backend = get_backend(BackendName(doc["backend"]))
         graph = backend.load_bytes(ModelFormat(doc["format"]), parts, Device(doc["device"]))
         with self._lock:

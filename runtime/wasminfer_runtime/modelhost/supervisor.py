@@ -59,7 +59,6 @@ class ModelHost:
         self.generation = 0
         self.state = "stopped"
         self.reason: str | None = None
-        self.load_seconds: float | None = None
         self.restarts = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._dir: Path | None = None
@@ -213,7 +212,7 @@ class ModelHost:
         try:
             at = 0
             for p in parts:
-                _write(arena, at, p)
+                ctypes.memmove(arena.addr + at, p, len(p))
                 at += len(p)
             doc = self.request({"op": "load", "backend": backend.value, "format": fmt.value, "device": device.value,
                                 "sizes": [len(p) for p in parts]}, [arena.fd])
@@ -264,7 +263,6 @@ class ModelHost:
                 continue
             if event.get("event") == "ready":
                 with self._lock:
-                    self.load_seconds = float(event.get("seconds", 0))
                     self.reason = None
                     self._crashes = 0
                     self._set_state_locked("ready", None)
@@ -314,10 +312,6 @@ class ModelHost:
         self._changed.notify_all()
         if self.on_state is not None:
             self.on_state(state, reason)
-
-
-def _write(arena: wire.Arena, at: int, data: bytes) -> None:
-    ctypes.memmove(arena.addr + at, data, len(data))
 
 
 def _exit_text(code: int, cap: caps.MemoryCap) -> str:

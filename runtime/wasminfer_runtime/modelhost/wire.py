@@ -193,17 +193,6 @@ def send_json(sock: socket.socket, doc: dict[str, Any], fds: list[int] | None = 
     send(sock, json.dumps(doc).encode(), fds)
 
 
-def recv_json(sock: socket.socket) -> dict[str, Any]:
-    raw = recv(sock)
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        raise HostGone("the model host sent a message that is not JSON") from None
-    if not isinstance(doc, dict):
-        raise HostGone("the model host sent a message that is not an object")
-    return doc
-
-
 def round_up(n: int) -> int:
     return max(PAGE, -(-n // PAGE) * PAGE)
 
