@@ -24,6 +24,7 @@ DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_DYNAMIC_DIM = 64
 DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_KV_BYTES = 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -149,6 +150,11 @@ class Limits(_Strict):
     max_queued: Annotated[int | None, Field(ge=0, le=65536)] = Field(
         None, description="Requests waiting for a slot beyond that; more get 503 with Retry-After. Unset: 2 x max_concurrency."
     )
+    max_kv_bytes: Annotated[int, Field(ge=0, le=1024**3)] = Field(
+        DEFAULT_MAX_KV_BYTES,
+        description="Largest key/value store (UTF-8 bytes of its keys and values) this worker may write; "
+        "a larger one is refused and the store keeps its previous state.",
+    )
 
 
 class WasiNnConfig(_Strict):
@@ -157,6 +163,12 @@ class WasiNnConfig(_Strict):
     enabled: bool = False
     allowed_backends: list[BackendName] = Field(default_factory=list)
     models: list[str] = Field(default_factory=list, description="Named models this worker may load_by_name.")
+
+
+class KvConfig(_Strict):
+    """The wws key/value store: workers naming the same namespace share one in-memory store."""
+
+    namespace: Annotated[str, Field(min_length=1)]
 
 
 class WorkerConfig(_Strict):
@@ -168,6 +180,7 @@ class WorkerConfig(_Strict):
     folders: list[FolderConfig] = Field(default_factory=list)
     limits: Limits = Field(default_factory=Limits)
     wasi_nn: WasiNnConfig = Field(default_factory=WasiNnConfig)
+    kv: KvConfig | None = Field(None, description="A key/value store (wws [data.kv]); none unless set.")
 
     @field_validator("route")
     @classmethod

@@ -1,16 +1,17 @@
 """The wws worker protocol: the JSON a worker reads on stdin and the JSON it writes on stdout.
 
 Request  {url, method, headers, body, kv, params}: `url` is the full URL, `headers` one string per
-name (repeated headers joined with ", "), `params` the dynamic route segments, `kv` always empty
-(no key/value store). `body` is the request body as text. wws hands a worker an empty body when
-the bytes are not UTF-8; here such a body is sent base64-encoded instead, with `"base64": true`
-added to the request, so binary uploads (images for a model) reach the worker intact. Workers
-that ignore the flag are unaffected for text bodies.
+name (repeated headers joined with ", "), `params` the dynamic route segments, `kv` the state of
+the worker's key/value store ({} without one; kv.py). `body` is the request body as text. wws
+hands a worker an empty body when the bytes are not UTF-8; here such a body is sent
+base64-encoded instead, with `"base64": true` added to the request, so binary uploads (images for
+a model) reach the worker intact. Workers that ignore the flag are unaffected for text bodies.
 
 Response {data, headers, status, kv, base64}: `data` is the body, base64 of the bytes when
-`base64` is true. Missing `headers`/`status`/`kv` mean {}, 200 and {}; anything of the wrong type
-makes the response invalid (the server answers 500 naming the problem). Without a content-type
-header the body is sent as text/html, as wws does.
+`base64` is true. Missing `headers`/`status` mean {} and 200; `kv` must be an object of strings
+when present (a missing one is for the server to judge: it ignores it, unless the worker has a
+key/value store); anything of the wrong type makes the response invalid (the server answers 500
+naming the problem). Without a content-type header the body is sent as text/html, as wws does.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class WorkerResponse:
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+    kv: dict[str, str] | None = None  # the worker's new key/value state; None when it sent none
 
 
 def encode_request(
@@ -46,6 +48,7 @@ def encode_request(
     headers: Iterable[tuple[str, str]],
     body: bytes,
     params: Mapping[str, str],
+    kv: Mapping[str, str] | None = None,
 ) -> bytes:
     """The stdin of one worker invocation."""
     merged: dict[str, str] = {}
@@ -58,7 +61,7 @@ def encode_request(
     except UnicodeDecodeError:
         doc["body"] = base64.b64encode(body).decode("ascii")
         doc["base64"] = True
-    doc["kv"] = {}
+    doc["kv"] = dict(kv or {})
     doc["params"] = dict(params)
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
@@ -117,4 +120,16 @@ def decode_response(raw: bytes) -> WorkerResponse:
         body = data.encode("utf-8", "replace")
     if not any(name.lower() == "content-type" for name, _ in headers):
         headers.append(("content-type", DEFAULT_CONTENT_TYPE))
-    return WorkerResponse(status, headers, body)
+    return WorkerResponse(status, headers, body, _kv(doc.get("kv")))
+
+
+def _kv(kv: object) -> dict[str, str] | None:
+    # wws reads `kv` as a map of strings: any other value fails the response.
+    if kv is None:
+        return None
+    if not isinstance(kv, dict):
+        raise ProtocolError(f"'kv' must be an object of strings, got {type(kv).__name__}")
+    for key, value in kv.items():
+        if not isinstance(value, str):
+            raise ProtocolError(f"kv {key!r} must be a string, got {type(value).__name__}")
+    return kv

@@ -8,6 +8,7 @@ stdin (protocol.py); the invocation runs in a thread; the verdict maps to an HTT
     guest ok, valid response   -> the worker's status, headers and body
     trap, nonzero exit, memory -> 500      invalid JSON on stdout -> 500
     (memory includes output beyond the host's capture cap)
+    kv missing or over limits.max_kv_bytes (a worker with a key/value store) -> 500
     timeout                    -> 504      body over the limit    -> 413
     worker or its model not loaded (yet, or ever)                 -> 503
     body not arrived within server.body_timeout_seconds           -> 408 (connection closed)
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import signal
 import time
@@ -38,7 +40,8 @@ from wasminfer_runtime.config import (
     format_validation_error,
     load_runtime_config,
 )
-from wasminfer_runtime.executor import Invocation
+from wasminfer_runtime.executor import Invocation, WorkerExecutor
+from wasminfer_runtime.kv import KvRefused, KvStore
 from wasminfer_runtime.metrics import Metrics
 from wasminfer_runtime.protocol import ProtocolError, decode_response, encode_request
 from wasminfer_runtime.routing import RouteError, RouteMatch, RouteTable
@@ -234,7 +237,10 @@ async def _run_worker(
             408, REQUEST_TIMEOUT, f"the request body did not arrive within {body_timeout:g} s", worker.name))
     if body is None:
         return _error(413, "body_too_large", f"the request body is larger than {limit} bytes", worker.name)
-    stdin = encode_request(
+    # Encoded as the invocation starts, with the key/value state as it is then (wws reads the
+    # store as it runs the worker, not while the request waits for a slot or a thread).
+    stdin = functools.partial(
+        encode_request,
         url=str(request.url),
         method=request.method,
         headers=request.headers.items(),
@@ -249,15 +255,22 @@ async def _run_worker(
         )
         resp.headers["Retry-After"] = "1"
         return resp
+    kv = service.kv.for_worker(worker.name)
     try:
         async with gate:
-            inv = await service.invoke_pool.run(executor.invoke, stdin)
+            inv = await service.invoke_pool.run(_invoke, executor, stdin, kv)
+            # Answered, and the store written, before the slot frees: with max_concurrency = 1
+            # a worker's requests never overlap, so none of its writes is lost.
+            return _respond(worker, inv, kv)
     except Exception as err:  # a host bug must cost one request, never the server
         if service.closing:  # the pool refuses new work once shutdown began
             return _error(503, "unavailable", "the server is shutting down", worker.name)
         log.exception("worker %s: the host failed to run it", worker.name)
         return _error(500, "internal", f"the host failed to run worker {worker.name!r}: {err}", worker.name)
-    return _respond(worker, inv)
+
+
+def _invoke(executor: WorkerExecutor, stdin: functools.partial[bytes], kv: KvStore | None) -> Invocation:
+    return executor.invoke(stdin(kv=kv.snapshot() if kv is not None else None))
 
 
 def _is_text(value: str) -> bool:
@@ -273,7 +286,7 @@ def _stderr_tail(inv: Invocation) -> str:
     return f" (stderr: {tail})" if tail else ""
 
 
-def _respond(worker: WorkerConfig, inv: Invocation) -> web.Response:
+def _respond(worker: WorkerConfig, inv: Invocation, kv: KvStore | None = None) -> web.Response:
     if inv.model_failure is not None:  # not the guest's doing: the model's host failed under it
         log.warning("worker %s: %s", worker.name, inv.model_failure)
         resp = _error(503, "model_unavailable", f"worker {worker.name!r}: {inv.model_failure}", worker.name)
@@ -290,6 +303,12 @@ def _respond(worker: WorkerConfig, inv: Invocation) -> web.Response:
         log.warning("worker %s: invalid response: %s%s%s", worker.name, err, extra, _stderr_tail(inv))
         return _error(500, "invalid_response", f"worker {worker.name!r} gave an invalid response: {err}{extra}",
                       worker.name)
+    if kv is not None:  # as in wws, any valid response writes the store, whatever its status
+        try:
+            kv.replace(out.kv, worker=worker.name, limit=worker.limits.max_kv_bytes)
+        except KvRefused as err:
+            log.warning("%s", err)  # names the worker
+            return _error(500, err.kind, str(err), worker.name)
     resp = web.Response(status=out.status, body=out.body)
     for name, value in out.headers:
         resp.headers.add(name, value)

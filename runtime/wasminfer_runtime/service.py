@@ -20,6 +20,7 @@ from wasminfer_runtime.admission import WorkerGate, concurrency_for
 from wasminfer_runtime.config import ConfigError, ModelConfig, RuntimeConfig, WorkerConfig
 from wasminfer_runtime.engine import RuntimeEngine
 from wasminfer_runtime.executor import WorkerExecutor
+from wasminfer_runtime.kv import KvStores
 from wasminfer_runtime.metrics import Metrics
 from wasminfer_runtime.models import ModelRegistry
 from wasminfer_runtime.workpool import WorkPool
@@ -102,6 +103,7 @@ class Service:
         self.stopping = threading.Event()
         self._stop_timer: threading.Timer | None = None
         self.invoke_pool = WorkPool(threads or default_threads(), "wasminfer-invoke")
+        self.kv = KvStores(cfg.workers)  # in memory, for this process only
         self.gates = {w.name: WorkerGate(*concurrency_for(w, threads or default_threads())) for w in cfg.workers}
         self._load_pool = ThreadPoolExecutor(2, thread_name_prefix="wasminfer-load")
         for w in cfg.workers:

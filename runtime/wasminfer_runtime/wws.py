@@ -10,8 +10,9 @@
   host's env var X, empty when unset), [[folders]] from/to (from is relative to the worker;
   read-write, as wws mounts them, unless `readonly = true`, an extension of ours; the older
   `writable = false` means the same), [features.wasi_nn] allowed_backends and
-  [[features.wasi_nn.preload_models]] (each a named model called after its folder), and, beyond
-  wws, [limits] with the keys of runtime.yaml (memory_mib, timeout_seconds, max_body_bytes).
+  [[features.wasi_nn.preload_models]] (each a named model called after its folder), [data.kv]
+  namespace (the key/value store, kv.py), and, beyond wws, [limits] with the keys of runtime.yaml
+  (memory_mib, timeout_seconds, max_body_bytes, max_kv_bytes, ...).
 
 Anything wrong is a ConfigError naming the file and the key.
 """
@@ -33,6 +34,7 @@ from wasminfer_runtime.config import (
     decode_utf8,
     expand_env_vars,
     FolderConfig,
+    KvConfig,
     Limits,
     ModelConfig,
     ModelFormat,
@@ -97,6 +99,14 @@ class _Features(_Toml):
     http_requests: dict[str, Any] | None = None  # accepted so wws folders load; not granted (see below)
 
 
+class _Kv(_Toml):
+    namespace: str = Field(min_length=1)
+
+
+class _Data(_Toml):
+    kv: _Kv | None = None  # `[data]` alone grants no store, as in wws
+
+
 class _Folder(_Toml):
     from_: str = Field(alias="from")
     to: str
@@ -124,7 +134,7 @@ class _WorkerToml(_Toml):
     folders: list[_Folder] = Field(default_factory=list)
     features: _Features = Field(default_factory=_Features)
     limits: Limits | None = None
-    data: dict[str, Any] | None = None  # wws key/value store: accepted, not provided
+    data: _Data | None = None
 
 
 def route_for(rel: Path) -> str:
@@ -233,8 +243,6 @@ def _worker(root: Path, module: Path, env: Mapping[str, str], models: _Models) -
         )
     if toml.features.http_requests is not None:
         log.warning("%s: features.http_requests is not supported; the worker gets no outbound HTTP", toml_path)
-    if toml.data is not None:
-        log.warning("%s: [data] (key/value store) is not supported; workers see an empty kv", toml_path)
 
     name = toml.name or (rel.with_suffix("").as_posix())
     try:
@@ -247,6 +255,7 @@ def _worker(root: Path, module: Path, env: Mapping[str, str], models: _Models) -
             folders=folders,
             limits=toml.limits or Limits(),
             wasi_nn=nn,
+            kv=KvConfig(namespace=toml.data.kv.namespace) if toml.data and toml.data.kv else None,
         )
     except ValidationError as err:
         raise ConfigError(format_validation_error(str(toml_path), err)) from None

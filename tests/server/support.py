@@ -39,6 +39,7 @@ GUEST_SOURCES = {
     **{name: ROOT / "tests" / "guests" / f"{name}.c" for name in HOSTILE},
     "hostile_sleep": ROOT / "tests" / "guests" / "hostile_sleep.c",
     "write_file": ROOT / "tests" / "guests" / "write_file.c",
+    "kv_counter": ROOT / "tests" / "guests" / "kv_counter.c",
 }
 
 
