@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from wasminfer_runtime.config import ConfigError, load_runtime_config
+from wasminfer_runtime.config import ConfigError, load_runtime_config, parse_runtime_config
 from wasminfer_runtime.protocol import ProtocolError, decode_response, encode_request
 from wasminfer_runtime.wws import load_wws_folder
 
@@ -52,12 +52,15 @@ def test_namespaces_are_shared_by_name_isolated_otherwise_and_off_without_data_k
 
 
 def test_refused_writes_keep_the_state_and_other_requests_are_served(
-    guests: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    guests: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
-    module = guests["kv_counter"]
-    put_worker(tmp_path, "w.wasm", module, 'name = "w"\n' + _kv("n", "[limits]\nmax_kv_bytes = 1000\n"))
-    put_worker(tmp_path, "v.wasm", module, 'name = "v"\n' + _kv("n"))
-    with ServerThread(load_wws_folder(tmp_path)) as server:
+    # A runtime.yaml's workers (JSON errors; a wws folder gets wws's own error page).
+    module = str(guests["kv_counter"])
+    cfg = parse_runtime_config({"workers": [
+        {"name": "w", "module": module, "route": "/w", "kv": {"namespace": "n"}, "limits": {"max_kv_bytes": 1000}},
+        {"name": "v", "module": module, "route": "/v", "kv": {"namespace": "n"}},
+    ]}, "test")
+    with ServerThread(cfg) as server:
         wait_ready(server.url)
         u = server.url
         assert _count(u + "/w") == "counter=0 keys=0"
