@@ -165,6 +165,53 @@ class WasiNnConfig(_Strict):
     models: list[str] = Field(default_factory=list, description="Named models this worker may load_by_name.")
 
 
+# The methods of wws's http-method enum (wit/core/http-types.wit), in its order.
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD")
+
+
+class HttpRequestsConfig(_Strict):
+    """Outbound HTTP (wws `[features.http_requests]`): denied unless set; then only these hosts and methods."""
+
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Hosts a request may go to (any port); compared without case."
+    )
+    allowed_methods: list[str] = Field(
+        default_factory=lambda: ["GET", "POST", "PUT", "PATCH", "DELETE"],
+        description="Methods a request may use (wws's default: all but OPTIONS and HEAD).",
+    )
+    allow_http: bool = Field(False, description="Allow http:// URLs; only https:// otherwise.")
+    # Ours: wws has no bound on any of these.
+    timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        10.0, description="A request, redirects and body included, gets the timeout error after this long "
+        "(the worker's own timeout bounds it too)."
+    )
+    max_request_body_bytes: Annotated[int, Field(ge=0, le=1024**3)] = Field(
+        8 * 1024 * 1024, description="A larger request body gets invalid-request-body."
+    )
+    max_response_body_bytes: Annotated[int, Field(ge=0, le=1024**3)] = Field(
+        16 * 1024 * 1024, description="A larger response body gets invalid-response-body."
+    )
+
+    @field_validator("allowed_methods")
+    @classmethod
+    def _known_methods(cls, v: list[str]) -> list[str]:
+        unknown = [m for m in v if m not in HTTP_METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {', '.join(map(repr, unknown))} (known, in capitals: "
+                             f"{', '.join(HTTP_METHODS)})")
+        return v
+
+
+class SourceConfig(_Strict):
+    """A script run by a language runtime (the worker's module), prepared as wws prepares it: copied,
+    or wrapped, into a folder of its own with the runtime's extra files, mounted read-write at /src."""
+
+    file: Path = Field(description="The worker's script.")
+    name: Annotated[str, Field(pattern=r"^[^/\\]+$")] = Field(description="Its file name under /src (index.py).")
+    wrapper: Path | None = Field(None, description="A template whose `{source}` becomes the script's text.")
+    files: list[Path] = Field(default_factory=list, description="Copied beside it (a runtime's polyfill).")
+
+
 class KvConfig(_Strict):
     """The wws key/value store: workers naming the same namespace share one in-memory store."""
 
@@ -181,6 +228,14 @@ class WorkerConfig(_Strict):
     limits: Limits = Field(default_factory=Limits)
     wasi_nn: WasiNnConfig = Field(default_factory=WasiNnConfig)
     kv: KvConfig | None = Field(None, description="A key/value store (wws [data.kv]); none unless set.")
+    http_requests: HttpRequestsConfig | None = Field(
+        None, description="Outbound HTTP (wws [features.http_requests]); none unless set."
+    )
+    binary_body: Literal["empty", "base64"] = Field(
+        "base64",
+        description="A request body that is not UTF-8 reaches the worker base64-encoded, with \"base64\": true "
+        "in the request (`base64`), or as \"\" as wws sends it (`empty`, the default in a wws folder).",
+    )
 
     @field_validator("route")
     @classmethod

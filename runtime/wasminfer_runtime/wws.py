@@ -10,9 +10,10 @@
   host's env var X, empty when unset), [[folders]] from/to (from is relative to the worker;
   read-write, as wws mounts them, unless `readonly = true`, an extension of ours; the older
   `writable = false` means the same), [features.wasi_nn] allowed_backends and
-  [[features.wasi_nn.preload_models]] (each a named model called after its folder), [data.kv]
-  namespace (the key/value store, kv.py), and, beyond wws, [limits] with the keys of runtime.yaml
-  (memory_mib, timeout_seconds, max_body_bytes, max_kv_bytes, ...).
+  [[features.wasi_nn.preload_models]] (each a named model called after its folder),
+  [features.http_requests] allowed_hosts, allowed_methods, allow_http (outbound HTTP,
+  http_requests.py), [data.kv] namespace (the key/value store, kv.py), and, beyond wws, [limits]
+  with the keys of runtime.yaml (memory_mib, timeout_seconds, max_body_bytes, max_kv_bytes, ...).
 
 Anything wrong is a ConfigError naming the file and the key.
 """
@@ -24,7 +25,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -34,6 +35,7 @@ from wasminfer_runtime.config import (
     decode_utf8,
     expand_env_vars,
     FolderConfig,
+    HttpRequestsConfig,
     KvConfig,
     Limits,
     ModelConfig,
@@ -96,7 +98,7 @@ class _WasiNn(_Toml):
 
 class _Features(_Toml):
     wasi_nn: _WasiNn | None = None
-    http_requests: dict[str, Any] | None = None  # accepted so wws folders load; not granted (see below)
+    http_requests: HttpRequestsConfig | None = None  # wws's keys, and our limits beside them
 
 
 class _Kv(_Toml):
@@ -241,8 +243,6 @@ def _worker(root: Path, module: Path, env: Mapping[str, str], models: _Models) -
             allowed_backends=list(dict.fromkeys(_backend(b) for b in spec.allowed_backends)),
             models=list(dict.fromkeys(names)),
         )
-    if toml.features.http_requests is not None:
-        log.warning("%s: features.http_requests is not supported; the worker gets no outbound HTTP", toml_path)
 
     name = toml.name or (rel.with_suffix("").as_posix())
     try:
@@ -255,6 +255,7 @@ def _worker(root: Path, module: Path, env: Mapping[str, str], models: _Models) -
             folders=folders,
             limits=toml.limits or Limits(),
             wasi_nn=nn,
+            http_requests=toml.features.http_requests,
             kv=KvConfig(namespace=toml.data.kv.namespace) if toml.data and toml.data.kv else None,
         )
     except ValidationError as err:
