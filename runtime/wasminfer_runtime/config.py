@@ -290,6 +290,12 @@ class ServerConfig(_Strict):
         description="A worker request whose whole body has not arrived this long after its headers gets 408 "
         "and its connection is closed.",
     )
+    wws_compat: bool = Field(
+        False,
+        description="Answer as wws 1.7.0 does (`serve DIR` sets it): its bodies for a failed worker and for a "
+        "path nothing serves, worker responses read as strictly as wws reads them; the reason goes to the "
+        "log and the X-Wasminfer-Error header. Otherwise errors are JSON {error, worker, message}.",
+    )
 
 
 class RuntimeConfig(_Strict):

@@ -13,7 +13,10 @@ stdin (protocol.py); the invocation runs in a thread; the verdict maps to an HTT
     worker or its model not loaded (yet, or ever)                 -> 503
     body not arrived within server.body_timeout_seconds           -> 408 (connection closed)
 
-Errors are JSON: {"error": kind, "worker": name, "message": why}.
+Errors are JSON: {"error": kind, "worker": name, "message": why}, with the kind in the
+X-Wasminfer-Error header. A wws folder (server.wws_compat) gets wws's own answers where wws has
+one (wws_answers.py: any 500, a bad base64 body, no route); the kind stays in the header and the
+reason in the log line.
 """
 
 from __future__ import annotations
@@ -43,11 +46,13 @@ from wasminfer_runtime.config import (
 from wasminfer_runtime.executor import Invocation, WorkerExecutor
 from wasminfer_runtime.kv import KvRefused, KvStore
 from wasminfer_runtime.metrics import Metrics
-from wasminfer_runtime.protocol import ProtocolError, decode_response, encode_request
+from wasminfer_runtime import wws_answers
+from wasminfer_runtime.protocol import ProtocolError, decode_response, encode_request, request_url
 from wasminfer_runtime.routing import RouteError, RouteMatch, RouteTable
 from wasminfer_runtime.service import Service, Unavailable, default_threads
 from wasminfer_runtime.slowclients import REQUEST_TIMEOUT, AppRunner, send_and_close
 from wasminfer_runtime.wws import load_wws_folder
+from wasminfer_runtime.wws_answers import ERROR_HEADER, Answer
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +70,34 @@ _FAILURES = {
 }
 
 
-def _error(status: int, kind: str, message: str, worker: str | None = None) -> web.Response:
+def _error(status: int, kind: str, message: str, worker: str | None = None,
+           answer: Answer | None = None) -> web.Response:
+    """Our JSON error; `answer` is what wws sends instead (any 500: its failure page), which
+    _as_wws swaps in for a wws folder."""
     doc: dict[str, Any] = {"error": kind}
     if worker is not None:
         doc["worker"] = worker
     doc["message"] = message
-    return web.json_response(doc, status=status)
+    resp = web.json_response(doc, status=status, headers={ERROR_HEADER: kind})
+    answer = answer or (wws_answers.FAILED if status == 500 else None)
+    if answer is not None:
+        resp[_WWS_ANSWER] = answer
+    return resp
+
+
+_WWS_ANSWER = web.ResponseKey("wws_answer", Answer)
+
+
+def _as_wws(resp: web.StreamResponse) -> web.StreamResponse:
+    """wws's answer in place of our error, where wws has one; the kind stays in ERROR_HEADER."""
+    answer = resp.get(_WWS_ANSWER)
+    if answer is None:
+        return resp
+    out = web.Response(status=answer.status, body=answer.body)
+    if answer.content_type is not None:
+        out.headers["content-type"] = answer.content_type
+    out.headers[ERROR_HEADER] = resp.headers[ERROR_HEADER]
+    return out
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -141,8 +168,9 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def _static_file(public: Path | None, path: str) -> Path | None:
-    """The file under the public folder for a URL path (dir -> index.html, /about -> about.html)."""
+def _static_file(public: Path | None, path: str, html_suffix: bool = True) -> Path | None:
+    """The file under the public folder for a URL path (dir -> index.html, /about -> about.html
+    unless not html_suffix: wws 1.7.0 does not look for NAME.html)."""
     if public is None:
         return None
     parts = [p for p in path.split("/") if p]
@@ -153,7 +181,7 @@ def _static_file(public: Path | None, path: str) -> Path | None:
         target = root.joinpath(*parts)
         if target.is_dir():
             target = target / "index.html"
-        elif not target.exists() and target.suffix == "":
+        elif html_suffix and not target.exists() and target.suffix == "":
             target = target.with_name(target.name + ".html")
         # Resolved once, after every fallback: no link, neither on the way nor the file itself
         # (an index.html or NAME.html), may lead out of the folder.
@@ -169,17 +197,34 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     if match is not None and not match.dynamic:
         return await _serve_worker(request, service, match)
     if request.method in ("GET", "HEAD"):
-        static = _static_file(service.cfg.server.public_dir, request.path)
+        static = _static_file(service.cfg.server.public_dir, request.path, not service.cfg.server.wws_compat)
         if static is not None:
             log.debug("%s %s -> static %s", request.method, request.path_qs, static)
             return web.FileResponse(static)
     if match is not None:
         return await _serve_worker(request, service, match)
     log.debug("%s %s -> 404", request.method, request.path_qs)
+    if service.cfg.server.wws_compat:
+        return _wws_not_found(request, service.cfg.server.public_dir)
     not_found = _static_file(service.cfg.server.public_dir, "/404.html")
     if not_found is not None and request.method in ("GET", "HEAD"):
         return web.FileResponse(not_found, status=404)
     return _error(404, "not_found", f"no worker or static file for {request.path}")
+
+
+def _wws_not_found(request: web.Request, public: Path | None) -> web.StreamResponse:
+    """wws's answer when nothing serves a path: with a public folder, a method other than GET or
+    HEAD is refused by its static file service, and public/404.html is sent as a file (status 200,
+    as wws sends it); otherwise an empty 404."""
+    if public is not None and request.method not in ("GET", "HEAD"):
+        answer = wws_answers.METHOD_NOT_ALLOWED
+    else:
+        page = _static_file(public, "/404.html")
+        if page is not None:
+            return web.FileResponse(page)
+        answer = wws_answers.NOT_FOUND
+    return _as_wws(_error(answer.status, "not_found", f"no worker or static file for {request.path}",
+                          answer=answer))
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes | None:
@@ -202,6 +247,8 @@ async def _serve_worker(request: web.Request, service: Service, match: RouteMatc
     t0 = time.perf_counter()
     worker = service.workers[match.target]
     response = await _run_worker(request, service, worker, match)
+    if service.cfg.server.wws_compat:
+        response = _as_wws(response)
     seconds = time.perf_counter() - t0
     service.record_request(worker.name, response.status, seconds)
     if log.isEnabledFor(logging.DEBUG):
@@ -241,11 +288,12 @@ async def _run_worker(
     # store as it runs the worker, not while the request waits for a slot or a thread).
     stdin = functools.partial(
         encode_request,
-        url=str(request.url),
+        url=request_url(headers=request.headers.items(), host=request.host, target=request.raw_path),
         method=request.method,
         headers=request.headers.items(),
         body=body,
         params=match.params,
+        binary_body=worker.binary_body,
     )
     gate = service.gates[worker.name]
     if gate.full():
@@ -261,7 +309,7 @@ async def _run_worker(
             inv = await service.invoke_pool.run(_invoke, executor, stdin, kv)
             # Answered, and the store written, before the slot frees: with max_concurrency = 1
             # a worker's requests never overlap, so none of its writes is lost.
-            return _respond(worker, inv, kv)
+            return _respond(worker, inv, kv, strict=service.cfg.server.wws_compat)
     except Exception as err:  # a host bug must cost one request, never the server
         if service.closing:  # the pool refuses new work once shutdown began
             return _error(503, "unavailable", "the server is shutting down", worker.name)
@@ -286,7 +334,7 @@ def _stderr_tail(inv: Invocation) -> str:
     return f" (stderr: {tail})" if tail else ""
 
 
-def _respond(worker: WorkerConfig, inv: Invocation, kv: KvStore | None = None) -> web.Response:
+def _respond(worker: WorkerConfig, inv: Invocation, kv: KvStore | None = None, *, strict: bool = False) -> web.Response:
     if inv.model_failure is not None:  # not the guest's doing: the model's host failed under it
         log.warning("worker %s: %s", worker.name, inv.model_failure)
         resp = _error(503, "model_unavailable", f"worker {worker.name!r}: {inv.model_failure}", worker.name)
@@ -297,12 +345,12 @@ def _respond(worker: WorkerConfig, inv: Invocation, kv: KvStore | None = None) -
         log.warning("worker %s: %s%s", worker.name, inv.message, _stderr_tail(inv))
         return _error(status, kind, f"worker {worker.name!r} {inv.message}", worker.name)
     try:
-        out = decode_response(inv.stdout)
+        out = decode_response(inv.stdout, strict=strict)
     except ProtocolError as err:
         extra = f"; {inv.message}" if inv.message else ""
         log.warning("worker %s: invalid response: %s%s%s", worker.name, err, extra, _stderr_tail(inv))
         return _error(500, "invalid_response", f"worker {worker.name!r} gave an invalid response: {err}{extra}",
-                      worker.name)
+                      worker.name, answer=err.answer)
     if kv is not None:  # as in wws, any valid response writes the store, whatever its status
         try:
             kv.replace(out.kv, worker=worker.name, limit=worker.limits.max_kv_bytes)

@@ -137,6 +137,7 @@ class _WorkerToml(_Toml):
     features: _Features = Field(default_factory=_Features)
     limits: Limits | None = None
     data: _Data | None = None
+    binary_body: Literal["empty", "base64"] = "empty"  # ours: "base64" hands non-UTF-8 bodies over
 
 
 def route_for(rel: Path) -> str:
@@ -255,8 +256,9 @@ def _worker(root: Path, module: Path, env: Mapping[str, str], models: _Models) -
             folders=folders,
             limits=toml.limits or Limits(),
             wasi_nn=nn,
-            http_requests=toml.features.http_requests,
             kv=KvConfig(namespace=toml.data.kv.namespace) if toml.data and toml.data.kv else None,
+            http_requests=toml.features.http_requests,
+            binary_body=toml.binary_body,
         )
     except ValidationError as err:
         raise ConfigError(format_validation_error(str(toml_path), err)) from None
@@ -300,7 +302,7 @@ def load_wws_folder(root: Path, env: Mapping[str, str] | None = None) -> Runtime
     if not workers:
         log.warning("%s: no workers found (no *.wasm outside _*, .* and public/)", root)
     cfg = RuntimeConfig(
-        server=ServerConfig.model_validate({"public_dir": public if has_public else None}),
+        server=ServerConfig.model_validate({"public_dir": public if has_public else None, "wws_compat": True}),
         models=[m for m, _ in models.by_name.values()],
         workers=workers,
     )

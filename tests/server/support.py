@@ -41,6 +41,7 @@ GUEST_SOURCES = {
     "write_file": ROOT / "tests" / "guests" / "write_file.c",
     "kv_counter": ROOT / "tests" / "guests" / "kv_counter.c",
     "http_fetch": ROOT / "tests" / "guests" / "http_fetch.c",
+    "wws_mirror": ROOT / "tests" / "guests" / "wws_mirror.c",
 }
 
 

@@ -22,6 +22,7 @@ Serve = Callable[[RuntimeConfig], ServerThread]
 N = 64
 
 LOAD_TOML = """name = "load"
+binary_body = "base64"
 [vars]
 INPUT_DIMS = "1,{n}"
 [features.wasi_nn]

@@ -21,6 +21,7 @@ from .support import ROOT, ServerThread, wasminfer_command, guest_input_pattern,
 Serve = Callable[[RuntimeConfig], ServerThread]
 
 NN_TOML = """name = "{name}"
+binary_body = "base64"
 [vars]
 MODEL = "{model}"
 INPUT_DIMS = "1,{width}"

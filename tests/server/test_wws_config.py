@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from wasminfer_runtime.config import BackendName, ConfigError, ModelFormat, RuntimeConfig
+from wasminfer_runtime.server import with_overrides
 from wasminfer_runtime.wws import load_wws_folder
 
 from .support import ServerThread, put_worker, request, wait_ready
@@ -250,7 +251,8 @@ def test_wws_folders_are_read_write_unless_readonly_and_a_refused_write_names_th
     for name, extra in (("rw", ""), ("ro", "readonly = true\n")):
         (site / f"_{name}").mkdir(parents=True)
         put_worker(site, f"{name}.wasm", guests["write_file"], f'[[folders]]\nfrom = "_{name}"\nto = "/data"\n{extra}')
-    server = serve(load_wws_folder(site))
+    # Our JSON errors (wws's 500 page would not say why), to read the message.
+    server = serve(with_overrides(load_wws_folder(site), wws_compat=False))
     wait_ready(server.url)
 
     assert request(server.url + "/rw", method="POST", body=b"kept").body == b"written\n"
