@@ -21,7 +21,7 @@ import wasmtime
 from wasmtime import _ffi as ffi
 
 from wasminfer_runtime import capi, capture, deadlines, wasi_deadline
-from wasminfer_runtime.config import WorkerConfig
+from wasminfer_runtime.config import HttpRequestsConfig, WorkerConfig
 from wasminfer_runtime.engine import RuntimeEngine, WorkerLoadError, first_line
 from wasminfer_runtime.http_requests import MODULE as HTTP_MODULE
 from wasminfer_runtime.http_requests import HttpRequestsHost
@@ -148,11 +148,6 @@ class WorkerExecutor:
                 f"worker {worker.name!r} ({worker.module}): the module imports {WASI_NN_MODULE} but wasi-nn is not "
                 "enabled for this worker (set features.wasi_nn / wasi_nn.enabled)"
             )
-        if any(mod == HTTP_MODULE for mod, _ in imports) and worker.http_requests is None:
-            raise WorkerLoadError(
-                f"worker {worker.name!r} ({worker.module}): the module imports {HTTP_MODULE!r} (outbound HTTP) but "
-                "it is not granted to this worker (set [features.http_requests] / http_requests)"
-            )
         exports = {exp.name: exp.type for exp in module.exports}
         if not isinstance(exports.get("_start"), wasmtime.FuncType):
             raise WorkerLoadError(
@@ -167,8 +162,11 @@ class WorkerExecutor:
                                  max_loaded_bytes=self.memory_cap)
             self.nn.define(linker)
         self.http: HttpRequestsHost | None = None
-        if worker.http_requests is not None:
-            self.http = HttpRequestsHost(worker.http_requests, worker.name, self.stopping)
+        if worker.http_requests is not None or any(mod == HTTP_MODULE for mod, _ in imports):
+            # As in wws, every module may import `http` (wws's kits all do); without the grant no host is
+            # allowed, so each call answers not-allowed and nothing is sent.
+            grant = worker.http_requests or HttpRequestsConfig(allowed_hosts=[])
+            self.http = HttpRequestsHost(grant, worker.name, self.stopping)
             self.http.define(linker)
         try:
             self._pre = linker.instantiate_pre(module)
