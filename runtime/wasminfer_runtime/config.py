@@ -157,12 +157,24 @@ class Limits(_Strict):
     )
 
 
+class InputLayout(str, enum.Enum):
+    """How the host reads a guest's 4-D input tensors for OpenVINO IR models (wasinn/layout.py)."""
+
+    model = "model"  # row-major in the order of the dims the guest declares: today's wasmtime
+    nhwc = "nhwc"  # dims declared N,C,H,W, bytes interleaved N,H,W,C: wasmtime-wasi-nn 13, so wws 1.7
+
+
 class WasiNnConfig(_Strict):
     """wasi-nn is denied unless enabled; then only these backends and these named models."""
 
     enabled: bool = False
     allowed_backends: list[BackendName] = Field(default_factory=list)
     models: list[str] = Field(default_factory=list, description="Named models this worker may load_by_name.")
+    input_layout: InputLayout = Field(
+        InputLayout.model,
+        description="How the bytes of a 4-D input of an OpenVINO IR model are read: `model` in the order of the "
+        "declared dims (wasmtime today), `nhwc` interleaved N,H,W,C under dims declared N,C,H,W (wws 1.7).",
+    )
 
 
 # The methods of wws's http-method enum (wit/core/http-types.wit), in its order.

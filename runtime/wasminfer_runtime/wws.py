@@ -10,7 +10,8 @@
   host's env var X, empty when unset), [[folders]] from/to (from is relative to the worker;
   read-write, as wws mounts them, unless `readonly = true`, an extension of ours; the older
   `writable = false` means the same), [features.wasi_nn] allowed_backends and
-  [[features.wasi_nn.preload_models]] (each a named model called after its folder),
+  [[features.wasi_nn.preload_models]] (each a named model called after its folder; 4-D inputs of
+  OpenVINO IR models read as NHWC, as wws did, unless `input_layout = "model"`, ours),
   [features.http_requests] allowed_hosts, allowed_methods, allow_http (outbound HTTP,
   http_requests.py), [data.kv] namespace (the key/value store, kv.py), and, beyond wws, [limits]
   with the keys of runtime.yaml (memory_mib, timeout_seconds, max_body_bytes, max_kv_bytes, ...).
@@ -35,6 +36,7 @@ from wasminfer_runtime.config import (
     decode_utf8,
     expand_env_vars,
     FolderConfig,
+    InputLayout,
     HttpRequestsConfig,
     KvConfig,
     Limits,
@@ -87,6 +89,8 @@ class _Preload(_Toml):
 class _WasiNn(_Toml):
     allowed_backends: list[str] = Field(default_factory=list)
     preload_models: list[_Preload] = Field(default_factory=list)
+    # Ours: wws read 4-D inputs of OpenVINO models as NHWC (wasinn/layout.py); "model" opts out.
+    input_layout: InputLayout = InputLayout.nhwc
 
     @field_validator("allowed_backends")
     @classmethod
@@ -243,6 +247,7 @@ def _worker(root: Path, module: Path, env: Mapping[str, str], models: _Models) -
             enabled=True,
             allowed_backends=list(dict.fromkeys(_backend(b) for b in spec.allowed_backends)),
             models=list(dict.fromkeys(names)),
+            input_layout=spec.input_layout,
         )
 
     name = toml.name or (rel.with_suffix("").as_posix())

@@ -58,6 +58,7 @@ from wasminfer_runtime.wasinn.abi import (
     element_type,
     encoding_name,
 )
+from wasminfer_runtime.wasinn.layout import NhwcInputs, reads_nhwc
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +115,12 @@ class _Context:
 
 
 class _GraphHandle:
-    __slots__ = ("graph", "owned")
+    __slots__ = ("graph", "owned", "nhwc")
 
-    def __init__(self, graph: Graph, owned: bool) -> None:
+    def __init__(self, graph: Graph, owned: bool, nhwc: bool) -> None:
         self.graph = graph
         self.owned = owned  # loaded from bytes by this instance (a named graph is shared)
+        self.nhwc = nhwc  # its 4-D inputs arrive interleaved (the worker's input_layout, layout.py)
 
 
 class NnSession:
@@ -201,12 +203,12 @@ class NnSession:
 
     # -- handles --------------------------------------------------------------------------------
 
-    def _add_graph(self, graph: Graph, owned: bool) -> int:
+    def _add_graph(self, graph: Graph, owned: bool, fmt: ModelFormat) -> int:
         if len(self.graphs) >= MAX_GRAPHS:
             raise AbiError(Errno.too_large, f"more than {MAX_GRAPHS} graphs in one instance")
         handle = self._next_graph
         self._next_graph += 1
-        self.graphs[handle] = _GraphHandle(graph, owned)
+        self.graphs[handle] = _GraphHandle(graph, owned, reads_nhwc(self.host.input_layout, fmt))
         return handle
 
     def _context(self, handle: int) -> _Context:
@@ -236,7 +238,7 @@ class NnSession:
                                             f"{self.host.max_loaded_bytes} bytes (its memory limit)")
         graph = backend.load_bytes(fmt, parts, device)
         self.loaded_bytes += size
-        m.write_u32(graph_out, self._add_graph(graph, owned=True))
+        m.write_u32(graph_out, self._add_graph(graph, owned=True, fmt=fmt))
         return 0
 
     @staticmethod
@@ -254,8 +256,8 @@ class NnSession:
     def load_by_name(self, name_ptr: int, name_len: int, graph_out: int) -> int:
         m = self.memory()
         m.address(graph_out, 4)
-        graph = self._named(m, name_ptr, name_len)
-        m.write_u32(graph_out, self._add_graph(graph, owned=False))
+        graph, fmt = self._named(m, name_ptr, name_len)
+        m.write_u32(graph_out, self._add_graph(graph, owned=False, fmt=fmt))
         return 0
 
     def load_by_name_with_config(
@@ -273,21 +275,21 @@ class NnSession:
                 raise AbiError(Errno.invalid_argument, "config is not JSON") from None
         # The config carries options of WasmEdge's LLM backends; OpenVINO and ONNX Runtime
         # models take theirs from the runtime's model declaration.
-        graph = self._named(m, name_ptr, name_len)
-        m.write_u32(graph_out, self._add_graph(graph, owned=False))
+        graph, fmt = self._named(m, name_ptr, name_len)
+        m.write_u32(graph_out, self._add_graph(graph, owned=False, fmt=fmt))
         return 0
 
-    def _named(self, m: GuestMemory, name_ptr: int, name_len: int) -> Graph:
+    def _named(self, m: GuestMemory, name_ptr: int, name_len: int) -> tuple[Graph, ModelFormat]:
         if name_len > MAX_NAME_BYTES:
             raise AbiError(Errno.invalid_argument, f"model name of {name_len} bytes")
         try:
             name = m.read(name_ptr, name_len).decode("utf-8")
         except UnicodeDecodeError:
             raise AbiError(Errno.invalid_argument, "model name is not UTF-8") from None
-        graph = self.host.named_graph(name)
-        if graph is None:
+        found = self.host.named_graph(name)
+        if found is None:
             raise AbiError(Errno.not_found, f"no model named {name!r} for this worker")
-        return graph
+        return found
 
     def init_execution_context(self, graph: int, ctx_out: int) -> int:
         m = self.memory()
@@ -298,6 +300,8 @@ class NnSession:
         if len(self.contexts) >= MAX_CONTEXTS:
             raise AbiError(Errno.too_large, f"more than {MAX_CONTEXTS} execution contexts in one instance")
         backend_ctx = g.graph.init_context()
+        if g.nhwc:
+            backend_ctx = NhwcInputs(backend_ctx)
         durations = self.durations.setdefault(g.graph.label, [])
         handle = self._next_context
         self._next_context += 1
@@ -462,6 +466,7 @@ class WasiNnHost:
         self.models = models
         self.allowed_models = frozenset(cfg.models)
         self.allowed_backends = list(cfg.allowed_backends)
+        self.input_layout = cfg.input_layout
         self.metrics = metrics
         self.owner = owner
         self.max_loaded_bytes = max_loaded_bytes
@@ -500,10 +505,12 @@ class WasiNnHost:
     def session(self) -> NnSession:
         return NnSession(self)
 
-    def named_graph(self, name: str) -> Graph | None:
+    def named_graph(self, name: str) -> tuple[Graph, ModelFormat] | None:
+        """A named model this worker may use, and its format."""
         if name not in self.allowed_models:
             return None
-        return self.models.get(name)
+        graph, cfg = self.models.get(name), self.models.config(name)
+        return None if graph is None or cfg is None else (graph, cfg.format)
 
     def backend_for(self, fmt: ModelFormat, encoding: int) -> Backend:
         """The first allowed backend that reads `fmt` (the worker's order is its preference)."""
