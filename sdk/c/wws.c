@@ -303,6 +303,10 @@ static int skip_value(parser_t *ps, int depth) {
 
 /* ---- request ------------------------------------------------------------------------ */
 
+/* The store of this invocation: one request per instance, so one store, as the wws kits keep it. */
+static wws_pair_t *kv_pairs;
+static size_t kv_count;
+
 struct wws_request {
     char *method, *url, *path, *body;
     size_t body_len;
@@ -424,6 +428,11 @@ wws_request_t *wws_request_parse(const char *json, size_t len) {
         else if (!strcmp(key, "body")) rc = parse_owned_string(&ps, &req->body, &req->body_len);
         else if (!strcmp(key, "headers")) rc = parse_string_map(&ps, &req->headers, &req->n_headers);
         else if (!strcmp(key, "params")) rc = parse_string_map(&ps, &req->params, &req->n_params);
+        else if (!strcmp(key, "kv")) {
+            free_pairs(kv_pairs, kv_count);
+            kv_pairs = NULL, kv_count = 0;
+            rc = parse_string_map(&ps, &kv_pairs, &kv_count);
+        }
         else if (!strcmp(key, "base64")) {
             base64 = ps.end - ps.p >= 4 && !memcmp(ps.p, "true", 4);
             rc = skip_value(&ps, 1);
@@ -521,6 +530,43 @@ size_t wws_request_headers(const wws_request_t *req, const wws_pair_t **out) {
     return req->n_headers;
 }
 
+/* ---- key/value store ---------------------------------------------------------------- */
+
+const char *wws_kv_get(const char *key) {
+    for (size_t i = 0; i < kv_count; i++)
+        if (!strcmp(kv_pairs[i].name, key)) return kv_pairs[i].value;
+    return NULL;
+}
+
+int wws_kv_set(const char *key, const char *value) {
+    size_t i = 0;
+    while (i < kv_count && strcmp(kv_pairs[i].name, key)) i++;
+    if (!value) {
+        if (i == kv_count) return 0;
+        free(kv_pairs[i].name), free(kv_pairs[i].value);
+        kv_pairs[i] = kv_pairs[--kv_count];
+        return 0;
+    }
+    char *v = dup_str(value);
+    if (!v) return -1;
+    if (i < kv_count) {
+        free(kv_pairs[i].value);
+        kv_pairs[i].value = v, kv_pairs[i].value_len = strlen(v);
+        return 0;
+    }
+    char *k = dup_str(key);
+    wws_pair_t *grown = k ? realloc(kv_pairs, (kv_count + 1) * sizeof *grown) : NULL;
+    if (!grown) return free(k), free(v), -1;
+    kv_pairs = grown;
+    kv_pairs[kv_count++] = (wws_pair_t){k, v, strlen(v)};
+    return 0;
+}
+
+size_t wws_kv_entries(const wws_pair_t **out) {
+    *out = kv_pairs;
+    return kv_count;
+}
+
 /* ---- response ----------------------------------------------------------------------- */
 
 void wws_response_init(wws_response_t *res, int status) {
@@ -551,7 +597,14 @@ int wws_response_send(wws_response_t *res) {
     }
     wws_buf_puts(&out, ",\"headers\":{");
     wws_buf_append(&out, res->headers.data ? res->headers.data : "", res->headers.len);
-    wws_buf_printf(&out, "},\"status\":%d,\"kv\":{},\"base64\":%s}", res->status, binary ? "true" : "false");
+    wws_buf_printf(&out, "},\"status\":%d,\"kv\":{", res->status);
+    for (size_t i = 0; i < kv_count; i++) {
+        if (i) wws_buf_append(&out, ",", 1);
+        wws_buf_json_string(&out, kv_pairs[i].name, strlen(kv_pairs[i].name));
+        wws_buf_append(&out, ":", 1);
+        wws_buf_json_string(&out, kv_pairs[i].value, kv_pairs[i].value_len);
+    }
+    wws_buf_printf(&out, "},\"base64\":%s}", binary ? "true" : "false");
     int rc = -1;
     if (!out.failed && !res->headers.failed && !res->body.failed) {
         rc = fwrite(out.data, 1, out.len, stdout) == out.len && fflush(stdout) == 0 ? 0 : -1;

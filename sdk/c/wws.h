@@ -69,6 +69,17 @@ const char *wws_request_header(const wws_request_t *req, const char *name);
 size_t wws_request_params(const wws_request_t *req, const wws_pair_t **out);
 size_t wws_request_headers(const wws_request_t *req, const wws_pair_t **out);
 
+/* ---- key/value store ----------------------------------------------------------------- */
+
+/* The worker's store ([data.kv] namespace): it holds the request's `kv` once the request is
+ * parsed, and wws_response_send returns it whole, so the store keeps what the worker does not
+ * change. A value belongs to the store until the next wws_kv_set of its key. */
+const char *wws_kv_get(const char *key);
+/* Sets `key` (value NULL removes it). Returns 0, or -1 when memory ran out. */
+int wws_kv_set(const char *key, const char *value);
+/* All entries, for iteration. */
+size_t wws_kv_entries(const wws_pair_t **out);
+
 /* ---- response ------------------------------------------------------------------------ */
 
 typedef struct {
@@ -79,8 +90,8 @@ typedef struct {
 
 void wws_response_init(wws_response_t *res, int status);
 int wws_response_header(wws_response_t *res, const char *name, const char *value);
-/* Writes the response JSON to stdout (body base64-encoded when it is not valid UTF-8) and
- * frees the buffers. Returns 0, or -1 when memory ran out or stdout failed. */
+/* Writes the response JSON to stdout (body base64-encoded when it is not valid UTF-8, `kv` the
+ * store as wws_kv_set left it) and frees the buffers. Returns 0, or -1 when memory ran out or stdout failed. */
 int wws_response_send(wws_response_t *res);
 /* One-shot response with a content type and a body. */
 int wws_respond(int status, const char *content_type, const char *body, size_t len);

@@ -40,6 +40,7 @@ GUEST_SOURCES = {
     "hostile_sleep": ROOT / "tests" / "guests" / "hostile_sleep.c",
     "write_file": ROOT / "tests" / "guests" / "write_file.c",
     "kv_counter": ROOT / "tests" / "guests" / "kv_counter.c",
+    "sdk_kv": ROOT / "tests" / "guests" / "sdk_kv.c",
     "http_fetch": ROOT / "tests" / "guests" / "http_fetch.c",
     "wws_mirror": ROOT / "tests" / "guests" / "wws_mirror.c",
 }

@@ -97,5 +97,32 @@ def test_malformed_requests_get_a_400_not_a_crash(hello: WorkerExecutor, stdin: 
 
 
 def test_nesting_within_the_limit_is_fine(hello: WorkerExecutor) -> None:
-    status, _ = _run(hello, b'{"kv": ' + b"[" * 60 + b"]" * 60 + b', "method": "POST"}')
+    status, _ = _run(hello, b'{"extra": ' + b"[" * 60 + b"]" * 60 + b', "method": "POST"}')
     assert status == 200
+
+
+def test_the_store_is_returned_whole_with_the_workers_changes(
+    guests: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    metrics = Metrics()
+    engine = RuntimeEngine(tmp_path_factory.mktemp("cache"), metrics)
+    engine.start()
+    try:
+        worker = WorkerConfig(name="kv", module=guests["sdk_kv"], route="/kv")
+        executor = WorkerExecutor(engine, ModelRegistry(metrics), worker)
+        stdin = b'{"url":"/kv","method":"GET","headers":{},"body":"","kv":{"visits":"41","keep":"x\\"y","drop":"1"},"params":{}}'
+        inv = executor.invoke(stdin)
+        assert inv.outcome == "ok", inv.message
+        out = decode_response(inv.stdout)
+        assert out.body == b"41"
+        assert out.kv == {"visits": "42", "keep": 'x"y'}  # untouched keys kept, "drop" removed
+        inv = executor.invoke(b'{"url":"/kv","method":"GET","headers":{},"body":"","kv":{},"params":{}}')
+        assert decode_response(inv.stdout).kv == {"visits": "1"}
+    finally:
+        engine.close()
+
+
+def test_a_worker_that_ignores_the_store_returns_it_unchanged(hello: WorkerExecutor) -> None:
+    inv = hello.invoke(b'{"url":"/hello","method":"GET","headers":{},"body":"","kv":{"a":"1","b":""},"params":{}}')
+    assert inv.outcome == "ok", inv.message
+    assert decode_response(inv.stdout).kv == {"a": "1", "b": ""}
