@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from wasminfer_runtime import fetch, run, server
+from wasminfer_runtime import fetch, run, runtimes, server
 
 
 def _configure_logging(level: str) -> None:
@@ -24,13 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_arguments(sub.add_parser("serve", help="serve a wws folder or a runtime.yaml over HTTP"))
     run.add_arguments(sub.add_parser("run", help="run a WASI module once, like `wasmtime run -S nn`"))
     fetch.add_arguments(sub.add_parser("fetch", help="download modules and models with sha256 checks"))
+    runtimes.add_arguments(sub.add_parser("runtimes", help="language runtimes for wws folders (the JavaScript engine)"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.log_level)
-    handlers = {"serve": server.main, "run": run.main, "fetch": fetch.main}
+    handlers = {"serve": server.main, "run": run.main, "fetch": fetch.main, "runtimes": runtimes.main}
     return handlers[args.command](args)
 
 

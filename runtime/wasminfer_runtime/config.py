@@ -234,6 +234,8 @@ class WorkerConfig(_Strict):
     name: Annotated[str, Field(min_length=1)]
     module: Path
     route: str
+    argv: list[str] | None = Field(None, description="The guest's whole argv; unset: the module's file name.")
+    source: SourceConfig | None = Field(None, description="A script the module (a language runtime) runs.")
     version: str | None = None
     vars: dict[str, str] = Field(default_factory=dict)
     folders: list[FolderConfig] = Field(default_factory=list)
@@ -344,6 +346,10 @@ class RuntimeConfig(_Strict):
             w.module = res(w.module)
             for f in w.folders:
                 f.from_ = res(f.from_)
+            if w.source is not None:
+                w.source.file = res(w.source.file)
+                w.source.wrapper = None if w.source.wrapper is None else res(w.source.wrapper)
+                w.source.files = [res(f) for f in w.source.files]
         if data.server.public_dir is not None:
             data.server.public_dir = res(data.server.public_dir)
         if data.server.cache_dir is not None:

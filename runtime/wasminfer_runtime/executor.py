@@ -76,10 +76,12 @@ def _c_strings(items: Sequence[bytes]) -> ctypes.Array[ctypes.c_char_p]:
 
 
 class _WasiTemplate:
-    """A worker's WASI context, encoded once: argv[0], env and folders; stdio varies per call."""
+    """A worker's WASI context, encoded once: argv, env and folders; stdio varies per call."""
 
     def __init__(self, worker: WorkerConfig) -> None:
-        self.argv0 = os.fsencode(worker.module.name)
+        # A language runtime gets its argv whole, as wws passes it (argv[0] included).
+        argv = [worker.module.name] if worker.argv is None else worker.argv
+        self.argv = [os.fsencode(a) for a in argv]
         try:
             self.env_names = _c_strings([k.encode() for k in worker.vars])
             self.env_values = _c_strings([v.encode() for v in worker.vars.values()])
@@ -87,11 +89,11 @@ class _WasiTemplate:
             bad = [k for k, v in worker.vars.items() if _not_utf8(k + v)]
             raise WorkerLoadError(f"worker {worker.name!r}: vars {', '.join(bad)} are not UTF-8 text") from None
         self.folders = [(str(f.from_).encode(), f.to.encode(), f.writable) for f in worker.folders]
-        self.default_argv = _c_strings([self.argv0])
+        self.default_argv = _c_strings(self.argv)
 
     def build(self, stdin: bytes, args: Sequence[str], out: capture.GuestOutput, err: capture.GuestOutput) -> int:
         """A new wasi_config_t (the caller hands it to a store, which then owns it)."""
-        argv = self.default_argv if not args else _c_strings([self.argv0, *(os.fsencode(a) for a in args)])
+        argv = self.default_argv if not args else _c_strings([*self.argv, *(os.fsencode(a) for a in args)])
         cfg: int = capi.wasi_config_new()
         try:
             if not capi.wasi_config_set_argv(cfg, len(argv), argv):

@@ -103,8 +103,9 @@ def _as_wws(resp: web.StreamResponse) -> web.StreamResponse:
 # -- configuration -------------------------------------------------------------------------------
 
 
-def load_config(folder: Path | None, config: Path | None) -> RuntimeConfig:
-    """The RuntimeConfig for `serve DIR` or `serve --config FILE` (raises ConfigError)."""
+def load_config(folder: Path | None, config: Path | None, cache_dir: Path | None = None) -> RuntimeConfig:
+    """The RuntimeConfig for `serve DIR` or `serve --config FILE` (raises ConfigError); cache_dir:
+    `--cache-dir`, where a folder's JavaScript engine is looked up."""
     if (folder is None) == (config is None):
         raise ConfigError("serve takes a wws folder or --config runtime.yaml (exactly one)")
     if config is not None:
@@ -112,7 +113,7 @@ def load_config(folder: Path | None, config: Path | None) -> RuntimeConfig:
         check_paths(cfg, config)
         return cfg
     assert folder is not None
-    return load_wws_folder(folder)  # checks its paths as it reads them
+    return load_wws_folder(folder, cache_dir=cache_dir)  # checks its paths as it reads them
 
 
 def check_paths(cfg: RuntimeConfig, source: Path) -> None:
@@ -394,7 +395,8 @@ def build_app(service: Service, routes: RouteTable) -> web.Application:
 def _log_plan(cfg: RuntimeConfig) -> None:
     for w in sorted(cfg.workers, key=lambda w: w.route):
         nn = f", wasi-nn models: {', '.join(w.wasi_nn.models) or '-'}" if w.wasi_nn.enabled else ""
-        log.info("route %-24s -> worker %s (%s%s)", w.route, w.name, w.module, nn)
+        what = f"{w.source.file} on {w.module}" if w.source is not None else str(w.module)
+        log.info("route %-24s -> worker %s (%s%s)", w.route, w.name, what, nn)
     if cfg.server.public_dir is not None:
         log.info("static files from %s", cfg.server.public_dir)
 
@@ -481,7 +483,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        cfg = with_overrides(load_config(args.folder, args.config), host=args.host, port=args.port,
+        cfg = with_overrides(load_config(args.folder, args.config, args.cache_dir), host=args.host, port=args.port,
                              cache_dir=args.cache_dir)
         build_routes(cfg)
     except ConfigError as err:

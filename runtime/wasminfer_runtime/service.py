@@ -23,6 +23,7 @@ from wasminfer_runtime.executor import WorkerExecutor
 from wasminfer_runtime.kv import KvStores
 from wasminfer_runtime.metrics import Metrics
 from wasminfer_runtime.models import ModelRegistry
+from wasminfer_runtime.runtimes import SourceStore
 from wasminfer_runtime.workpool import WorkPool
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class Service:
         self.kv = KvStores(cfg.workers)  # in memory, for this process only
         self.gates = {w.name: WorkerGate(*concurrency_for(w, threads or default_threads())) for w in cfg.workers}
         self._load_pool = ThreadPoolExecutor(2, thread_name_prefix="wasminfer-load")
+        self.sources = SourceStore()  # the /src folders of workers that are scripts
         for w in cfg.workers:
             metrics.worker_ready.labels(w.name).set(0)
         # (worker, status) -> (request counter, latency histogram); `labels()` costs microseconds.
@@ -169,6 +171,7 @@ class Service:
         self._load_pool.shutdown(wait=False, cancel_futures=True)
         # The epoch ticker must outlive the invocations: it is what ends a guest that loops.
         self.invoke_pool.shutdown(wait=True)
+        self.sources.close()
         self.models.close()
         self.engine.close()
 
@@ -188,7 +191,7 @@ class Service:
         try:
             if cfg.name in self.cfg.worker_errors:
                 raise ConfigError(self.cfg.worker_errors[cfg.name])
-            executor = WorkerExecutor(self.engine, self.models, cfg, stopping=self.stopping)
+            executor = WorkerExecutor(self.engine, self.models, self.sources.prepare(cfg), stopping=self.stopping)
         except Exception as err:
             self._finish(self._worker_status, cfg.name, "worker", err, t0)
         else:

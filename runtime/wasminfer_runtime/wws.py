@@ -2,7 +2,8 @@
 
 `wasminfer serve DIR` serves the folder a user ran `wws DIR` on:
 
-- every `*.wasm` is a worker; its route comes from its path (`api/hello.wasm` -> `/api/hello`,
+- every `*.wasm` is a worker, and so is every `*.js` and every file with an extension a runtime of
+  `.wws.toml` claims (a script run by a language runtime, runtimes.py); its route comes from its path (`api/hello.wasm` -> `/api/hello`,
   `index.wasm` -> `/`, `api/index.wasm` -> `/api`, `[id].wasm` -> dynamic segment `id`, `[...all].wasm` -> the rest of the path in `all`);
 - paths with a component starting with `_` or `.` are not routes, nor is anything under a folder
   named `public` when the root has one; `public/` holds static files;
@@ -50,6 +51,7 @@ from wasminfer_runtime.config import (
     parse_runtime_config,
 )
 from wasminfer_runtime.routing import Route, RouteError, RouteTable
+from wasminfer_runtime.runtimes import Runtimes
 
 log = logging.getLogger(__name__)
 
@@ -269,16 +271,20 @@ def _worker(root: Path, module: Path, env: Mapping[str, str], models: _Models) -
         raise ConfigError(format_validation_error(str(toml_path), err)) from None
 
 
-def load_wws_folder(root: Path, env: Mapping[str, str] | None = None) -> RuntimeConfig:
-    """Read a wws folder into a RuntimeConfig (raises ConfigError)."""
+def load_wws_folder(root: Path, env: Mapping[str, str] | None = None,
+                    cache_dir: Path | None = None) -> RuntimeConfig:
+    """Read a wws folder into a RuntimeConfig (raises ConfigError); cache_dir: where the JavaScript
+    engine is looked up (runtimes.py)."""
     env = os.environ if env is None else env
     root = root.resolve()
     if not root.is_dir():
         raise ConfigError(f"{root}: not a folder")
     public = root / PUBLIC_DIR
     has_public = public.is_dir()
+    runtimes = Runtimes(root, cache_dir, env)
     modules = sorted(
-        p for p in root.rglob("*.wasm") if p.is_file() and _is_route(p.relative_to(root), has_public)
+        p for p in root.rglob("*") if p.suffix[1:] in runtimes.extensions and p.is_file()
+        and _is_route(p.relative_to(root), has_public)
     )
     models = _Models()
     workers: list[WorkerConfig] = []
@@ -286,7 +292,7 @@ def load_wws_folder(root: Path, env: Mapping[str, str] | None = None) -> Runtime
     broken: dict[str, str] = {}
     for module in modules:
         try:
-            w = _worker(root, module, env, models)
+            w = runtimes.bind(_worker(root, module, env, models), module)
         except ConfigError as err:
             # As in wws, one worker's bad configuration costs that worker only: it keeps its route
             # (named after its file) and answers 503 with the reason.
@@ -305,7 +311,7 @@ def load_wws_folder(root: Path, env: Mapping[str, str] | None = None) -> Runtime
     except RouteError as err:
         raise ConfigError(f"{root}: {err}") from None
     if not workers:
-        log.warning("%s: no workers found (no *.wasm outside _*, .* and public/)", root)
+        log.warning("%s: no workers found (no *.wasm, *.js or script of a .wws.toml runtime outside _*, .* and public/)", root)
     cfg = RuntimeConfig(
         server=ServerConfig.model_validate({"public_dir": public if has_public else None, "wws_compat": True}),
         models=[m for m, _ in models.by_name.values()],

@@ -39,6 +39,7 @@ GUEST_SOURCES = {
     **{name: ROOT / "tests" / "guests" / f"{name}.c" for name in HOSTILE},
     "hostile_sleep": ROOT / "tests" / "guests" / "hostile_sleep.c",
     "write_file": ROOT / "tests" / "guests" / "write_file.c",
+    "tiny_runtime": ROOT / "tests" / "guests" / "tiny_runtime.c",
     "kv_counter": ROOT / "tests" / "guests" / "kv_counter.c",
     "sdk_kv": ROOT / "tests" / "guests" / "sdk_kv.c",
     "http_fetch": ROOT / "tests" / "guests" / "http_fetch.c",
@@ -113,6 +114,8 @@ class ServerThread:
         return self
 
     def stop(self) -> None:
+        if not self.thread.is_alive():  # stopped already (a test may stop it before its fixture does)
+            return
         if self.runner is not None:
             asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(timeout=60)
         self.loop.call_soon_threadsafe(self.loop.stop)
