@@ -10,10 +10,10 @@ unless the worker opts in to `binary_body = "base64"`: then they are sent base64
 `"base64": true` added to the request, so binary uploads (images for a model) arrive intact.
 
 Response {data, headers, status, kv, base64}: `data` is the body, base64 of the bytes when
-`base64` is true. `strict` (wws folders) reads it as wws does: `data`, `headers` and `status` must
-be there and not null; otherwise missing ones mean "", {} and 200. `kv` must be an object of
-strings when present (a missing one is for the server to judge: it ignores it, unless the worker
-has a key/value store). `status` is an integer 0-65535: 200-999 is sent, anything else but 1xx
+`base64` is true. `strict` (wws folders) reads it as wws does: `data`, `headers`, `status` and
+`kv` must be there and not null; otherwise missing ones mean "", {} and 200, and a missing `kv` is
+for the server to judge (it ignores it, unless the worker has a key/value store). `kv` must be an
+object of strings. `status` is an integer 0-65535: 200-999 is sent, anything else but 1xx
 becomes 200 (wws's rule); 1xx is refused (wws would send an interim response and no final one).
 Header names are sent lowercase, with '_' read as '-' (JavaScript workers cannot write '-' in
 object keys); content-type comes first, text/html unless the worker sets one. Anything else of
@@ -105,7 +105,7 @@ def decode_response(raw: bytes, *, strict: bool = False) -> WorkerResponse:
     if not isinstance(doc, dict):
         raise ProtocolError(f"stdout is JSON but not an object; it starts with {_preview(raw)}")
     if strict:
-        missing = [k for k in ("data", "headers", "status") if doc.get(k) is None]
+        missing = [k for k in ("data", "headers", "status", "kv") if doc.get(k) is None]
         if missing:
             raise ProtocolError(f"{', '.join(repr(k) for k in missing)} missing or null (wws requires them)")
 

@@ -87,7 +87,8 @@ def test_response_fields_and_header_order() -> None:
 
 def test_missing_fields_strict_and_lenient() -> None:
     for raw in (b'{"headers": {}, "status": 200}', b'{"data": "", "status": 200}', b'{"data": "", "headers": {}}',
-                b'{"data": null, "headers": {}, "status": 200}'):
+                b'{"data": null, "headers": {}, "status": 200}', b'{"data": "", "headers": {}, "status": 200}',
+                b'{"data": "", "headers": {}, "status": 200, "kv": null}'):
         with pytest.raises(ProtocolError, match="missing or null") as err:
             decode_response(raw, strict=True)
         assert err.value.answer is wws_answers.FAILED
