@@ -390,4 +390,3 @@ def main(args: argparse.Namespace) -> int:
     digest = hashlib.sha256(dest.read_bytes()).hexdigest()
     print(f"{dest} ({dest.stat().st_size} bytes, sha256 {digest})")
     return 0
-
