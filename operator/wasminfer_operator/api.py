@@ -16,7 +16,18 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict, JsonValue
 
-from wasminfer_runtime.config import BackendName, Device, ModelFormat, PerformanceHint, Precision, default_backend
+from wasminfer_runtime.config import (
+    HTTP_METHODS,
+    BackendName,
+    Device,
+    HttpRequestsConfig,
+    KvConfig,
+    ModelFormat,
+    PerformanceHint,
+    Precision,
+    default_backend,
+)
+from wasminfer_runtime.config import Limits as RuntimeLimits
 
 GROUP = "wasminfer.dev"
 VERSION = "v1alpha1"
@@ -28,6 +39,13 @@ DNS_SUBDOMAIN_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9
 DNS_LABEL_RE = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 PROFILE_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ENV_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# What an allowed host of outbound HTTP can match (http_requests.py compares it, without case, with a
+# URL's host): a DNS name (an IDN in its xn-- form) or IPv4 address, or an IPv6 address (two colons at
+# least) with or without brackets. A scheme, port, path or wildcard would never match: refused, not kept dead.
+HOST_RE = (
+    r"^([A-Za-z0-9_]([-A-Za-z0-9_]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([-A-Za-z0-9_]{0,61}[A-Za-z0-9_])?)*"
+    r"|\[[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*\]|[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)$"
+)
 QUANTITY_RE = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 
 
@@ -78,6 +96,22 @@ def _exactly_one(obj: BaseModel, names: tuple[str, ...], what: str) -> None:
     if len(present) != 1:
         camel = ", ".join(to_camel(n) for n in names)
         raise ValueError(f"{what}: set exactly one of {camel}")
+
+
+def _runtime_default(model: type[BaseModel], name: str) -> Any:
+    """The runtime's default for a runtime.yaml key, for the API field that renders into it."""
+    return model.model_fields[name].get_default(call_default_factory=True)
+
+
+def _runtime_bounds(model: type[BaseModel], name: str) -> dict[str, Any]:
+    """The bounds the runtime puts on a runtime.yaml key (ge, le, min_length...), as Field arguments, so
+    that the API field rendering into it admits what the runtime accepts and no more."""
+    out: dict[str, Any] = {}
+    for meta in model.model_fields[name].metadata:
+        for key in ("gt", "ge", "lt", "le", "min_length", "max_length"):
+            if getattr(meta, key, None) is not None:
+                out[key] = getattr(meta, key)
+    return out
 
 
 # --- artifact sources ------------------------------------------------------------------------------
@@ -397,6 +431,78 @@ class WorkerLimits(_Api):
     memory_mib: int = Field(default=256, ge=1, le=4096, alias="memoryMiB", description="Linear memory cap per request, in MiB.")
     timeout_seconds: float = Field(default=30.0, gt=0, le=3600, description="Execution timeout per request, in seconds.")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=0, le=1 << 30, description="Largest request body accepted, in bytes.")
+    max_kv_bytes: int = Field(
+        _runtime_default(RuntimeLimits, "max_kv_bytes"),
+        **_runtime_bounds(RuntimeLimits, "max_kv_bytes"),
+        description="Largest key/value store (UTF-8 bytes of its keys and values) the worker may write; a larger one "
+        "gets 500 kv_too_large and the store keeps its previous state.",
+    )
+
+
+class KvStore(_Api):
+    """The worker's key/value store (wws `[data.kv]`)."""
+
+    namespace: str = Field(
+        **_runtime_bounds(KvConfig, "namespace"),
+        max_length=253,
+        description="Name of the store. It is shared only inside one runtime pod, and a pod serves one WasmWorker, so "
+        "the name does not connect WasmWorkers.",
+    )
+
+
+def _check_method(v: str) -> str:
+    if v not in HTTP_METHODS:
+        raise ValueError(f"{v!r} is not a method the runtime knows (in capitals: {', '.join(HTTP_METHODS)})")
+    return v
+
+
+HttpMethod = Annotated[str, AfterValidator(_check_method), WithJsonSchema({"type": "string", "enum": list(HTTP_METHODS)})]
+AllowedHost = Annotated[str, Field(max_length=253, pattern=HOST_RE)]
+
+
+class HttpRequests(_Api):
+    """Outbound HTTP from the guest (wws `[features.http_requests]`): only to these hosts, with these methods."""
+
+    allowed_hosts: list[AllowedHost] = Field(
+        default_factory=list,
+        max_length=64,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Hosts a request may go to, on any port, compared without case: DNS names (an IDN in its xn-- "
+        "form) or IP addresses (IPv6 in its short form, 2001:db8::1, with or without brackets), without scheme, "
+        "port or path. Each redirect hop must be allowed too. Empty: every request is refused.",
+    )
+    allowed_methods: list[HttpMethod] = Field(
+        default_factory=lambda: list(_runtime_default(HttpRequestsConfig, "allowed_methods")),
+        max_length=len(HTTP_METHODS),
+        json_schema_extra={"x-kubernetes-list-type": "set", "default": _runtime_default(HttpRequestsConfig, "allowed_methods")},
+        description=f"Methods a request may use, in capitals: any of {', '.join(HTTP_METHODS)}.",
+    )
+    allow_http: bool = Field(
+        _runtime_default(HttpRequestsConfig, "allow_http"), description="Allow http:// URLs; only https:// otherwise."
+    )
+    timeout_seconds: float = Field(
+        _runtime_default(HttpRequestsConfig, "timeout_seconds"),
+        **_runtime_bounds(HttpRequestsConfig, "timeout_seconds"),
+        description="A request, redirects and body included, fails with timeout after this long; the worker's own "
+        "limits.timeoutSeconds bounds it too.",
+    )
+    max_request_body_bytes: int = Field(
+        _runtime_default(HttpRequestsConfig, "max_request_body_bytes"),
+        **_runtime_bounds(HttpRequestsConfig, "max_request_body_bytes"),
+        description="A larger request body fails with invalid-request-body.",
+    )
+    max_response_body_bytes: int = Field(
+        _runtime_default(HttpRequestsConfig, "max_response_body_bytes"),
+        **_runtime_bounds(HttpRequestsConfig, "max_response_body_bytes"),
+        description="A larger response body fails with invalid-response-body.",
+    )
+
+    @field_validator("allowed_hosts", "allowed_methods")
+    @classmethod
+    def _sets(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("must not repeat a value")
+        return v
 
 
 class ResourceRequirements(_Api):
@@ -510,6 +616,13 @@ class WasmWorkerSpec(_Api):
         description="Volumes preopened in the guest as directories.",
     )
     limits: WorkerLimits = Field(default_factory=WorkerLimits, json_schema_extra=_EMPTY_DEFAULT, description="Per-request limits.")
+    kv: KvStore | None = Field(
+        default=None,
+        description="A key/value store: the request's kv holds its state, the worker's response replaces it. It lives in "
+        "the memory of each runtime pod: every replica has its own, so requests spread over replicas see different "
+        "states, and nothing persists across pod restarts or rollouts. None unless set.",
+    )
+    http_requests: HttpRequests | None = Field(default=None, description="Outbound HTTP from the guest; none unless set.")
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements, description="Compute resources of the runtime container.")
     placement: Placement = Field(default_factory=Placement, description="Device profile, fallbacks and scheduling constraints.")
     image: str | None = Field(default=None, max_length=512, description="Runtime container image; the profile's or the operator's default when unset.")

@@ -21,6 +21,8 @@ from wasminfer_runtime.config import (
     BackendName,
     Device,
     FolderConfig,
+    HttpRequestsConfig,
+    KvConfig,
     Limits,
     ModelConfig,
     ModelOptions,
@@ -216,6 +218,17 @@ def allowed_backends(spec: api.WasmWorkerSpec, models: list[NamedModel]) -> list
     return sorted({m.spec.resolved_backend for m in models}, key=lambda b: b.value)
 
 
+def http_requests_config(grant: api.HttpRequests | None) -> HttpRequestsConfig | None:
+    """The worker's outbound HTTP grant in runtime.yaml; none (every call refused) unless the spec has one."""
+    if grant is None:
+        return None
+    return HttpRequestsConfig(
+        allowed_hosts=list(grant.allowed_hosts), allowed_methods=list(grant.allowed_methods), allow_http=grant.allow_http,
+        timeout_seconds=grant.timeout_seconds, max_request_body_bytes=grant.max_request_body_bytes,
+        max_response_body_bytes=grant.max_response_body_bytes,
+    )
+
+
 def runtime_config(
     ref: ObjectRef, spec: api.WasmWorkerSpec, models: list[NamedModel], profile: DeviceProfile
 ) -> tuple[RuntimeConfig, FetchPlan, _Volumes]:
@@ -256,8 +269,13 @@ def runtime_config(
             FolderConfig.model_validate({"from": str(FOLDERS_DIR / str(i)), "to": f.path, "writable": f.writable})
             for i, f in enumerate(spec.folders)
         ],
-        limits=Limits(memory_mib=spec.limits.memory_mib, timeout_seconds=spec.limits.timeout_seconds, max_body_bytes=spec.limits.max_body_bytes),
+        limits=Limits(
+            memory_mib=spec.limits.memory_mib, timeout_seconds=spec.limits.timeout_seconds, max_body_bytes=spec.limits.max_body_bytes,
+            max_kv_bytes=spec.limits.max_kv_bytes,
+        ),
         wasi_nn=WasiNnConfig(enabled=bool(models or backends), allowed_backends=backends, models=[m.name for m in models]),
+        kv=KvConfig(namespace=spec.kv.namespace) if spec.kv is not None else None,
+        http_requests=http_requests_config(spec.http_requests),
     )
     cfg = RuntimeConfig(
         # A pod whose worker or model cannot load never gets ready: it exits and says why, so the
