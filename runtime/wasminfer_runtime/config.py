@@ -177,6 +177,12 @@ class WasiNnConfig(_Strict):
     )
 
 
+class KvConfig(_Strict):
+    """The wws key/value store: workers naming the same namespace share one in-memory store."""
+
+    namespace: Annotated[str, Field(min_length=1)]
+
+
 # The methods of wws's http-method enum (wit/core/http-types.wit), in its order.
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD")
 
@@ -222,12 +228,6 @@ class SourceConfig(_Strict):
     name: Annotated[str, Field(pattern=r"^[^/\\]+$")] = Field(description="Its file name under /src (index.py).")
     wrapper: Path | None = Field(None, description="A template whose `{source}` becomes the script's text.")
     files: list[Path] = Field(default_factory=list, description="Copied beside it (a runtime's polyfill).")
-
-
-class KvConfig(_Strict):
-    """The wws key/value store: workers naming the same namespace share one in-memory store."""
-
-    namespace: Annotated[str, Field(min_length=1)]
 
 
 class WorkerConfig(_Strict):

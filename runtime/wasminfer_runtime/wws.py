@@ -12,10 +12,14 @@
   read-write, as wws mounts them, unless `readonly = true`, an extension of ours; the older
   `writable = false` means the same), [features.wasi_nn] allowed_backends and
   [[features.wasi_nn.preload_models]] (each a named model called after its folder; 4-D inputs of
-  OpenVINO IR models read as NHWC, as wws did, unless `input_layout = "model"`, ours),
-  [features.http_requests] allowed_hosts, allowed_methods, allow_http (outbound HTTP,
-  http_requests.py), [data.kv] namespace (the key/value store, kv.py), and, beyond wws, [limits]
-  with the keys of runtime.yaml (memory_mib, timeout_seconds, max_body_bytes, max_kv_bytes, ...).
+  OpenVINO IR models read as NHWC, as wws did, unless `input_layout = "model"`, ours), [data.kv]
+  namespace (the key/value store, kv.py), [features.http_requests] allowed_hosts, allowed_methods,
+  allow_http (outbound HTTP, http_requests.py), and, beyond wws, [limits] with the keys of runtime.yaml
+  (memory_mib, timeout_seconds, max_body_bytes, max_kv_bytes, ...) and `binary_body = "base64"`
+  (a request body that is not UTF-8 reaches the worker base64-encoded rather than as "").
+
+The server answers as wws does (server.wws_compat): its error and not-found bodies, its reading of
+worker responses.
 
 Anything wrong is a ConfigError naming the file and the key.
 """
@@ -37,8 +41,8 @@ from wasminfer_runtime.config import (
     decode_utf8,
     expand_env_vars,
     FolderConfig,
-    InputLayout,
     HttpRequestsConfig,
+    InputLayout,
     KvConfig,
     Limits,
     ModelConfig,

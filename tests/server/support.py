@@ -40,9 +40,9 @@ GUEST_SOURCES = {
     "hostile_sleep": ROOT / "tests" / "guests" / "hostile_sleep.c",
     "write_file": ROOT / "tests" / "guests" / "write_file.c",
     "tiny_runtime": ROOT / "tests" / "guests" / "tiny_runtime.c",
+    "http_fetch": ROOT / "tests" / "guests" / "http_fetch.c",
     "kv_counter": ROOT / "tests" / "guests" / "kv_counter.c",
     "sdk_kv": ROOT / "tests" / "guests" / "sdk_kv.c",
-    "http_fetch": ROOT / "tests" / "guests" / "http_fetch.c",
     "wws_mirror": ROOT / "tests" / "guests" / "wws_mirror.c",
 }
 
