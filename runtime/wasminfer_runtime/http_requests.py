@@ -45,6 +45,7 @@ import atexit
 import concurrent.futures
 import ctypes
 import enum
+import ipaddress
 import logging
 import re
 import struct
@@ -148,18 +149,28 @@ class OutboundResponse:
 # -- policy ------------------------------------------------------------------------------------
 
 
+def _host_key(host: str) -> str:
+    """A host as compared: lowercase, IPv6 without brackets, an IP address in its one canonical text
+    (so `2001:0db8::1` in allowed_hosts matches a request to `[2001:db8::1]`)."""
+    host = host.lower().strip("[]")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
+
+
 class Policy:
     """What one worker's requests may do."""
 
     def __init__(self, cfg: HttpRequestsConfig) -> None:
         self.cfg = cfg
-        self.hosts = frozenset(h.lower().strip("[]") for h in cfg.allowed_hosts)  # IPv6 with or without brackets
+        self.hosts = frozenset(_host_key(h) for h in cfg.allowed_hosts)
         self.methods = frozenset(cfg.allowed_methods)
 
     def check(self, url: URL, method: str) -> None:
         """Refused unless `url` and `method` are allowed (wws's checks first, in its order)."""
         host = url.host
-        if host is not None and host.lower() not in self.hosts and (url.raw_host or "").lower() not in self.hosts:
+        if host is not None and _host_key(host) not in self.hosts and _host_key(url.raw_host or "") not in self.hosts:
             raise Refused(HttpError.not_allowed, f"host {host!r} is not in this worker's "
                                                  "http_requests.allowed_hosts")
         if url.scheme == "http" and not self.cfg.allow_http:

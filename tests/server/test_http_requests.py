@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from yarl import URL
 
-from wasminfer_runtime.config import ConfigError, load_runtime_config
-from wasminfer_runtime.http_requests import HttpError
+from wasminfer_runtime.config import ConfigError, HttpRequestsConfig, load_runtime_config
+from wasminfer_runtime.http_requests import HttpError, Policy, Refused
 from wasminfer_runtime.wws import load_wws_folder
 
 from .support import ServerThread, put_worker, request, wait_loaded
@@ -294,3 +295,15 @@ def _empty_module(folder: Path) -> Path:
     path = folder / "_empty.wasm"
     path.write_bytes(b"\0asm\x01\0\0\0")
     return path
+
+
+@pytest.mark.parametrize(("allowed", "url"), [
+    ("2001:0db8::1", "https://[2001:db8::1]/"),
+    ("[2001:DB8::1]", "https://[2001:db8:0::1]/"),
+    ("::ffff:10.0.0.1", "https://[::ffff:a00:1]/"),
+    ("Example.COM", "https://example.com/"),
+])
+def test_allowed_hosts_match_whatever_way_an_address_is_written(allowed: str, url: str) -> None:
+    Policy(HttpRequestsConfig(allowed_hosts=[allowed])).check(URL(url), "GET")  # raises Refused otherwise
+    with pytest.raises(Refused):
+        Policy(HttpRequestsConfig(allowed_hosts=[allowed])).check(URL("https://[2001:db8::2]/"), "GET")
