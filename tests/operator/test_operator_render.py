@@ -136,7 +136,7 @@ def test_runtime_yaml_is_the_runtime_contract(cfg: OperatorConfig) -> None:
 
 def test_worker_without_models_has_wasi_nn_off(cfg: OperatorConfig) -> None:
     (w,) = runtime_yaml(render(cfg))["workers"]
-    assert w["wasi_nn"] == {"enabled": False, "allowed_backends": [], "models": []}
+    assert w["wasi_nn"] == {"enabled": False, "allowed_backends": [], "models": [], "input_layout": "model"}
 
 
 def test_fetch_plan_downloads_https_and_copies_config_maps(cfg: OperatorConfig) -> None:
@@ -253,7 +253,8 @@ def test_allowed_backends_default_to_the_models_backends(cfg: OperatorConfig) ->
     r = render(cfg, named=[model("v"), ort])
     assert runtime_yaml(r)["workers"][0]["wasi_nn"]["allowed_backends"] == ["onnxruntime", "openvino"]
     r = render(cfg, allowedBackends=["onnxruntime"])
-    assert runtime_yaml(r)["workers"][0]["wasi_nn"] == {"enabled": True, "allowed_backends": ["onnxruntime"], "models": []}
+    assert runtime_yaml(r)["workers"][0]["wasi_nn"] == {"enabled": True, "allowed_backends": ["onnxruntime"], "models": [],
+                                                       "input_layout": "model"}
 
 
 def test_examples_render(cfg: OperatorConfig) -> None:
