@@ -15,8 +15,8 @@ stdin (protocol.py); the invocation runs in a thread; the verdict maps to an HTT
 
 Errors are JSON: {"error": kind, "worker": name, "message": why}, with the kind in the
 X-Wasminfer-Error header. A wws folder (server.wws_compat) gets wws's own answers where wws has
-one (wws_answers.py: any 500, a bad base64 body, no route); the kind stays in the header and the
-reason in the log line.
+one (wws_answers.py: any 500, a bad base64 body, no route), without our header (wws sends none):
+the reason is in the log line. No answer names our server software.
 """
 
 from __future__ import annotations
@@ -89,15 +89,32 @@ _WWS_ANSWER = web.ResponseKey("wws_answer", Answer)
 
 
 def _as_wws(resp: web.StreamResponse) -> web.StreamResponse:
-    """wws's answer in place of our error, where wws has one; the kind stays in ERROR_HEADER."""
+    """wws's answer in place of our error, where wws has one (the log line has the reason)."""
     answer = resp.get(_WWS_ANSWER)
     if answer is None:
         return resp
     out = web.Response(status=answer.status, body=answer.body)
     if answer.content_type is not None:
         out.headers["content-type"] = answer.content_type
-    out.headers[ERROR_HEADER] = resp.headers[ERROR_HEADER]
+    else:
+        out[_NO_CONTENT_TYPE] = True
     return out
+
+
+_NO_CONTENT_TYPE = web.ResponseKey("no_content_type", bool)
+
+
+async def _final_headers(request: web.Request, resp: web.StreamResponse) -> None:
+    """No Server header (it names our versions); none of the content type aiohttp adds to a body
+    when wws sends none."""
+    resp.headers.popall("Server", None)
+    if resp.get(_NO_CONTENT_TYPE):
+        resp.headers.popall("Content-Type", None)
+
+
+def _static(path: Path, wws_compat: bool) -> web.FileResponse:
+    """A static file; in a wws folder with the headers wws's file service sends."""
+    return web.FileResponse(path, headers=wws_answers.static_file_headers(path.name) if wws_compat else None)
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -201,7 +218,7 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         static = _static_file(service.cfg.server.public_dir, request.path, not service.cfg.server.wws_compat)
         if static is not None:
             log.debug("%s %s -> static %s", request.method, request.path_qs, static)
-            return web.FileResponse(static)
+            return _static(static, service.cfg.server.wws_compat)
     if match is not None:
         return await _serve_worker(request, service, match)
     log.debug("%s %s -> 404", request.method, request.path_qs)
@@ -222,7 +239,7 @@ def _wws_not_found(request: web.Request, public: Path | None) -> web.StreamRespo
     else:
         page = _static_file(public, "/404.html")
         if page is not None:
-            return web.FileResponse(page)
+            return _static(page, True)
         answer = wws_answers.NOT_FOUND
     return _as_wws(_error(answer.status, "not_found", f"no worker or static file for {request.path}",
                           answer=answer))
@@ -375,6 +392,7 @@ def build_app(service: Service, routes: RouteTable) -> web.Application:
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     app.router.add_route("*", "/{tail:.*}", _dispatch)
+    app.on_response_prepare.append(_final_headers)
 
     async def on_startup(app: web.Application) -> None:
         app[SERVICE_KEY].start()

@@ -1,13 +1,16 @@
 """The answers wws 1.7.0 gives where no worker response is sent as is: a failed worker, a response
 it cannot send, a path nothing serves.
 
-In a wws folder (`server.wws_compat`) the server sends these; the reason is in its log line and in
-the X-Wasminfer-Error header (ours: the kind of failure).
+In a wws folder (`server.wws_compat`) the server sends these, and static files with the headers
+wws's file service gives them; the reason for an error is in the server's log line (a runtime.yaml
+also gets the kind of failure in the X-Wasminfer-Error header, which wws does not send).
 """
 
 from __future__ import annotations
 
+import mimetypes
 from dataclasses import dataclass
+from urllib.parse import quote
 
 ERROR_HEADER = "X-Wasminfer-Error"
 
@@ -30,3 +33,29 @@ BAD_HEADER_VALUE = Answer(500, "text/plain; charset=utf-8", b"failed to parse he
 NOT_FOUND = Answer(404, None, b"")
 # Not GET or HEAD, no worker route, and the folder has public/: its static file service refuses.
 METHOD_NOT_ALLOWED = Answer(405, "text/plain; charset=utf-8", b"Request did not meet this resource's requirements.")
+
+
+# Content types that wws's file service sends with `; charset=utf-8`.
+_UTF8_TEXT = frozenset({"application/javascript", "text/html", "text/css", "text/plain", "text/csv",
+                        "text/tab-separated-values"})
+# Where Python's table and the one wws uses disagree on a common extension.
+_TYPES = {".js": "application/javascript", ".mjs": "application/javascript", ".wasm": "application/wasm"}
+_INLINE_APPLICATION = frozenset({"javascript", "json", "wasm"})
+_ATTR_CHARS = "!#$&+-.^_`|~"  # kept as they are in an RFC 8187 value, beside letters and digits
+_MIME = mimetypes.MimeTypes()  # Python's own table only, not the machine's: the same answer everywhere
+
+
+def static_file_headers(name: str) -> list[tuple[str, str]]:
+    """Content-Type and Content-Disposition of a static file named `name`, as wws sends them:
+    inline for text, images, audio, video, JavaScript, JSON and Wasm, attachment otherwise."""
+    suffix = name[name.rfind("."):].lower() if "." in name else ""
+    ctype = _TYPES.get(suffix) or _MIME.guess_type(name, strict=False)[0] or "application/octet-stream"
+    major, _, minor = ctype.partition("/")
+    inline = major in ("text", "image", "audio", "video") or (major == "application" and minor in _INLINE_APPLICATION)
+    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+    disposition = f'{"inline" if inline else "attachment"}; filename="{escaped}"'
+    if not name.isascii():
+        disposition += "; filename*=UTF-8''" + quote(name, safe=_ATTR_CHARS)
+    if ctype in _UTF8_TEXT:
+        ctype += "; charset=utf-8"
+    return [("Content-Type", ctype), ("Content-Disposition", disposition)]

@@ -166,3 +166,18 @@ def test_invalid_responses_say_what_is_wrong(raw: bytes, message: str) -> None:
     with pytest.raises(ProtocolError, match=message) as err:
         decode_response(raw)
     assert err.value.answer is wws_answers.FAILED
+
+
+@pytest.mark.parametrize(("name", "ctype", "disposition"), [
+    ("notes.txt", "text/plain; charset=utf-8", 'inline; filename="notes.txt"'),
+    ("app.js", "application/javascript; charset=utf-8", 'inline; filename="app.js"'),
+    ("data.json", "application/json", 'inline; filename="data.json"'),
+    ("logo.png", "image/png", 'inline; filename="logo.png"'),
+    ("bundle.zip", "application/zip", 'attachment; filename="bundle.zip"'),
+    ("noext", "application/octet-stream", 'attachment; filename="noext"'),
+    ('a"b.txt', "text/plain; charset=utf-8", 'inline; filename="a\\"b.txt"'),
+    ("café menu.html", "text/html; charset=utf-8",
+     "inline; filename=\"café menu.html\"; filename*=UTF-8''caf%C3%A9%20menu.html"),
+])
+def test_static_files_get_wws_content_type_and_disposition(name: str, ctype: str, disposition: str) -> None:
+    assert wws_answers.static_file_headers(name) == [("Content-Type", ctype), ("Content-Disposition", disposition)]
