@@ -35,8 +35,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 APP = HERE / "app"
 ANSWERS = HERE / "answers.json"
-# Where bench/wws/build.sh puts the binary; WWS_BIN overrides.
-WWS_BIN = Path(os.environ.get("WWS_BIN", Path.home() / ".cache" / "wasminfer" / "wws" / "1.7.0" / "bin" / "wws"))
+# Where `WWS_WASI_NN=1 bench/wws/build.sh` puts the binary (wws 1.7.0 whose wasi-nn runs on a
+# current OpenVINO: /nn needs it); WWS_BIN overrides.
+WWS_BIN = Path(os.environ.get("WWS_BIN", Path.home() / ".cache" / "wasminfer" / "wws" / "1.7.0" / "bin" / "wws-nn"))
 # Host environment both servers run with: vars.toml reads it through "$WWSREF_FROM_HOST".
 SERVER_ENV = {"WWSREF_FROM_HOST": "value from the host"}
 # Static files' mtime (2023-11-14T22:13:20Z), so Last-Modified is the same in every run.
@@ -122,6 +123,7 @@ CASES: list[Case] = [
     Case("kv_counter_2", "GET", "/counter"),
     Case("kv_counter_3_post", "POST", "/counter", TEXT, b"ignored"),
     Case("vars", "GET", "/vars"),
+    Case("wasi_nn_preloaded_nhwc", "GET", "/nn"),
 ]
 
 
@@ -137,9 +139,22 @@ def _build_c(src: Path) -> Path:
     return built
 
 
+def write_double_model(folder: Path) -> None:
+    """The IR model /nn preloads as "double": y = 2x, f32 [1,3,2,2] in and out."""
+    import numpy as np
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    x = ops.parameter([1, 3, 2, 2], ov.Type.f32, name="input")
+    y = ops.multiply(x, ops.constant(np.float32(2)))
+    folder.mkdir(parents=True, exist_ok=True)
+    ov.save_model(ov.Model([y], [x], "double"), folder / "model.xml", compress_to_fp16=False)
+
+
 def build_site(dest: Path) -> Path:
     """A servable copy of app/ under `dest`: each X.c compiled to X.wasm beside it (wws wants the
-    module next to its .toml), the sources removed, static files given a fixed mtime."""
+    module next to its .toml), the sources removed, static files given a fixed mtime, and the
+    model /nn preloads written."""
     # Guests are compiled in a copy under the repo's .cache/ (sdk/build.py builds below the repo
     # and rebuilds only what changed), then the whole folder is copied out.
     build = ROOT / ".cache" / "wws_reference" / "app"
@@ -152,6 +167,8 @@ def build_site(dest: Path) -> Path:
         if wasm.exists() and any(t > wasm.stat().st_mtime for t in shared):
             wasm.unlink()
         _build_c(src)
+    if not (build / "_models" / "double" / "model.bin").is_file():
+        write_double_model(build / "_models" / "double")
     site = dest / "app"
     shutil.copytree(build, site, ignore=shutil.ignore_patterns("*.c", "*.h", "_guests"))
     for static in (site / "public").rglob("*"):

@@ -2,8 +2,8 @@
 
     .venv/bin/python tests/wws_reference/record.py [--wws PATH] [--out PATH]
 
-Needs a real wws 1.7.0 binary (build one with bench/wws/build.sh; default
-~/.cache/wasminfer/wws/1.7.0/bin/wws, or WWS_BIN). Builds app/ into a temporary folder, serves it
+Needs a real wws 1.7.0 binary whose wasi-nn works on the installed OpenVINO (build it with
+`WWS_WASI_NN=1 bench/wws/build.sh`; default ~/.cache/wasminfer/wws/1.7.0/bin/wws-nn, or WWS_BIN). Builds app/ into a temporary folder, serves it
 with `wws FOLDER --host 127.0.0.1 --port <free port>`, sends cases.CASES in order and writes
 the normalized answers (see cases.py for the normalizations). CI never runs this: the test
 replays the recorded file.
