@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from wasminfer_operator.api import API_VERSION
-from wasminfer_operator.render import PROFILE_LABEL, RENDER_HASH, WORKER_LABEL
+from wasminfer_operator.render import PROFILE_LABEL, RENDER_HASH, TEMPLATE_HASH, WORKER_LABEL
 from wasminfer_runtime.config import LOAD_FAILURE_EXIT
 
 # Container states that mean the pod will not get ready by waiting.
@@ -105,6 +105,8 @@ class ChildView:
     updated_replicas: int = 0
     available_replicas: int = 0
     failure: str | None = None  # a ReplicaFailure condition's message (quota, admission)
+    stalled: tuple[str, str] | None = None  # (reason, message) of Progressing=False: ProgressDeadlineExceeded
+    template_hash: str | None = None  # the pod template's TEMPLATE_HASH: pods with another one are older
 
 
 def child_view(body: Mapping[str, Any]) -> ChildView:
@@ -122,6 +124,10 @@ def child_view(body: Mapping[str, Any]) -> ChildView:
         return view
     status = body.get("status") or {}
     failure = _condition(body, "ReplicaFailure")
+    progressing = _condition(body, "Progressing") or {}
+    stalled = None
+    if progressing.get("status") == "False":
+        stalled = (str(progressing.get("reason") or "ProgressDeadlineExceeded"), str(progressing.get("message", "")))
     return ChildView(
         kind=view.kind,
         name=view.name,
@@ -136,6 +142,8 @@ def child_view(body: Mapping[str, Any]) -> ChildView:
         updated_replicas=int(status.get("updatedReplicas") or 0),
         available_replicas=int(status.get("availableReplicas") or 0),
         failure=str(failure.get("message", "")) if failure and failure.get("status") == "True" else None,
+        stalled=stalled,
+        template_hash=(_get(body, "spec", "template", "metadata", "annotations") or {}).get(TEMPLATE_HASH),
     )
 
 
@@ -150,6 +158,7 @@ class PodView:
     ready: bool
     terminating: bool
     problem: tuple[str, str] | None  # (reason, message) when the pod cannot get ready by waiting
+    template_hash: str | None = None  # the TEMPLATE_HASH it was created with (None: older operator)
 
 
 def _container_problem(statuses: list[Mapping[str, Any]], init: bool) -> tuple[str, str] | None:
@@ -219,6 +228,7 @@ def _node_problem(body: Mapping[str, Any], ready: Mapping[str, Any]) -> tuple[st
 def pod_view(body: Mapping[str, Any]) -> PodView:
     meta = body.get("metadata") or {}
     labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
     sched = _condition(body, "PodScheduled") or {}
     ready = _condition(body, "Ready") or {}
     unschedulable = sched.get("status") == "False" and sched.get("reason") == "Unschedulable"
@@ -239,4 +249,5 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
         ready=ready.get("status") == "True",
         terminating=bool(meta.get("deletionTimestamp")),
         problem=problem,
+        template_hash=annotations.get(TEMPLATE_HASH),
     )

@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
@@ -52,6 +52,59 @@ class NodeRequirement(_Cfg):
 ACCELERATOR_NODE_LABELS = ("nvidia.com/gpu.present", "intel.feature.node.kubernetes.io/gpu", "intel.feature.node.kubernetes.io/npu")
 
 
+# A surge count or a percentage of the replicas, as Deployment.spec.strategy.rollingUpdate takes it.
+IntOrPercent = Annotated[int | str, Field(union_mode="left_to_right")]
+_PERCENT_RE = re.compile(r"^(0|[1-9][0-9]*)%$")
+
+
+def _is_zero(v: int | str) -> bool:
+    return v == 0 or v == "0%"
+
+
+class Rollout(_Cfg):
+    """How a worker's pods are replaced when its spec changes (the Deployment's strategy).
+
+    A pod that holds a device cannot be surged: on a node with one free device the extra pod never
+    schedules and the rollout waits forever. Profiles that request resources therefore replace pods
+    one at a time (maxSurge 0) unless configured otherwise."""
+
+    strategy: Literal["RollingUpdate", "Recreate"] = Field(default="RollingUpdate")
+    max_surge: IntOrPercent | None = Field(default=None, description="Extra pods during a rolling update (count or percent).")
+    max_unavailable: IntOrPercent | None = Field(default=None, description="Pods that may be missing during a rolling update.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Rollout:
+        for key, v in (("maxSurge", self.max_surge), ("maxUnavailable", self.max_unavailable)):
+            if v is None:
+                continue
+            if self.strategy == "Recreate":
+                raise ValueError(f"{key}: only for strategy RollingUpdate")
+            if isinstance(v, int) and v < 0 or isinstance(v, str) and not _PERCENT_RE.match(v):
+                raise ValueError(f"{key}: {v!r} is neither a count >= 0 nor a percentage like 25%")
+            if key == "maxUnavailable" and isinstance(v, str) and int(v[:-1]) > 100:
+                raise ValueError(f"{key}: {v!r} is more than 100%")
+        surge, unavailable = self.max_surge, self.max_unavailable
+        if surge is not None and unavailable is not None and _is_zero(surge) and _is_zero(unavailable):
+            raise ValueError("maxSurge and maxUnavailable cannot both be 0 (the rollout could never start)")
+        return self
+
+    def wire(self) -> dict[str, Any]:
+        """Deployment.spec.strategy, every field written out: a value the API server defaulted is
+        owned by no one in server-side apply, and a defaulted rollingUpdate left behind would make
+        a later switch to Recreate invalid."""
+        if self.strategy == "Recreate":
+            return {"type": "Recreate"}
+        surge = "25%" if self.max_surge is None else self.max_surge
+        unavailable = "25%" if self.max_unavailable is None else self.max_unavailable
+        return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}}
+
+
+# The Deployment default (25% surge) for profiles without devices; for profiles that request a
+# device, replace one pod at a time and never surge.
+DEPLOYMENT_DEFAULT = Rollout()
+REPLACE_ONE_AT_A_TIME = Rollout(max_surge=0, max_unavailable=1)
+
+
 class DeviceProfile(_Cfg):
     device: Device = Field(description="Device the models run on under this profile (OpenVINO/ONNX Runtime device name).")
     backends: list[BackendName] = Field(min_length=1, description="Backends that can use the device under this profile.")
@@ -63,6 +116,16 @@ class DeviceProfile(_Cfg):
     )
     image: str | None = Field(default=None, description="Runtime image for this profile; the operator default when unset.")
     automatic: bool = Field(default=True, description="Chosen automatically for models that need this device and backend.")
+    rollout: Rollout | None = Field(
+        default=None,
+        description="Deployment strategy; unset: maxSurge 0 / maxUnavailable 1 when the profile requests resources, else the Deployment default (25%/25%).",
+    )
+
+    def deployment_strategy(self) -> dict[str, Any]:
+        """Deployment.spec.strategy for this profile's workers."""
+        if self.rollout is not None:
+            return self.rollout.wire()
+        return (REPLACE_ONE_AT_A_TIME if self.resources else DEPLOYMENT_DEFAULT).wire()
 
     def serves(self, device: Device, backend: BackendName) -> bool:
         return self.device is device and backend in self.backends
@@ -95,6 +158,9 @@ class OperatorConfig(_Cfg):
     resync_seconds: int = Field(default=600, ge=10, description="Every object is reconciled at least this often.")
     source_recheck_seconds: int = Field(default=300, ge=5, description="How often resolved model sources are checked again.")
     run_as_user: int = Field(default=65532, ge=1, description="UID of runtime pods (never root).")
+    progress_deadline_seconds: int = Field(
+        default=600, ge=1, description="Seconds a rollout may make no progress before the worker reports Degraded (ProgressDeadlineExceeded)."
+    )
     profiles: dict[str, DeviceProfile] = Field(default_factory=builtin_profiles)
 
     @model_validator(mode="after")

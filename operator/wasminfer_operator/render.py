@@ -40,6 +40,9 @@ WORKER_LABEL = f"{api.GROUP}/worker"
 PROFILE_LABEL = f"{api.GROUP}/profile"
 RENDER_HASH = f"{api.GROUP}/render-hash"
 CONFIG_HASH = f"{api.GROUP}/config-hash"
+# On the pod template (so on every pod): a hash of the template itself. Pods whose value differs
+# from the Deployment's are of an older revision, whatever else the operator or a user changed.
+TEMPLATE_HASH = f"{api.GROUP}/template-hash"
 
 HTTP_PORT = 8080
 SERVICE_PORT = 80
@@ -474,22 +477,17 @@ def render_deployment(
     if affinity:
         pod_spec["affinity"] = affinity
     pod_labels = {**common_labels(ref.name), PROFILE_LABEL: profile_name}
-    return _stamp(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": _metadata(ref, ref.name),
-            "spec": {
-                "replicas": spec.replicas,
-                "revisionHistoryLimit": 3,
-                "selector": {"matchLabels": selector_labels(ref.name)},
-                "template": {
-                    "metadata": {"labels": pod_labels, "annotations": {CONFIG_HASH: config_hash}},
-                    "spec": pod_spec,
-                },
-            },
-        }
-    )
+    template: dict[str, Any] = {"metadata": {"labels": pod_labels, "annotations": {CONFIG_HASH: config_hash}}, "spec": pod_spec}
+    template["metadata"]["annotations"][TEMPLATE_HASH] = content_hash(template)
+    deployment_spec: dict[str, Any] = {
+        "replicas": spec.replicas,
+        "revisionHistoryLimit": 3,
+        "progressDeadlineSeconds": cfg.progress_deadline_seconds,
+        "selector": {"matchLabels": selector_labels(ref.name)},
+        "strategy": profile.deployment_strategy(),
+        "template": template,
+    }
+    return _stamp({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _metadata(ref, ref.name), "spec": deployment_spec})
 
 
 def render_worker(

@@ -150,6 +150,40 @@ def _current_pods(obs: WorkerObservation) -> list[PodView]:
     return [p for p in obs.pods if not p.terminating and p.profile == profile]
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _revisions(obs: WorkerObservation) -> tuple[list[PodView], list[PodView]] | None:
+    """(new, old): the live pods of the Deployment's pod template and those of earlier ones.
+
+    Told by the template hash the pods carry; None when the Deployment has none (made by an older
+    operator) and the pods cannot be told apart."""
+    dep = obs.deployment
+    if dep is None or dep.template_hash is None:
+        return None
+    live = [p for p in obs.pods if not p.terminating]
+    return [p for p in live if p.template_hash == dep.template_hash], [p for p in live if p.template_hash != dep.template_hash]
+
+
+def _pod_counts(obs: WorkerObservation) -> str | None:
+    """'1 of 2 new pods ready; 2 old pods still serving': old pods never count as progress."""
+    split = _revisions(obs)
+    if split is None:
+        return None
+    new, old = split
+    msg = f"{sum(p.ready for p in new)} of {_plural(obs.replicas, 'new pod')} ready"
+    unscheduled = sum(not p.scheduled for p in new)
+    if unscheduled:
+        msg += f" ({unscheduled} not scheduled)"
+    serving = sum(p.ready for p in old)
+    if serving:
+        msg += f"; {_plural(serving, 'old pod')} still serving"
+    if len(old) > serving:
+        msg += f"; {_plural(len(old) - serving, 'old pod')} not ready"
+    return msg
+
+
 def _scheduled_condition(obs: WorkerObservation, models_ok: bool) -> Cond:
     d = obs.decision
     if d is None:
@@ -175,11 +209,23 @@ def _scheduled_condition(obs: WorkerObservation, models_ok: bool) -> Cond:
         return Cond(SCHEDULED, "True", "NoReplicas", "no pods requested")
     pods = _current_pods(obs)
     scheduled = [p for p in pods if p.scheduled]
+    stuck = sorted((p for p in pods if p.unschedulable_since is not None), key=lambda p: (p.unschedulable_since or "", p.name))
+    if stuck:
+        # Reported even while other pods run: a scale-up or a new revision that cannot be placed.
+        first = stuck[0]
+        return Cond(
+            SCHEDULED,
+            "False",
+            "Unschedulable",
+            f"{len(stuck)} of {_plural(len(pods), 'pod')} with profile {d.profile} cannot be scheduled "
+            f"since {first.unschedulable_since}: {first.unschedulable_message}",
+        )
     if pods and len(scheduled) == len(pods):
         if d.fell_back:
             return Cond(SCHEDULED, "True", "FellBack", f"{len(pods)} pod(s) scheduled with fallback profile {d.profile} (profile {d.primary} could not be scheduled)")
         return Cond(SCHEDULED, "True", "Scheduled", f"{len(pods)} pod(s) scheduled with profile {d.profile}")
-    return Cond(SCHEDULED, "Unknown", "Pending", f"waiting for pods with profile {d.profile} to be scheduled")
+    waiting = f"{len(pods) - len(scheduled)} of {_plural(len(pods), 'pod')}" if pods else "pods"
+    return Cond(SCHEDULED, "Unknown", "Pending", f"waiting for {waiting} with profile {d.profile} to be scheduled")
 
 
 def _rollout_complete(obs: WorkerObservation) -> tuple[bool, str]:
@@ -189,28 +235,59 @@ def _rollout_complete(obs: WorkerObservation) -> tuple[bool, str]:
     if dep.render_hash != obs.desired_hash or dep.observed_generation < dep.generation:
         return False, "the Deployment is being updated"
     if dep.updated_replicas < obs.replicas or dep.status_replicas > obs.replicas or dep.available_replicas < obs.replicas:
-        return False, f"{dep.updated_replicas}/{obs.replicas} pod(s) updated, {dep.ready_replicas} ready"
+        return False, _pod_counts(obs) or f"{dep.updated_replicas}/{obs.replicas} pod(s) updated, {dep.ready_replicas} ready"
     return True, f"{obs.replicas} pod(s) up to date"
 
 
-def _progressing_condition(obs: WorkerObservation, blocked: Cond | None) -> Cond:
+def _progressing_condition(obs: WorkerObservation, blocked: Cond | None, stalled: Cond | None) -> Cond:
     if blocked is not None:
         return Cond(PROGRESSING, "False", blocked.reason, "not rolling out: " + blocked.message)
     done, msg = _rollout_complete(obs)
     if done:
         return Cond(PROGRESSING, "False", "RolloutComplete", msg)
+    if stalled is not None:
+        return Cond(PROGRESSING, "False", stalled.reason, "rollout stalled: " + stalled.message)
     return Cond(PROGRESSING, "True", "RollingOut", msg)
 
 
-def _degraded_condition(obs: WorkerObservation) -> Cond:
+def _deployment_stalled(obs: WorkerObservation) -> tuple[str, str] | None:
+    """The Deployment's own verdict (ProgressDeadlineExceeded), once it has seen the current spec."""
+    dep = obs.deployment
+    if dep is None or dep.stalled is None or dep.observed_generation < dep.generation:
+        return None
+    if obs.desired_hash is not None and dep.render_hash != obs.desired_hash:
+        return None
+    return dep.stalled
+
+
+def _pod_problems(obs: WorkerObservation) -> tuple[list[PodView], list[PodView]]:
+    """(pods of the current revision, older pods) that cannot get ready by waiting."""
+    split = _revisions(obs)
+    live = [p for p in obs.pods if not p.terminating and p.problem is not None]
+    if split is None:
+        return live, []  # cannot tell revisions apart: every failing pod may be the rollout's
+    new = {p.name for p in split[0]}
+    return [p for p in live if p.name in new], [p for p in live if p.name not in new]
+
+
+def _degraded_condition(obs: WorkerObservation) -> tuple[Cond, bool]:
+    """Degraded, and whether it stalls the rollout (a new-revision failure or the Deployment's deadline)."""
     if obs.apply_error is not None:
-        return Cond(DEGRADED, "True", obs.apply_error[0], obs.apply_error[1])
+        return Cond(DEGRADED, "True", obs.apply_error[0], obs.apply_error[1]), False
     if obs.deployment is not None and obs.deployment.failure:
-        return Cond(DEGRADED, "True", "ReplicaFailure", obs.deployment.failure)
-    for p in obs.pods:
-        if not p.terminating and p.problem is not None:
-            return Cond(DEGRADED, "True", p.problem[0], f"pod {p.name}: {p.problem[1]}")
-    return Cond(DEGRADED, "False", "AsExpected", "no failures seen")
+        return Cond(DEGRADED, "True", "ReplicaFailure", obs.deployment.failure), False
+    new_bad, old_bad = _pod_problems(obs)
+    stalled = _deployment_stalled(obs)
+    if stalled is not None:
+        reason, message = stalled
+        if new_bad:
+            message = f"{message} (pod {new_bad[0].name}: {new_bad[0].problem[1] if new_bad[0].problem else ''})"
+        counts = _pod_counts(obs)
+        return Cond(DEGRADED, "True", reason, f"{message}; {counts}" if counts else message), True
+    for p in new_bad + old_bad:
+        assert p.problem is not None
+        return Cond(DEGRADED, "True", p.problem[0], f"pod {p.name}: {p.problem[1]}"), p in new_bad
+    return Cond(DEGRADED, "False", "AsExpected", "no failures seen"), False
 
 
 def worker_conditions(obs: WorkerObservation) -> list[Cond]:
@@ -225,7 +302,7 @@ def worker_conditions(obs: WorkerObservation) -> list[Cond]:
         ]
     models = _models_condition(obs)
     scheduled = _scheduled_condition(obs, models.status == "True")
-    degraded = _degraded_condition(obs)
+    degraded, stalls = _degraded_condition(obs)
     blocked = None
     if models.status != "True":
         blocked = models
@@ -233,13 +310,14 @@ def worker_conditions(obs: WorkerObservation) -> list[Cond]:
         blocked = scheduled
     elif obs.apply_error is not None:
         blocked = degraded
-    progressing = _progressing_condition(obs, blocked)
+    progressing = _progressing_condition(obs, blocked, degraded if stalls else None)
     dep = obs.deployment
     ready_n = dep.ready_replicas if dep else 0
     if blocked is not None:
         ready = Cond(READY, "False", blocked.reason, blocked.message)
     elif scheduled.status == "False":
-        ready = Cond(READY, "False", scheduled.reason, scheduled.message)
+        counts = _pod_counts(obs) if scheduled.reason == "Unschedulable" else None
+        ready = Cond(READY, "False", scheduled.reason, f"{scheduled.message}; {counts}" if counts else scheduled.message)
     elif degraded.status == "True":
         ready = Cond(READY, "False", degraded.reason, degraded.message)
     elif progressing.status == "True":

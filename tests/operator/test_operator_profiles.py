@@ -11,6 +11,7 @@ from wasminfer_operator.profiles import (
     NVIDIA_IMAGE,
     ConfigurationError,
     load_operator_config,
+    parse_operator_config,
 )
 from wasminfer_runtime.config import BackendName, Device
 
@@ -62,6 +63,29 @@ def test_file_replaces_a_builtin_profile_and_env_overrides_image(tmp_path: Path)
     assert cfg.image_for("nvidia-gpu", "mine:2") == "mine:2"
 
 
+def test_device_profiles_roll_without_surge_unless_configured(tmp_path: Path) -> None:
+    cfg = load_operator_config(env={})
+    default = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}
+    assert cfg.profiles["cpu"].deployment_strategy() == default, "CPU workers keep the Deployment default"
+    for name in ("intel-gpu", "intel-npu", "nvidia-gpu"):
+        assert cfg.profiles[name].deployment_strategy() == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    assert cfg.progress_deadline_seconds == 600
+    path = tmp_path / "operator.yaml"
+    path.write_text(
+        "progressDeadlineSeconds: 20\n"
+        "profiles:\n"
+        "  intel-npu: {device: NPU, backends: [openvino], resources: {npu.intel.com/accel: 1}, rollout: {strategy: Recreate}}\n"
+        "  big-gpu: {device: GPU, backends: [openvino], resources: {gpu.intel.com/i915: 1}, rollout: {maxSurge: 25%, maxUnavailable: '1'}}\n"
+    )
+    cfg = load_operator_config(path, env={})
+    assert cfg.progress_deadline_seconds == 20
+    assert cfg.profiles["intel-npu"].deployment_strategy() == {"type": "Recreate"}
+    assert cfg.profiles["big-gpu"].deployment_strategy() == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 1}}
+    # One given, the other written out as the Deployment default: no field is left for the API server to fill.
+    only_surge = parse_operator_config({"profiles": {"x": {"device": "GPU", "backends": ["openvino"], "rollout": {"maxSurge": 0}}}}, "f")
+    assert only_surge.profiles["x"].deployment_strategy() == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": "25%"}}
+
+
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
@@ -72,6 +96,15 @@ def test_file_replaces_a_builtin_profile_and_env_overrides_image(tmp_path: Path)
         ("profiles: [1, 2]\n", "profiles: expected a mapping"),
         ("image: [\n", "not valid YAML"),
         ("surprise: 1\n", "surprise"),
+        ("progressDeadlineSeconds: 0\n", "progressDeadlineSeconds"),
+        ("profiles:\n  npu:\n    device: NPU\n    backends: [openvino]\n    rollout: {strategy: BlueGreen}\n", "profiles.npu.rollout.strategy"),
+        ("profiles:\n  npu:\n    device: NPU\n    backends: [openvino]\n    rollout: {maxSurge: 0, maxUnavailable: 0}\n", "cannot both be 0"),
+        ("profiles:\n  npu:\n    device: NPU\n    backends: [openvino]\n    rollout: {maxSurge: 0, maxUnavailable: 0%}\n", "cannot both be 0"),
+        ("profiles:\n  npu:\n    device: NPU\n    backends: [openvino]\n    rollout: {strategy: Recreate, maxSurge: 1}\n", "only for strategy RollingUpdate"),
+        ("profiles:\n  npu:\n    device: NPU\n    backends: [openvino]\n    rollout: {maxSurge: half}\n", "maxSurge: 'half'"),
+        ("profiles:\n  npu:\n    device: NPU\n    backends: [openvino]\n    rollout: {maxUnavailable: -1}\n", "maxUnavailable: -1"),
+        ("profiles:\n  npu:\n    device: NPU\n    backends: [openvino]\n    rollout: {maxUnavailable: 150%}\n", "more than 100%"),
+        ("profiles:\n  npu:\n    device: NPU\n    backends: [openvino]\n    rollout: {surge: 1}\n", "profiles.npu.rollout.surge"),
     ],
 )
 def test_bad_configuration_names_file_and_key(tmp_path: Path, text: str, needle: str) -> None:

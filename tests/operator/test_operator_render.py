@@ -10,12 +10,13 @@ import yaml
 from opbuilders import SHA, https_source, model_spec, worker_spec
 
 from wasminfer_operator import api
-from wasminfer_operator.profiles import OperatorConfig, load_operator_config
+from wasminfer_operator.profiles import OperatorConfig, load_operator_config, parse_operator_config
 from wasminfer_operator.render import (
     CONFIG_HASH,
     MANAGED_BY_LABEL,
     PROFILE_LABEL,
     RENDER_HASH,
+    TEMPLATE_HASH,
     WORKER_LABEL,
     NamedModel,
     ObjectRef,
@@ -290,3 +291,42 @@ def test_cpu_pods_stay_off_accelerator_nodes_and_keep_the_workers_affinity(cfg: 
     assert terms == [{"matchExpressions": [zone, *avoid]}, {"matchFields": [], "matchExpressions": avoid}], "each OR-ed term also avoids accelerators"
     assert merged["podAntiAffinity"] == anti
     assert "affinity" not in pod(render(cfg, "intel-gpu"))
+
+
+def test_device_profiles_replace_pods_without_surging(cfg: OperatorConfig) -> None:
+    # A surge pod would ask for a device a one-device node does not have: the rollout would wait forever.
+    for profile in ("intel-gpu", "intel-npu", "nvidia-gpu"):
+        dep = render(cfg, profile).deployment["spec"]
+        assert dep["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}, profile
+    default = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}
+    assert render(cfg).deployment["spec"]["strategy"] == default, "CPU workers keep the Deployment default (25% surge), written out"
+    assert render(cfg).deployment["spec"]["progressDeadlineSeconds"] == 600
+    own = parse_operator_config(
+        {
+            "progressDeadlineSeconds": 30,
+            "profiles": {
+                "npu-recreate": {"device": "NPU", "backends": ["openvino"], "resources": {"npu.intel.com/accel": 1}, "rollout": {"strategy": "Recreate"}},
+                "gpu-surge": {"device": "GPU", "backends": ["openvino"], "resources": {"gpu.intel.com/i915": 1}, "rollout": {"maxSurge": "50%", "maxUnavailable": 0}},
+                "cpu": {"device": "CPU", "backends": ["openvino"], "rollout": {"maxSurge": 0, "maxUnavailable": 1}},
+            },
+        },
+        "operator.yaml",
+    )
+    assert render(own, "npu-recreate").deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert render(own, "gpu-surge").deployment["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "50%", "maxUnavailable": 0}}
+    assert render(own).deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    assert render(own).deployment["spec"]["progressDeadlineSeconds"] == 30
+
+
+def test_pods_carry_the_hash_of_their_template(cfg: OperatorConfig) -> None:
+    def template_hash(r: Rendered) -> str:
+        value: str = r.deployment["spec"]["template"]["metadata"]["annotations"][TEMPLATE_HASH]
+        return value
+
+    base = render(cfg, named=[model()])
+    assert len(template_hash(base)) == 16 and template_hash(base) == template_hash(render(cfg, named=[model()]))
+    assert template_hash(render(cfg, named=[model()], replicas=5)) == template_hash(base), "scaling keeps the pods' revision"
+    # Changes the runtime configuration does not see still make a new revision.
+    assert template_hash(render(cfg, named=[model()], image="mine:2")) != template_hash(base)
+    assert template_hash(render(cfg, named=[model()], resources={"limits": {"memory": "1Gi"}})) != template_hash(base)
+    assert template_hash(render(cfg, "intel-gpu", named=[model()])) != template_hash(base)

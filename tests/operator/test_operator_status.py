@@ -6,8 +6,9 @@ import dataclasses
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from wasminfer_operator.observe import ChildView, PodView
+from wasminfer_operator.observe import ChildView, PodView, child_view, pod_view
 from wasminfer_operator.placement import Decision
+from wasminfer_operator.render import TEMPLATE_HASH
 from wasminfer_operator.status import (
     ModelObservation,
     ModelState,
@@ -175,3 +176,91 @@ def test_model_status() -> None:
     many = dataclasses.replace(obs, workers=[f"w{i:03}" for i in range(150)])
     s, _ = model_status(many, {}, T0)
     assert len(s.workers) == 100 and s.worker_count == 150
+
+
+# --- rollouts: every pod counted, new and old revisions apart, stalls reported ---------------------
+
+
+def rev_pod(name: str, template: str, ready: bool = True, scheduled: bool = True, message: str = "", problem: tuple[str, str] | None = None) -> PodView:
+    since = None if scheduled or not message else "2030-01-01T11:58:00Z"
+    return PodView(name, "hello", "cpu", scheduled, since, message, ready, False, problem, template_hash=template)
+
+
+def rolling(ready: int, updated: int, **kw: Any) -> ChildView:
+    return dataclasses.replace(deployment(ready=ready, updated=updated, template_hash="t2"), **kw)
+
+
+def test_rollout_counts_new_and_old_pods_apart() -> None:
+    # Two old pods serve; one new pod is ready, one is starting: old pods are not progress.
+    pods = [rev_pod("o1", "t1"), rev_pod("o2", "t1"), rev_pod("n1", "t2"), rev_pod("n2", "t2", ready=False)]
+    obs = dataclasses.replace(HEALTHY, deployment=dataclasses.replace(rolling(ready=3, updated=2), status_replicas=4, available_replicas=3), pods=pods)
+    c = conds(obs)
+    assert c["Progressing"] == ("True", "RollingOut", "1 of 2 new pods ready; 2 old pods still serving")
+    assert c["Ready"] == ("False", "RollingOut", "1 of 2 new pods ready; 2 old pods still serving")
+    done = dataclasses.replace(HEALTHY, deployment=rolling(ready=2, updated=2), pods=[rev_pod("n1", "t2"), rev_pod("n2", "t2")])
+    assert conds(done)["Progressing"][:2] == ("False", "RolloutComplete")
+
+
+def test_unschedulable_new_pod_shows_while_old_pods_run() -> None:
+    # Scaling up onto a cordoned node: the running pod must not hide the one the scheduler refuses.
+    msg = "0/6 nodes are available: 1 node(s) were unschedulable, 5 node(s) didn't match Pod's node affinity/selector."
+    pods = [rev_pod("n1", "t2"), rev_pod("n2", "t2", ready=False, scheduled=False, message=msg)]
+    obs = dataclasses.replace(HEALTHY, deployment=rolling(ready=1, updated=2, available_replicas=1), pods=pods)
+    c = conds(obs)
+    assert c["Scheduled"] == ("False", "Unschedulable", f"1 of 2 pods with profile cpu cannot be scheduled since 2030-01-01T11:58:00Z: {msg}")
+    assert c["Ready"][:2] == ("False", "Unschedulable") and msg in c["Ready"][2] and "1 of 2 new pods ready (1 not scheduled)" in c["Ready"][2]
+    _, changes = worker_status(obs, {}, T0)
+    assert ("Scheduled", "Unschedulable", True) in {(x.type, x.reason, x.warning) for x in changes}
+    # Not yet looked at by the scheduler: pending, with the count.
+    waiting = dataclasses.replace(obs, pods=[rev_pod("n1", "t2"), rev_pod("n2", "t2", ready=False, scheduled=False)])
+    assert conds(waiting)["Scheduled"] == ("Unknown", "Pending", "waiting for 1 of 2 pods with profile cpu to be scheduled")
+
+
+def test_progress_deadline_exceeded_is_degraded_not_rolling_out() -> None:
+    stalled = ("ProgressDeadlineExceeded", 'ReplicaSet "hello-5d8f" has timed out progressing.')
+    pods = [rev_pod("o1", "t1"), rev_pod("n1", "t2", ready=False, scheduled=False, message="0/6 nodes are available: 1 Insufficient npu.intel.com/accel.")]
+    obs = dataclasses.replace(HEALTHY, replicas=1, deployment=rolling(ready=1, updated=1, stalled=stalled, replicas=1), pods=pods)
+    c = conds(obs)
+    assert c["Degraded"] == ("True", "ProgressDeadlineExceeded", 'ReplicaSet "hello-5d8f" has timed out progressing.; 0 of 1 new pod ready (1 not scheduled); 1 old pod still serving')
+    assert c["Progressing"][:2] == ("False", "ProgressDeadlineExceeded") and c["Progressing"][2].startswith("rollout stalled: ")
+    assert c["Ready"][0] == "False"
+    _, changes = worker_status(obs, {}, T0)
+    assert ("Degraded", "ProgressDeadlineExceeded", True) in {(x.type, x.reason, x.warning) for x in changes}
+    # A verdict about an older spec (the Deployment has not seen the new one yet) does not count.
+    stale = dataclasses.replace(obs, deployment=dataclasses.replace(obs.deployment, observed_generation=0)) if obs.deployment else obs
+    assert conds(stale)["Degraded"][0] == "False" and conds(stale)["Progressing"][:2] == ("True", "RollingOut")
+    assert conds(dataclasses.replace(obs, desired_hash="h2"))["Degraded"][0] == "False"
+
+
+def test_crash_loop_of_a_new_pod_stalls_the_rollout_and_an_old_one_does_not() -> None:
+    crash = ("CrashLoopBackOff", "container runtime: model mobilenet failed to load")
+    pods = [rev_pod("o1", "t1"), rev_pod("n1", "t2", ready=False, problem=crash)]
+    obs = dataclasses.replace(HEALTHY, replicas=1, deployment=rolling(ready=1, updated=1, replicas=1), pods=pods)
+    c = conds(obs)
+    assert c["Degraded"] == ("True", "CrashLoopBackOff", "pod n1: container runtime: model mobilenet failed to load")
+    assert c["Progressing"] == ("False", "CrashLoopBackOff", "rollout stalled: pod n1: container runtime: model mobilenet failed to load")
+    # The old revision crashes while the fix rolls out: degraded, but the rollout goes on.
+    fixing = dataclasses.replace(obs, pods=[rev_pod("o1", "t1", ready=False, problem=crash), rev_pod("n1", "t2", ready=False)])
+    c = conds(fixing)
+    assert c["Degraded"][:2] == ("True", "CrashLoopBackOff") and c["Progressing"][:2] == ("True", "RollingOut")
+
+
+def test_views_read_the_deadline_and_the_revision() -> None:
+    body: dict[str, Any] = {
+        "kind": "Deployment",
+        "metadata": {"name": "hello", "generation": 2, "labels": {"wasminfer.dev/worker": "hello"}},
+        "spec": {"replicas": 1, "template": {"metadata": {"annotations": {TEMPLATE_HASH: "t2"}}}},
+        "status": {
+            "observedGeneration": 2,
+            "conditions": [
+                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+                {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": 'ReplicaSet "hello-5d8f" has timed out progressing.'},
+            ],
+        },
+    }
+    view = child_view(body)
+    assert view.stalled == ("ProgressDeadlineExceeded", 'ReplicaSet "hello-5d8f" has timed out progressing.') and view.template_hash == "t2"
+    body["status"]["conditions"][1] = {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
+    assert child_view(body).stalled is None
+    p = pod_view({"metadata": {"name": "hello-1", "labels": {"wasminfer.dev/worker": "hello"}, "annotations": {TEMPLATE_HASH: "t1"}}})
+    assert p.template_hash == "t1"
