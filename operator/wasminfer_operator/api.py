@@ -27,7 +27,10 @@ from wasminfer_runtime.config import (
     Precision,
     default_backend,
 )
+from wasminfer_runtime.config import VAR_NAME_RE, check_var_name
 from wasminfer_runtime.config import Limits as RuntimeLimits
+from wasminfer_runtime.config import WorkerConfig as RuntimeWorker
+from wasminfer_runtime.routing import RESERVED_PATHS, RESERVED_RE, ROUTE_RE, check_route
 
 GROUP = "wasminfer.dev"
 VERSION = "v1alpha1"
@@ -46,6 +49,16 @@ HOST_RE = (
     r"^([A-Za-z0-9_]([-A-Za-z0-9_]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([-A-Za-z0-9_]{0,61}[A-Za-z0-9_])?)*"
     r"|\[[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*\]|[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)$"
 )
+# An image reference as the container runtimes parse it (the grammar of distribution's `reference`
+# package): [host[:port]/]path[:tag][@digest], the path in lowercase. The kubelet refuses anything else
+# (InvalidImageName) after the API server stored it; here it is refused at admission.
+_IMAGE_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_HOST_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+IMAGE_RE = (
+    rf"^(?:(?:{_IMAGE_HOST_PART}(?:\.{_IMAGE_HOST_PART})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?/)?"
+    rf"{_IMAGE_PATH}(?:/{_IMAGE_PATH})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
 QUANTITY_RE = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 
 
@@ -61,6 +74,16 @@ def rules(*items: tuple[str, str] | tuple[str, str, str]) -> JsonDict:
             rule["fieldPath"] = item[2]
         out.append(rule)
     return {"x-kubernetes-validations": out}
+
+
+def cel_string(text: str) -> str:
+    """`text` as a CEL string literal (for a regex shared with Python: backslashes doubled)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def full_match(pattern: str, value: str) -> bool:
+    """Whether `value` matches a pattern written for both Python and RE2 (`$` is the end of the text)."""
+    return re.fullmatch(pattern, value) is not None
 
 
 def _check_quantity(v: int | str) -> int | str:
@@ -244,6 +267,15 @@ class Source(_Api):
         assert kind is not None
         return len(kind.files)
 
+    def named_paths(self) -> list[str]:
+        """What names each file, as the CEL rules see it: an https file's name or URL path, a key, a path."""
+        if self.https is not None:
+            return [f.name or urlsplit(f.url).path for f in self.https.files]
+        if self.config_map is not None:
+            return [f.key for f in self.config_map.files]
+        assert self.pvc is not None
+        return [f.path for f in self.pvc.files]
+
     def file_names(self) -> list[str]:
         if self.https is not None:
             return [f.file_name for f in self.https.files]
@@ -258,6 +290,28 @@ _FILE_COUNT_CEL = (
     "has(self.source.configMap) ? self.source.configMap.files.size() : "
     "has(self.source.pvc) ? self.source.pvc.files.size() : 0)"
 )
+
+
+def _ir_files_cel() -> str:
+    """CEL: an openvino model's source names two files, the .xml then the .bin (Source.named_paths)."""
+
+    def https(i: int, suffix: str) -> str:
+        f = f"self.source.https.files[{i}]"
+        url = cel_string("^https://[^?#]*" + re.escape(suffix) + "([?#].*)?$")
+        return f"(has({f}.name) ? {f}.name.endsWith('{suffix}') : {f}.url.matches({url}))"
+
+    def named(kind: str, field: str) -> str:
+        files = f"self.source.{kind}.files"
+        return f"{files}.size() == 2 && {files}[0].{field}.endsWith('.xml') && {files}[1].{field}.endsWith('.bin')"
+
+    return (
+        "self.format != 'openvino' || (has(self.source.https) ? self.source.https.files.size() == 2 && "
+        f"{https(0, '.xml')} && {https(1, '.bin')} : has(self.source.configMap) ? ({named('configMap', 'key')}) : "
+        f"has(self.source.pvc) ? ({named('pvc', 'path')}) : true)"
+    )
+
+
+_IR_FILES = "format openvino takes two files: the model's .xml, then its .bin (pods fetch only the files named)"
 
 
 # --- InferenceModel --------------------------------------------------------------------------------
@@ -296,12 +350,12 @@ class InferenceModelSpec(_Api):
                 ".device",
             ),
             (f"self.format != 'onnx' || {_FILE_COUNT_CEL} == 1", "format onnx takes exactly one file", ".source"),
-            (f"self.format != 'openvino' || {_FILE_COUNT_CEL} <= 2", "format openvino takes model.xml and optionally model.bin", ".source"),
+            (_ir_files_cel(), _IR_FILES, ".source"),
         )
     )
 
     format: ModelFormat = Field(description="Model format: openvino (IR, model.xml + model.bin) or onnx.")
-    source: Source = Field(description="Where the model files come from. For openvino list the .xml first, then the .bin.")
+    source: Source = Field(description="Where the model files come from. For openvino the .xml first, then its .bin.")
     backend: BackendName | None = Field(
         default=None, description="Inference backend: openvino or onnxruntime. Defaults from the format (openvino for both)."
     )
@@ -326,8 +380,9 @@ class InferenceModelSpec(_Api):
         n = self.source.file_count()
         if self.format is ModelFormat.onnx and n != 1:
             raise ValueError("source: format onnx takes exactly one file")
-        if self.format is ModelFormat.openvino and n > 2:
-            raise ValueError("source: format openvino takes model.xml and optionally model.bin")
+        names = self.source.named_paths()
+        if self.format is ModelFormat.openvino and not (n == 2 and names[0].endswith(".xml") and names[1].endswith(".bin")):
+            raise ValueError(f"source: {_IR_FILES}")
         return self
 
     @property
@@ -585,9 +640,18 @@ class WasmWorkerSpec(_Api):
     module: Source = Field(description="The worker's .wasm module (one file).")
     route: str = Field(
         default="/",
-        max_length=1024,
-        description="HTTP route the worker answers, starting with '/'; [param] segments capture path parameters.",
-        json_schema_extra=rules(("self.startsWith('/')", "route must start with '/'")),
+        **_runtime_bounds(RuntimeWorker, "route"),
+        description="HTTP route the worker answers, starting with '/'. A whole segment [name] captures a path "
+        "parameter and a last segment [...name] the rest of the path (a name is ASCII letters, digits and _, "
+        "once per route); other segments are text without '[' or ']'. " + ", ".join(RESERVED_PATHS)
+        + " are the server's own.",
+        json_schema_extra={
+            "pattern": ROUTE_RE,
+            **rules(
+                ("self.startsWith('/')", "route must start with '/'"),
+                (f"!self.matches({cel_string(RESERVED_RE)})", "route is one the server answers itself: " + ", ".join(RESERVED_PATHS)),
+            ),
+        },
     )
     replicas: int = Field(default=1, ge=0, le=10000, description="Number of runtime pods.")
     models: list[str] = Field(
@@ -602,7 +666,11 @@ class WasmWorkerSpec(_Api):
         json_schema_extra={"x-kubernetes-list-type": "set"},
         description="wasi-nn backends the guest may use for its own `load` calls. Defaults to the backends of its models.",
     )
-    vars: dict[str, str] = Field(default_factory=dict, description="Variables given to the guest ($NAME expands from env).")
+    vars: dict[Annotated[str, AfterValidator(check_var_name)], str] = Field(
+        default_factory=dict,
+        description="Variables given to the guest ($NAME expands from env). A name is any text without '=' or NUL.",
+        json_schema_extra=rules((f"self.all(k, k.matches({cel_string(VAR_NAME_RE)}))", "a var name must not be empty and must not contain '=' or NUL")),
+    )
     env: list[EnvVar] = Field(
         default_factory=list,
         max_length=64,
@@ -625,13 +693,27 @@ class WasmWorkerSpec(_Api):
     http_requests: HttpRequests | None = Field(default=None, description="Outbound HTTP from the guest; none unless set.")
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements, description="Compute resources of the runtime container.")
     placement: Placement = Field(default_factory=Placement, description="Device profile, fallbacks and scheduling constraints.")
-    image: str | None = Field(default=None, max_length=512, description="Runtime container image; the profile's or the operator's default when unset.")
+    image: str | None = Field(
+        default=None,
+        max_length=512,
+        description="Runtime container image, a reference such as registry.example.com:5000/team/runtime:1.2@sha256:<hex> "
+        "(the path in lowercase); the profile's or the operator's default when unset.",
+        json_schema_extra={"pattern": IMAGE_RE},
+    )
 
     @field_validator("route")
     @classmethod
     def _route(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError("route must start with '/'")
+        check_route(v)  # the runtime's own check, with its message (repeated parameter names included)
+        if full_match(RESERVED_RE, v):
+            raise ValueError(f"route {v} is one the server answers itself: {', '.join(RESERVED_PATHS)}")
+        return v
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str | None) -> str | None:
+        if v is not None and not full_match(IMAGE_RE, v):
+            raise ValueError(f"{v!r} is not an image reference ([host[:port]/]path[:tag][@digest], the path in lowercase)")
         return v
 
     @field_validator("models")

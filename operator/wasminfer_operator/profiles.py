@@ -116,6 +116,9 @@ class DeviceProfile(_Cfg):
     )
     image: str | None = Field(default=None, description="Runtime image for this profile; the operator default when unset.")
     automatic: bool = Field(default=True, description="Chosen automatically for models that need this device and backend.")
+    avoid_accelerator_nodes: bool | None = Field(
+        default=None, description="Require nodes without the acceleratorNodeLabels; unset: true for a CPU profile."
+    )
     rollout: Rollout | None = Field(
         default=None,
         description="Deployment strategy; unset: maxSurge 0 / maxUnavailable 1 when the profile requests resources, else the Deployment default (25%/25%).",
@@ -136,7 +139,6 @@ def builtin_profiles() -> dict[str, DeviceProfile]:
         "cpu": DeviceProfile(
             device=Device.CPU,
             backends=[BackendName.openvino, BackendName.onnxruntime],
-            node_affinity=[NodeRequirement(key=k, operator="DoesNotExist") for k in ACCELERATOR_NODE_LABELS],
         ),
         "intel-gpu": DeviceProfile(device=Device.GPU, backends=[BackendName.openvino], resources={"gpu.intel.com/i915": 1}),
         "intel-npu": DeviceProfile(device=Device.NPU, backends=[BackendName.openvino], resources={"npu.intel.com/accel": 1}),
@@ -162,6 +164,10 @@ class OperatorConfig(_Cfg):
         default=600, ge=1, description="Seconds a rollout may make no progress before the worker reports Degraded (ProgressDeadlineExceeded)."
     )
     profiles: dict[str, DeviceProfile] = Field(default_factory=builtin_profiles)
+    accelerator_node_labels: list[str] = Field(
+        default_factory=lambda: list(ACCELERATOR_NODE_LABELS),
+        description="Labels of GPU/NPU nodes; pods of profiles that avoid accelerator nodes require nodes without them.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> OperatorConfig:
@@ -170,6 +176,12 @@ class OperatorConfig(_Cfg):
                 raise ValueError(f"profiles: {name!r} is not a valid profile name (lowercase letters, digits, '-')")
         if self.default_profile not in self.profiles:
             raise ValueError(f"defaultProfile: {self.default_profile!r} is not one of the profiles")
+        # Added here, not in each profile, so that a profile given in the configuration (the chart's
+        # cpu) keeps CPU pods off accelerator nodes too, unless it says otherwise.
+        for p in self.profiles.values():
+            if p.device is Device.CPU if p.avoid_accelerator_nodes is None else p.avoid_accelerator_nodes:
+                own = {r.key for r in p.node_affinity}
+                p.node_affinity += [NodeRequirement(key=k, operator="DoesNotExist") for k in self.accelerator_node_labels if k not in own]
         return self
 
     def image_for(self, profile: str, override: str | None) -> str:

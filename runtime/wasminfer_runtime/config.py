@@ -10,12 +10,15 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from wasminfer_runtime.routing import check_route
 
 log = logging.getLogger(__name__)
 
@@ -230,14 +233,34 @@ class SourceConfig(_Strict):
     files: list[Path] = Field(default_factory=list, description="Copied beside it (a runtime's polyfill).")
 
 
+# A var is a WASI environment entry, NAME=VALUE as a NUL-terminated UTF-8 string: its name must not
+# be empty and must hold no '=' or NUL, or the guest would read another name. Nothing narrower: wws
+# takes any TOML key (`my-key` works there). In the common subset of Python's `re` and RE2, so that
+# the operator's CRD checks it too (match it whole).
+VAR_NAME_RE = r"^[^=\x00]+$"
+
+
+def check_var_name(name: str) -> str:
+    if not re.fullmatch(VAR_NAME_RE, name):
+        raise ValueError(f"var name {name!r} must not be empty and must not contain '=' or NUL")
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"var name {name!r} is not UTF-8 text") from None
+    return name
+
+
+VarName = Annotated[str, AfterValidator(check_var_name)]
+
+
 class WorkerConfig(_Strict):
     name: Annotated[str, Field(min_length=1)]
     module: Path
-    route: str
+    route: Annotated[str, Field(min_length=1, max_length=1024)]
     argv: list[str] | None = Field(None, description="The guest's whole argv; unset: the module's file name.")
     source: SourceConfig | None = Field(None, description="A script the module (a language runtime) runs.")
     version: str | None = None
-    vars: dict[str, str] = Field(default_factory=dict)
+    vars: dict[VarName, str] = Field(default_factory=dict)
     folders: list[FolderConfig] = Field(default_factory=list)
     limits: Limits = Field(default_factory=Limits)
     wasi_nn: WasiNnConfig = Field(default_factory=WasiNnConfig)
@@ -253,10 +276,8 @@ class WorkerConfig(_Strict):
 
     @field_validator("route")
     @classmethod
-    def _route_starts_with_slash(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError("route must start with '/'")
-        return v
+    def _route(cls, v: str) -> str:
+        return check_route(v)
 
 
 # The exit code of `wasminfer serve` when exit_on_load_failure stops it; its termination log then

@@ -18,7 +18,19 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-_PARAM = re.compile(r"^\[(\.\.\.)?(\w+)\]$")
+# The grammar, as data the operator's admission reuses (api.py puts ROUTE_RE in the CRD). Written in
+# the common subset of Python's `re` and RE2 (Kubernetes reads `pattern` with Go's regexp): match it
+# whole (re.fullmatch). A parameter name is ASCII letters, digits and '_'; any other segment is fixed
+# text without '[' or ']'; a catch-all is the last segment. ROUTE_RE cannot say that a parameter
+# name appears once (that needs a back-reference): Route checks it, and so does the operator.
+PARAM_NAME = r"[A-Za-z0-9_]+"
+_FIXED_SEGMENT = r"[^/\[\]]+"
+ROUTE_RE = rf"^(/+({_FIXED_SEGMENT}|\[{PARAM_NAME}\]))*(/+\[\.\.\.{PARAM_NAME}\])?/*$"
+# Paths the server answers itself; a worker route on one of them (trailing slashes aside) is refused.
+RESERVED_PATHS = ("/healthz", "/readyz", "/metrics")
+RESERVED_RE = "^(" + "|".join(RESERVED_PATHS) + ")/*$"
+
+_PARAM = re.compile(rf"^\[(\.\.\.)?({PARAM_NAME})\]$")
 _BRACKETS = re.compile(r"[\[\]]")
 _FIXED, _DYNAMIC, _TAIL = 0, 1, 2  # kinds of segments and of routes, in wws's order
 
@@ -30,6 +42,12 @@ class RouteError(ValueError):
 def split_path(path: str) -> tuple[str, ...]:
     """URL path -> segments; empty segments and trailing slashes do not count (`/a//b/` is `/a/b`)."""
     return tuple(s for s in path.split("/") if s)
+
+
+def check_route(pattern: str) -> str:
+    """The pattern, if a route can have it; RouteError with the reason otherwise."""
+    Route(pattern, "")
+    return pattern
 
 
 @dataclass(frozen=True)
@@ -62,7 +80,7 @@ class Route:
             elif _BRACKETS.search(seg):
                 raise RouteError(
                     f"route {self.pattern!r}: segment {seg!r} is not a parameter; "
-                    "a parameter is a whole segment like [id] or [...rest] (letters, digits, _)"
+                    "a parameter is a whole segment like [id] or [...rest] (ASCII letters, digits, _)"
                 )
         object.__setattr__(self, "segments", segments)
         object.__setattr__(self, "params", tuple(params))

@@ -48,15 +48,13 @@ from wasminfer_runtime.kv import KvRefused, KvStore
 from wasminfer_runtime.metrics import Metrics
 from wasminfer_runtime import wws_answers
 from wasminfer_runtime.protocol import ProtocolError, decode_response, encode_request, request_url
-from wasminfer_runtime.routing import RouteError, RouteMatch, RouteTable
+from wasminfer_runtime.routing import RESERVED_PATHS, RouteError, RouteMatch, RouteTable
 from wasminfer_runtime.service import Service, Unavailable, default_threads
 from wasminfer_runtime.slowclients import REQUEST_TIMEOUT, AppRunner, send_and_close
 from wasminfer_runtime.wws import load_wws_folder
 from wasminfer_runtime.wws_answers import ERROR_HEADER, Answer
 
 log = logging.getLogger(__name__)
-
-RESERVED_PATHS = ("/healthz", "/readyz", "/metrics")
 
 SERVICE_KEY = web.AppKey("service", Service)
 ROUTES_KEY = web.AppKey("routes", RouteTable)

@@ -72,7 +72,9 @@ def test_https_file_name_can_be_given_for_urls_without_one() -> None:
         ({"backend": "onnxruntime"}, "format openvino (IR) can only be served by backend openvino"),
         ({"format": "onnx", "backend": "onnxruntime", "device": "NPU", "source": https_source("m.onnx")}, "onnxruntime runs on device CPU or GPU"),
         ({"format": "onnx"}, "format onnx takes exactly one file"),
-        ({"source": https_source("a.xml", "a.bin", "c")}, "takes model.xml and optionally model.bin"),
+        ({"source": https_source("a.xml", "a.bin", "c")}, "format openvino takes two files: the model's .xml, then its .bin"),
+        ({"source": https_source("a.xml")}, "format openvino takes two files"),
+        ({"source": https_source("a.bin", "a.xml")}, "format openvino takes two files"),
         ({"device": "TPU"}, "device"),
         ({"options": {"streams": 0}}, "options.streams"),
         ({"surprise": 1}, "surprise"),
@@ -85,7 +87,11 @@ def test_inconsistent_models_are_refused(overrides: dict[str, Any], needle: str)
 @pytest.mark.parametrize(
     ("overrides", "needle"),
     [
-        ({"route": "hello"}, "route must start with '/'"),
+        ({"route": "hello"}, "route 'hello': must start with '/'"),
+        ({"route": "/[id]/[id]"}, "route '/[id]/[id]': parameter [id] appears twice"),
+        ({"route": "/healthz/"}, "route /healthz/ is one the server answers itself"),
+        ({"vars": {"A=B": "1"}}, "var name 'A=B' must not be empty and must not contain '=' or NUL"),
+        ({"image": "Registry/Runtime:1"}, "is not an image reference"),
         ({"module": https_source("a.wasm", "b.wasm")}, "module takes exactly one file"),
         ({"replicas": -1}, "replicas"),
         ({"models": ["a", "a"]}, "must not repeat"),

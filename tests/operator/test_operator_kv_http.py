@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from crdcheck import admission_errors
 from opbuilders import worker_spec
 from pydantic import ValidationError
 from yarl import URL
@@ -24,53 +25,6 @@ from wasminfer_runtime.http_requests import Policy
 
 REF = ObjectRef("fetcher", "team-a", "uid-1")
 SPEC_SCHEMA: dict[str, Any] = crdgen.wasm_worker_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-
-
-def admission_errors(schema: dict[str, Any], value: Any, path: str = "spec") -> list[str]:
-    """What OpenAPI validation of a CRD says about `value`, one `path: reason` per error."""
-    errs: list[str] = []
-    kind = schema.get("type")
-    if kind == "object":
-        if not isinstance(value, dict):
-            return [f"{path}: Invalid value: must be an object"]
-        errs += [f"{path}.{r}: Required value" for r in schema.get("required", []) if r not in value]
-        for key, sub in value.items():
-            if key not in schema.get("properties", {}):
-                errs.append(f"{path}.{key}: field not declared in schema")
-            else:
-                errs += admission_errors(schema["properties"][key], sub, f"{path}.{key}")
-    elif kind == "array":
-        if not isinstance(value, list):
-            return [f"{path}: Invalid value: must be an array"]
-        if len(value) > schema.get("maxItems", len(value)):
-            errs.append(f"{path}: Too many: must have at most {schema['maxItems']} items")
-        if schema.get("x-kubernetes-list-type") == "set" and len(set(value)) != len(value):
-            errs.append(f"{path}: Duplicate value")
-        for i, item in enumerate(value):
-            errs += admission_errors(schema["items"], item, f"{path}[{i}]")
-    elif kind == "string":
-        if not isinstance(value, str):
-            return [f"{path}: Invalid value: must be a string"]
-        if "enum" in schema and value not in schema["enum"]:
-            errs.append(f"{path}: Unsupported value: {value!r}")
-        if len(value) < schema.get("minLength", 0):
-            errs.append(f"{path}: Invalid value: should be at least {schema['minLength']} chars long")
-        if len(value) > schema.get("maxLength", len(value)):
-            errs.append(f"{path}: Too long: may not be more than {schema['maxLength']} bytes")
-        if "pattern" in schema and not re.search(schema["pattern"], value):
-            errs.append(f"{path}: Invalid value: should match '{schema['pattern']}'")
-    elif kind in ("integer", "number"):
-        numeric = isinstance(value, int) or (kind == "number" and isinstance(value, float))
-        if isinstance(value, bool) or not numeric:
-            return [f"{path}: Invalid value: must be of type {kind}"]
-        low, high = schema.get("minimum"), schema.get("maximum")
-        if low is not None and (value <= low if schema.get("exclusiveMinimum") else value < low):
-            errs.append(f"{path}: Invalid value: should be greater than {'' if schema.get('exclusiveMinimum') else 'or equal to '}{low}")
-        if high is not None and (value >= high if schema.get("exclusiveMaximum") else value > high):
-            errs.append(f"{path}: Invalid value: should be less than {'' if schema.get('exclusiveMaximum') else 'or equal to '}{high}")
-    elif kind == "boolean" and not isinstance(value, bool):
-        errs.append(f"{path}: Invalid value: must be a boolean")
-    return errs
 
 
 def twin_error(spec: dict[str, Any]) -> str | None:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from opbuilders import https_source, model_spec, worker_spec
 
 from wasminfer_operator import api
 from wasminfer_operator.observe import PodView
 from wasminfer_operator.placement import decide
-from wasminfer_operator.profiles import OperatorConfig, load_operator_config
-from wasminfer_operator.render import NamedModel
+from wasminfer_operator.profiles import ACCELERATOR_NODE_LABELS, OperatorConfig, load_operator_config, parse_operator_config
+from wasminfer_operator.render import NamedModel, ObjectRef, render_worker
+
+REPO = Path(__file__).resolve().parents[2]
 
 NOW = datetime(2030, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -121,3 +125,46 @@ def test_terminating_pods_do_not_count(cfg: OperatorConfig) -> None:
     spec = w(placement={"profile": "intel-gpu", "fallbacks": ["cpu"], "fallbackAfterSeconds": 5})
     old = PodView("old", "hello", "intel-gpu", False, "2029-01-01T00:00:00Z", "", False, True, None)
     assert decide(spec, [], cfg, "intel-gpu", [old], NOW).unschedulable is None
+
+
+# --- CPU pods and accelerator nodes ------------------------------------------------------------------
+
+AVOID = [{"key": k, "operator": "DoesNotExist"} for k in ACCELERATOR_NODE_LABELS]
+
+
+def required_terms(c: OperatorConfig, profile: str) -> list[dict[str, Any]] | None:
+    d = render_worker(ObjectRef("hello", "team-a", "uid-1"), w(), [], profile, c).deployment
+    affinity = d["spec"]["template"]["spec"].get("affinity", {})
+    terms: list[dict[str, Any]] | None = affinity.get("nodeAffinity", {}).get("requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms")
+    return terms
+
+
+def test_the_charts_cpu_profile_keeps_cpu_pods_off_accelerator_nodes() -> None:
+    """The chart's values give a `cpu` profile of their own, which replaces the built-in one."""
+    values = yaml.safe_load((REPO / "charts" / "wasminfer" / "values.yaml").read_text())["deviceProfiles"]
+    profiles = {name: {k: v for k, v in p.items() if k != "runtimeImage"} for name, p in values.items()}
+    c = parse_operator_config({"profiles": profiles}, "values.yaml")
+    assert required_terms(c, "cpu") == [{"matchExpressions": AVOID}]
+    for accelerated in ("intel-gpu", "intel-npu", "nvidia-gpu"):
+        assert required_terms(c, accelerated) is None
+
+
+def test_every_cpu_profile_avoids_them_unless_it_says_otherwise() -> None:
+    c = parse_operator_config(
+        {"profiles": {"cpu-big": {"device": "CPU", "backends": ["openvino"]}, "cpu-any": {"device": "CPU", "backends": ["openvino"], "avoidAcceleratorNodes": False},
+                      "gpu-too": {"device": "GPU", "backends": ["openvino"], "avoidAcceleratorNodes": True}}},
+        "config.yaml",
+    )
+    assert required_terms(c, "cpu-big") == [{"matchExpressions": AVOID}]
+    assert required_terms(c, "cpu-any") is None
+    assert required_terms(c, "gpu-too") == [{"matchExpressions": AVOID}]
+
+
+def test_the_accelerator_labels_are_configurable_and_a_profiles_own_expression_on_one_stays() -> None:
+    own = {"key": "example.com/tpu", "operator": "NotIn", "values": ["v5"]}
+    c = parse_operator_config(
+        {"acceleratorNodeLabels": ["example.com/tpu", "amd.com/gpu.present"], "profiles": {"cpu": {"device": "CPU", "backends": ["openvino"], "nodeAffinity": [own]}}},
+        "config.yaml",
+    )
+    assert required_terms(c, "cpu") == [{"matchExpressions": [own, {"key": "amd.com/gpu.present", "operator": "DoesNotExist"}]}]
+    assert required_terms(parse_operator_config({"acceleratorNodeLabels": []}, "config.yaml"), "cpu") is None
