@@ -11,9 +11,10 @@ import enum
 import logging
 import os
 import re
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -428,6 +429,23 @@ def read_yaml_file(path: Path, error: type[Exception]) -> Any:
     except yaml.YAMLError as err:
         raise error(f"{path}: not valid YAML: {err}") from None
     return {} if data is None else data
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def read_toml_file(path: Path, model: type[_Model]) -> _Model:
+    """A TOML file validated as `model` (raises ConfigError naming the file, and the key when one is wrong)."""
+    try:
+        data = tomllib.loads(decode_utf8(path, path.read_bytes(), ConfigError))
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(str(path), err)) from None
 
 
 def load_runtime_config(path: Path) -> RuntimeConfig:

@@ -27,14 +27,13 @@ import os
 import shutil
 import tempfile
 import threading
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import wasmtime
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from wasminfer_runtime.config import (
     ConfigError,
@@ -42,8 +41,7 @@ from wasminfer_runtime.config import (
     HttpRequestsConfig,
     SourceConfig,
     WorkerConfig,
-    decode_utf8,
-    format_validation_error,
+    read_toml_file,
 )
 from wasminfer_runtime.engine import default_cache_dir
 
@@ -134,7 +132,7 @@ class Runtimes:
         self._checked: dict[Path, str | None] = {}  # file -> why it cannot be used (None: fine)
         project = root / PROJECT_FILE
         if project.is_file():
-            for repo in _read_project(project).repositories:
+            for repo in read_toml_file(project, _Project).repositories:
                 for meta in repo.runtimes:
                     folder = root / ".wws" / "runtimes" / repo.name / meta.name / meta.version
                     for ext in meta.extensions:
@@ -193,19 +191,6 @@ def _check(path: Path, spec: _File) -> str | None:
         if digest != spec.checksum.value.lower():
             return f"does not match its sha256 in {PROJECT_FILE} ({digest})"
     return None
-
-
-def _read_project(path: Path) -> _Project:
-    try:
-        data = tomllib.loads(decode_utf8(path, path.read_bytes(), ConfigError))
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}") from None
-    try:
-        return _Project.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(str(path), err)) from None
 
 
 # -- the /src folders ----------------------------------------------------------------------------

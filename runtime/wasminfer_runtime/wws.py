@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -38,7 +37,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from wasminfer_runtime.config import (
     BackendName,
     ConfigError,
-    decode_utf8,
     expand_env_vars,
     FolderConfig,
     HttpRequestsConfig,
@@ -53,6 +51,7 @@ from wasminfer_runtime.config import (
     WorkerConfig,
     format_validation_error,
     parse_runtime_config,
+    read_toml_file,
 )
 from wasminfer_runtime.routing import Route, RouteError, RouteTable
 from wasminfer_runtime.runtimes import Runtimes
@@ -203,19 +202,6 @@ class _Models:
         return name
 
 
-def _read_toml(path: Path) -> _WorkerToml:
-    try:
-        data = tomllib.loads(decode_utf8(path, path.read_bytes(), ConfigError))
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}") from None
-    try:
-        return _WorkerToml.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(str(path), err)) from None
-
-
 def _route(root: Path, module: Path) -> str:
     route = route_for(module.relative_to(root))
     try:
@@ -229,7 +215,7 @@ def _worker(root: Path, module: Path, env: Mapping[str, str], models: _Models) -
     rel = module.relative_to(root)
     route = _route(root, module)
     toml_path = module.with_suffix(".toml")
-    toml = _read_toml(toml_path) if toml_path.is_file() else _WorkerToml()
+    toml = read_toml_file(toml_path, _WorkerToml) if toml_path.is_file() else _WorkerToml()
     worker_dir = module.parent
 
     folders: list[FolderConfig] = []
