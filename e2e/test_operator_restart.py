@@ -1,9 +1,11 @@
 """The operator survives being killed and runs as several replicas: a SIGKILL in the middle of a burst,
 then changes while it is down, converge after a restart with no duplicate and no orphaned child; of
-two replicas only the Lease holder acts, and the standby takes over when the holder dies."""
+two replicas only the Lease holder acts, and the standby takes over when the holder dies; an API
+server that stops for a few seconds is ridden out by the leader."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ import yaml
 from operator_process import OperatorProcess
 from operator_objects import install_crds, model_yaml, worker_yaml
 
+from cluster import controlplane, processes, state
 from kube import Cluster
 
 pytestmark = pytest.mark.cluster
@@ -125,3 +128,40 @@ def test_only_the_lease_holder_acts_and_the_standby_takes_over(cluster: Cluster,
     finally:
         a.stop()
         b.stop()
+
+
+def test_the_leader_rides_out_an_api_server_stopped_for_seconds(cluster_bin_dir: Path, tmp_path: Path) -> None:
+    """kube-apiserver stops for ~5 s and starts again (connections refused, watches broken) on a
+    cluster of the test's own: the operator keeps running and its Lease, then reconciles changes."""
+    own_state = controlplane.up(f"opblip-{os.getpid()}", bin_dir=cluster_bin_dir, nodes=None)
+    own = Cluster.from_state(own_state)
+    op: OperatorProcess | None = None
+    try:
+        install_crds(own)
+        ns = own.new_namespace("blip")
+        # The renew deadline (lease duration - 1) outlasts the 5 s stop plus the API server's restart.
+        op = OperatorProcess(own.kubeconfig, tmp_path / "operator.log", namespaces=[ns], lease_name="lease-blip", lease_namespace=ns, lease_duration=40)
+        op.start()
+        op.wait_leading()
+        own.apply(worker_yaml("before"), namespace=ns)
+        own.wait_until(lambda: names(own, "deployments", ns) == ["before"], 60, "the first worker's Deployment")
+        holder = own.get_json("lease", "lease-blip", namespace=ns)["spec"]["holderIdentity"]
+
+        (apiserver,) = [p for p in own_state.processes if p.component == "kube-apiserver"]
+        argv = [a.decode() for a in Path(f"/proc/{apiserver.pid}/cmdline").read_bytes().split(b"\0")[:-1]]
+        assert processes.stop(apiserver.pid, apiserver.exe)
+        time.sleep(5)
+        assert op.alive(), f"the operator exited while the API server was down:\n{op.tail()}"
+        apiserver.pid = processes.start(argv, Path(apiserver.log), die_with_parent=True).pid
+        state.save(own_state)
+        own.wait_until(lambda: own.kubectl("get", "--raw", "/readyz", check=False).returncode == 0, 60, "the API server to answer again")
+
+        own.apply(worker_yaml("after"), namespace=ns)
+        own.wait_until(lambda: names(own, "deployments", ns) == ["after", "before"], 60, "the Deployment of a worker created after the outage")
+        assert op.alive() and op.leading(), op.tail()
+        assert own.get_json("lease", "lease-blip", namespace=ns)["spec"]["holderIdentity"] == holder
+        assert "steps down" not in op.log_path.read_text(errors="replace")
+    finally:
+        if op is not None:
+            op.stop()
+        controlplane.teardown(own_state)

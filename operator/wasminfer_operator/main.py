@@ -11,10 +11,10 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
+import socket
 import sys
-import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import kopf
 from kubernetes import client, config
@@ -43,9 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--leader-election", action=argparse.BooleanOptionalAction, default=True, help="hold a Lease before acting (default: on)")
     p.add_argument("--lease-name", default="wasminfer-operator")
     p.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "default"), help="namespace of the Lease (env POD_NAMESPACE)")
-    p.add_argument("--lease-duration", type=int, default=15, help="seconds a standby waits before taking an expired Lease")
-    p.add_argument("--renew-deadline", type=int, default=10)
-    p.add_argument("--retry-period", type=int, default=2)
+    p.add_argument("--lease-duration", type=float, default=15, help="seconds a standby waits before taking a Lease not renewed (default: %(default)s)")
+    p.add_argument("--renew-deadline", type=float, default=10, help="seconds the leader keeps retrying a failed renewal before it stops (default: %(default)s)")
+    p.add_argument("--retry-period", type=float, default=2, help="seconds between renewals and between a standby's attempts (default: %(default)s)")
     p.add_argument("--identity", default=None, help="this replica's name in the Lease (default: hostname + random suffix)")
     p.add_argument("--log-format", choices=["json", "text"], default="json", help="structured JSON lines or text (default: %(default)s)")
     p.add_argument("--verbose", action="store_true", help="debug logs")
@@ -65,6 +65,21 @@ def _load_kube(kubeconfig: Path | None) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
+def liveness_clash(url: str) -> str | None:
+    """Why the liveness endpoint cannot listen, or None. Checked before the Lease is taken: a replica
+    that cannot serve its probe must not hold leadership while its pod is restarted."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "localhost", parts.port or 80
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the endpoint's server does
+            s.bind(address)
+    except OSError as err:
+        return f"--liveness {url}: cannot listen on {host} port {port}: {err.strerror or err}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL)
@@ -81,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.runtime_image:
         cfg = cfg.model_copy(update={"image": args.runtime_image})
+    clash = liveness_clash(args.liveness)
+    if clash is not None:
+        log.error("%s", clash)
+        return 2
     try:
         api_client = _load_kube(args.kubeconfig)
     except (config.ConfigException, OSError) as err:
@@ -89,33 +108,6 @@ def main(argv: list[str] | None = None) -> int:
 
     kube = Kube(api_client, threads=args.concurrency)
     op = Operator(cfg=cfg, kube=kube, concurrency=args.concurrency, namespaces=list(args.namespace))
-    lost = threading.Event()
-    loop_holder: dict[str, asyncio.AbstractEventLoop] = {}
-
-    def lead() -> None:
-        # Called from the election thread; the reconciler lives on kopf's event loop.
-        def go(r: Reconciler) -> None:
-            r.become_leader()
-
-        if op.reconciler is not None and "loop" in loop_holder:
-            loop_holder["loop"].call_soon_threadsafe(go, op.reconciler)
-
-    def on_ready(r: Reconciler) -> None:
-        loop_holder["loop"] = asyncio.get_running_loop()
-        if leadership is None or leadership.leading.is_set():
-            r.become_leader()
-
-    def lose() -> None:
-        # Stop as on SIGTERM. (A stop flag would park one of kopf's executor threads on it for the
-        # whole run, and interpreter exit would wait for that thread.)
-        lost.set()
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    leadership: Leadership | None = None
-    if args.leader_election:
-        leadership = Leadership(lease, args.identity or default_identity(), on_started=lead, on_stopped=lose)
-    op.on_ready.append(on_ready)
-
     registry = kopf.OperatorRegistry()
     register(registry, op)
     log.info(
@@ -124,22 +116,67 @@ def main(argv: list[str] | None = None) -> int:
         ",".join(args.namespace) or "all",
         ",".join(cfg.profiles),
         cfg.image,
-        "on" if leadership else "off",
+        "on" if args.leader_election else "off",
     )
-    if leadership is not None:
-        leadership.start()
+    lost: list[str] = []
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        stop: asyncio.Future[None] = loop.create_future()  # kopf stops as on SIGTERM when it is set
+        leadership: Leadership | None = None
+
+        def lead() -> None:  # on the loop, where the reconciler lives
+            if op.reconciler is not None:
+                op.reconciler.become_leader()
+
+        def step_down(reason: str) -> None:  # on the loop
+            lost.append(reason)
+            if op.reconciler is not None:
+                op.reconciler.leading.clear()
+            if not stop.done():
+                stop.set_result(None)
+
+        def on_ready(r: Reconciler) -> None:
+            if leadership is None or leadership.leading.is_set():
+                r.become_leader()
+
+        def started() -> None:  # on the election thread
+            loop.call_soon_threadsafe(lead)
+
+        def stopped(reason: str) -> None:  # on the election thread
+            loop.call_soon_threadsafe(step_down, reason)
+
+        op.on_ready.append(on_ready)
+        if args.leader_election:
+            leadership = Leadership(
+                lease,
+                args.identity or default_identity(),
+                api_client,
+                on_started=started,
+                on_stopped=stopped,
+            )
+            leadership.start()
+        try:
+            await kopf.operator(
+                registry=registry,
+                standalone=True,
+                clusterwide=not args.namespace,
+                namespaces=args.namespace,
+                liveness_endpoint=args.liveness,
+                stop_flag=stop,
+            )
+        finally:
+            if leadership is not None:
+                leadership.halt()
+
     try:
-        kopf.run(
-            registry=registry,
-            standalone=True,
-            clusterwide=not args.namespace,
-            namespaces=args.namespace,
-            liveness_endpoint=args.liveness,
-        )
+        asyncio.run(serve())
+    except asyncio.CancelledError:
+        pass
     finally:
         kube.close()
-    if lost.is_set():
-        log.error("stopped: lost the leader Lease")
+    if lost:
+        log.error("stopped: no longer the leader (%s); exiting so that the pod restarts as a standby", lost[0])
         return LOST_LEADERSHIP_EXIT
     return 0
 

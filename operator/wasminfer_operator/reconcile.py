@@ -112,6 +112,10 @@ class Reconciler:
         self.queue: WorkQueue[Key] = WorkQueue()
         self.leading = asyncio.Event()
         self.cache_filled: list[asyncio.Event] = []  # the children's informers; act once all are filled
+        # kopf delivers no WasmWorker or InferenceModel event before every index of both is filled,
+        # so the first one opens this gate. Until then a worker would find its models missing and
+        # report ModelNotFound; its reconcile waits instead.
+        self.indexes_filled = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._event_gate = asyncio.Semaphore(4)
@@ -162,7 +166,7 @@ class Reconciler:
             key = await self.queue.get()
             try:
                 await self.leading.wait()
-                for cache in self.cache_filled:
+                for cache in [*self.cache_filled, self.indexes_filled]:
                     await cache.wait()
                 await self._reconcile(key)
             except asyncio.CancelledError:
@@ -191,6 +195,7 @@ class Reconciler:
     # --- what events mean --------------------------------------------------------------------------
 
     def worker_event(self, event_type: str | None, view: ObjectView) -> None:
+        self.indexes_filled.set()
         key = (WORKER, view.namespace, view.name)
         models = frozenset(view.spec.get("models") or [])
         before = self._worker_models.get(view.key, frozenset())
@@ -210,6 +215,7 @@ class Reconciler:
                 self.queue.add((MODEL, view.namespace, m))
 
     def model_event(self, event_type: str | None, view: ObjectView) -> None:
+        self.indexes_filled.set()
         key = (MODEL, view.namespace, view.name)
         if event_type == "DELETED":
             self._forget(key, view.uid)
