@@ -236,7 +236,7 @@ def test_missing_model_is_waited_for_and_recovers_when_created(cluster: Cluster,
     assert ("Normal", "Available") in {(e["type"], e["reason"]) for e in events(cluster, ns, "waits")}
 
 
-def test_model_change_rolls_the_pods_and_model_deletion_keeps_the_worker(cluster: Cluster, ns: str) -> None:
+def test_model_change_rolls_the_pods_and_model_deletion_waits_for_the_worker(cluster: Cluster, ns: str) -> None:
     cluster.apply(model_yaml("m") + "---\n" + worker_yaml("w", ["m"]), namespace=ns)
     ready(cluster, ns, "w")
 
@@ -251,11 +251,16 @@ def test_model_change_rolls_the_pods_and_model_deletion_keeps_the_worker(cluster
     assert runtime_yaml["models"][0]["options"]["precision"] == "f16"
     ready(cluster, ns, "w")
 
-    cluster.kubectl("delete", "inferencemodel", "m", "-n", ns)
-    wait_condition(cluster, ns, "wasmworker", "w", "ModelsReady", "False", "ModelNotFound")
-    assert cluster.exists("wasmworker", "w", namespace=ns) and cluster.exists("deployment", "w", namespace=ns)
+    # A model in use is protected: its deletion waits, naming the worker, which keeps running.
+    cluster.kubectl("delete", "inferencemodel", "m", "-n", ns, "--wait=false")
+    c = wait_condition(cluster, ns, "inferencemodel", "m", "Deleting", "True", "InUse")
+    assert "using this model: w;" in c["message"], c
+    assert cluster.get_json("inferencemodel", "m", namespace=ns)["metadata"].get("deletionTimestamp")
+    assert condition(cluster, ns, "wasmworker", "w", "ModelsReady")["status"] == "True"
+    assert cluster.exists("deployment", "w", namespace=ns)
 
     cluster.kubectl("delete", "wasmworker", "w", "-n", ns)
+    cluster.wait_until(lambda: not cluster.exists("inferencemodel", "m", namespace=ns), 30, "the model to go with its last worker")
     for kind, name in (("deployment", "w"), ("service", "w"), ("configmap", "w-runtime")):
         cluster.wait_until(lambda: not cluster.exists(kind, name, namespace=ns), 60, f"{kind}/{name} to be garbage-collected")
 

@@ -35,6 +35,8 @@ from wasminfer_runtime.routing import RESERVED_PATHS, RESERVED_RE, ROUTE_RE, che
 GROUP = "wasminfer.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+# Held on every InferenceModel by the operator: a model stays while WasmWorkers of its namespace use it.
+MODEL_FINALIZER = f"{GROUP}/in-use-protection"
 
 SHA256_RE = r"^[0-9a-f]{64}$"
 FILE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -761,7 +763,7 @@ class InferenceModelStatus(_Api):
     profile: str | None = Field(default=None, description="Device profile workers need to run this model.")
     workers: list[str] = Field(default_factory=list, description="WasmWorkers of the namespace that use this model (at most 100 listed).")
     worker_count: int = Field(default=0, description="How many WasmWorkers use this model.")
-    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_CONDITIONS_EXTRA, description="Ready, with its reason.")
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_CONDITIONS_EXTRA, description="Ready, with its reason; Deleting (InUse) while a deletion waits for the WasmWorkers using the model.")
 
 
 class WasmWorkerStatus(_Api):

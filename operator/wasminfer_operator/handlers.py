@@ -1,8 +1,10 @@
 """Thin kopf handlers: watch caches (indexes) of the custom resources and events that queue keys.
 
-Nothing here decides anything. The handlers never write to the objects they watch: no finalizers,
-no annotations, no spec (Argo CD would see drift); status is written by the reconciler only. The
-children (Deployments, Services, ConfigMaps, Pods) are watched by the informers started here.
+Nothing here decides anything. The handlers never write to the objects they watch: no kopf
+finalizers or annotations, no spec (Argo CD would see drift). The reconciler, on the leader only,
+writes status and holds one finalizer of its own on InferenceModels (`api.MODEL_FINALIZER`: a model
+stays while workers use it). The children (Deployments, Services, ConfigMaps, Pods) are watched by
+the informers started here.
 """
 
 from __future__ import annotations
@@ -112,3 +114,16 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
     @kopf.on.event(*IM, registry=registry, id="model_changed")
     async def model_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
         rec().model_event(type, object_view(body))
+
+    if op.namespaces:
+        # Watching namespaces by name or pattern, kopf stops watching a namespace once its deletion
+        # starts, so the model events that would release the finalizers never come. A namespace on
+        # its way out takes its workers along: its models are let go. (Cluster-wide, kopf keeps
+        # watching and the namespace's models go as their workers do.)
+        @kopf.on.event("", "v1", "namespaces", registry=registry, id="namespace_terminating", when=_terminating)
+        async def namespace_terminating(type: str | None, body: kopf.Body, **_: Any) -> None:
+            rec().namespace_terminating(str(body.get("metadata", {}).get("name", "")), gone=type == "DELETED")
+
+
+def _terminating(body: kopf.Body, **_: Any) -> bool:
+    return bool(body.get("metadata", {}).get("deletionTimestamp"))

@@ -31,7 +31,7 @@ T = TypeVar("T")
 # Every (apiGroup, resource, verbs) the operator uses; RBAC for a deployment of it follows from this.
 PERMISSIONS: list[tuple[str, str, tuple[str, ...]]] = [
     (GROUP, "wasmworkers", ("list", "watch")),  # kopf watch streams
-    (GROUP, "inferencemodels", ("list", "watch")),
+    (GROUP, "inferencemodels", ("get", "list", "watch", "patch")),  # get, patch: the in-use protection finalizer
     (GROUP, "wasmworkers/status", ("patch",)),
     (GROUP, "inferencemodels/status", ("patch",)),
     (GROUP, "wasmworkers/finalizers", ("update",)),  # ownerReferences with blockOwnerDeletion on children
@@ -121,6 +121,18 @@ class Kube:
             )
         )
         return self._json(resp)
+
+    async def set_model_finalizers(self, namespace: str, name: str, finalizers: list[str], resource_version: str) -> None:
+        """Replaces an InferenceModel's finalizers; 409 Conflict if the object changed since `resource_version`."""
+        body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        await self._call(
+            lambda: self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, "inferencemodels", name, body, field_manager=FIELD_MANAGER, _content_type=MERGE, _preload_content=False
+            )
+        )
+
+    async def get_model(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get(lambda: self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "inferencemodels", name, _preload_content=False))
 
     async def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get(lambda: self.core.read_namespaced_config_map(name, namespace, _preload_content=False))

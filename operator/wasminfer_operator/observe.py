@@ -63,6 +63,7 @@ class ObjectView:
     spec: Mapping[str, Any]
     status: Mapping[str, Any]
     deleting: bool
+    finalizers: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -85,6 +86,7 @@ def object_view(body: Mapping[str, Any]) -> ObjectView:
         spec=dict(body.get("spec") or {}),
         status=dict(body.get("status") or {}),
         deleting=bool(meta.get("deletionTimestamp")),
+        finalizers=tuple(str(f) for f in meta.get("finalizers") or ()),
     )
 
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from wasminfer_operator.api import InferenceModelSpec, WasmWorkerSpec
+from wasminfer_operator.api import MODEL_FINALIZER, InferenceModelSpec, WasmWorkerSpec
 from wasminfer_operator.kube import Kube, KubeError
 from wasminfer_operator.observe import ChildView, ObjectView, PodView
 from wasminfer_operator.placement import decide
@@ -54,12 +54,14 @@ log = logging.getLogger("wasminfer.operator")
 
 WORKER = "worker"
 MODEL = "model"
+RELEASE = "release"  # a model of a namespace being deleted: drop its finalizer, from a fresh read
 Key = tuple[str, str, str]  # (WORKER|MODEL, namespace, name)
 NsName = tuple[str, str]
 V = TypeVar("V")
 M = TypeVar("M", bound=BaseModel)
 
 NOT_READY_RECHECK_SECONDS = 10.0
+IN_USE_RECHECK_SECONDS = 5.0  # a model's deletion waits for its users; worker events wake it sooner
 MAX_BACKOFF_SECONDS = 60.0
 
 
@@ -127,6 +129,8 @@ class Reconciler:
         self._sources: dict[tuple[str, int], tuple[float, tuple[bool, str, str]]] = {}
         self._backoff: dict[Key, float] = {}
         self._parsed: dict[tuple[str, int], BaseModel | str] = {}  # (uid, generation) -> spec or error
+        self._finalizers_sent: dict[str, str] = {}  # model uid -> resourceVersion its finalizers were patched at
+        self._terminating: set[str] = set()  # namespaces being deleted: their models are not held
         self.reconciles = 0
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -189,6 +193,8 @@ class Reconciler:
         kind, ns, name = key
         if kind == WORKER:
             await self.reconcile_worker(ns, name)
+        elif kind == RELEASE:
+            await self.release_model(ns, name)
         else:
             await self.reconcile_model(ns, name)
 
@@ -205,6 +211,9 @@ class Reconciler:
             for m in before | models:
                 self.queue.add((MODEL, view.namespace, m))
             return
+        if view.deleting:  # a worker on its way out no longer holds its models
+            for m in models:
+                self.queue.add((MODEL, view.namespace, m))
         signature = (view.uid, view.generation)
         if self._seen.get(key) != signature or self._written.get(view.uid) != view.status:
             self._seen[key] = signature
@@ -219,16 +228,26 @@ class Reconciler:
         key = (MODEL, view.namespace, view.name)
         if event_type == "DELETED":
             self._forget(key, view.uid)
+            self._finalizers_sent.pop(view.uid, None)
             self._wake_users(view.namespace, view.name)
             return
         ready: Mapping[str, Any] = next((c for c in view.status.get("conditions") or [] if c.get("type") == READY), {})
-        signature = (view.uid, view.generation, ready.get("status"), ready.get("reason"), ready.get("observedGeneration"))
+        signature = (view.uid, view.generation, view.deleting, ready.get("status"), ready.get("reason"), ready.get("observedGeneration"))
         previous = self._seen.get(key)
         if previous != signature or self._written.get(view.uid) != view.status:
             self.queue.add(key)
         if previous != signature:
             self._seen[key] = signature
             self._wake_users(view.namespace, view.name)
+
+    def namespace_terminating(self, namespace: str, gone: bool = False) -> None:
+        if gone:
+            self._terminating.discard(namespace)
+            return
+        self._terminating.add(namespace)
+        for ns, name in list(self.ix.models):
+            if ns == namespace:
+                self.queue.add((RELEASE, ns, name))
 
     def child_event(self, event_type: str, namespace: str, view: ChildView) -> None:
         if event_type == "DELETED":
@@ -330,13 +349,37 @@ class Reconciler:
             generation=view.generation, backend=backend.value, profile=profile, profile_failure=failure, source=source
         )
 
+    def _model_users(self, namespace: str, model: str) -> list[str]:
+        """The WasmWorkers naming the model, less those being deleted (they no longer hold it)."""
+        users = set()
+        for worker in _all(self.ix.model_users, (namespace, model)):
+            view = _one(self.ix.workers, (namespace, worker))
+            if view is not None and not view.deleting:
+                users.add(worker)
+        return sorted(users)
+
+    async def _set_finalizers(self, view: ObjectView, finalizers: list[str]) -> None:
+        if self._finalizers_sent.get(view.uid) == view.resource_version:
+            return  # patched moments ago; the watch has not shown it yet
+        try:
+            await self.kube.set_model_finalizers(view.namespace, view.name, finalizers, view.resource_version)
+        except KubeError as err:
+            if err.status != 404:
+                raise
+        self._finalizers_sent[view.uid] = view.resource_version
+
     async def reconcile_model(self, namespace: str, name: str) -> None:
         key = (MODEL, namespace, name)
         view = _one(self.ix.models, (namespace, name))
-        if view is None or view.deleting:
+        if view is None:
             return
+        workers = self._model_users(namespace, name)
+        if view.deleting:
+            await self._model_deletion(view, workers)
+            return
+        if MODEL_FINALIZER not in view.finalizers and namespace not in self._terminating:
+            await self._set_finalizers(view, [*view.finalizers, MODEL_FINALIZER])
         spec, obs = await self._evaluate_model(view)
-        workers = sorted(set(_all(self.ix.model_users, (namespace, name))))
         obs = dataclasses.replace(obs, workers=workers)
         status, changes = model_status(obs, self._old_status(view), self.clock())
         await self._write(view, "inferencemodels", status.wire(), changes)
@@ -344,6 +387,33 @@ class Reconciler:
             self.queue.add_after(key, NOT_READY_RECHECK_SECONDS)
         elif spec is not None and spec.source.https is None:
             self.queue.add_after(key, self.cfg.source_recheck_seconds)
+
+    async def _model_deletion(self, view: ObjectView, workers: list[str]) -> None:
+        """Hold a deleted model while workers use it, saying which; let it go once none does."""
+        if MODEL_FINALIZER not in view.finalizers:
+            return
+        if not workers:
+            await self._set_finalizers(view, [f for f in view.finalizers if f != MODEL_FINALIZER])
+            log.info("InferenceModel %s/%s: no WasmWorker uses it; deletion proceeds", view.namespace, view.name)
+            return
+        _, obs = await self._evaluate_model(view)
+        obs = dataclasses.replace(obs, workers=workers, deleting=True)
+        status, changes = model_status(obs, self._old_status(view), self.clock())
+        await self._write(view, "inferencemodels", status.wire(), changes)
+        self.queue.add_after((MODEL, view.namespace, view.name), IN_USE_RECHECK_SECONDS)
+
+    async def release_model(self, namespace: str, name: str) -> None:
+        body = await self.kube.get_model(namespace, name)
+        finalizers = list((body or {}).get("metadata", {}).get("finalizers") or [])
+        if body is None or MODEL_FINALIZER not in finalizers:
+            return
+        rv = str(body["metadata"].get("resourceVersion", ""))
+        try:
+            await self.kube.set_model_finalizers(namespace, name, [f for f in finalizers if f != MODEL_FINALIZER], rv)
+        except KubeError as err:
+            if err.status != 404:
+                raise
+        log.info("InferenceModel %s/%s: its namespace is being deleted; deletion proceeds", namespace, name)
 
     # --- WasmWorker --------------------------------------------------------------------------------
 
@@ -356,7 +426,7 @@ class Reconciler:
         versions: list[tuple[str, int]] = []
         for n in names:
             view = _one(self.ix.models, (namespace, n))
-            if view is None or view.deleting:
+            if view is None:  # a model being deleted stays usable: its deletion waits for its users
                 states[n] = ModelState(found=False)
                 continue
             versions.append((view.uid, view.generation))

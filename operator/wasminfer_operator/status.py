@@ -20,6 +20,8 @@ MODELS_READY = "ModelsReady"
 SCHEDULED = "Scheduled"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
+DELETING = "Deleting"  # an InferenceModel whose deletion waits for the WasmWorkers using it
+IN_USE = "InUse"
 WORKER_CONDITIONS = (READY, MODELS_READY, SCHEDULED, PROGRESSING, DEGRADED)
 
 Status = Literal["True", "False", "Unknown"]
@@ -65,6 +67,8 @@ def _is_bad(c: Cond | Condition) -> bool:
         return c.status == "True"
     if c.type == PROGRESSING:
         return False
+    if c.type == DELETING:
+        return c.reason == IN_USE
     return (c.status == "False" and c.reason not in _ON_THE_WAY) or c.reason == "FellBack"
 
 
@@ -365,6 +369,7 @@ class ModelObservation:
     profile_failure: tuple[str, str] | None = None
     source: tuple[bool, str, str] = (True, "SourceDeclared", "")  # (ok, reason, message)
     workers: Sequence[str] = ()
+    deleting: bool = False  # deletion requested; `workers` (those not being deleted) hold it back
 
 
 MAX_LISTED_WORKERS = 100
@@ -379,9 +384,24 @@ def model_condition(obs: ModelObservation) -> Cond:
     return Cond(READY, "True" if ok else "False", reason, message)
 
 
+def deleting_condition(obs: ModelObservation) -> Cond | None:
+    """While a deletion waits for the workers that use the model: who they are and what to do."""
+    if not obs.deleting or not obs.workers:
+        return None
+    workers = sorted(obs.workers)
+    listed = ", ".join(workers[:MAX_LISTED_WORKERS]) + (f" and {len(workers) - MAX_LISTED_WORKERS} more" if len(workers) > MAX_LISTED_WORKERS else "")
+    return Cond(
+        DELETING, "True", IN_USE,
+        f"deletion waits for {_plural(len(workers), 'WasmWorker')} using this model: {listed}; "
+        "delete them or remove the model from their spec.models",
+    )
+
+
 def model_status(obs: ModelObservation, old: Mapping[str, Any], now: datetime) -> tuple[InferenceModelStatus, list[Transition]]:
     old_conditions = list(old.get("conditions") or [])
-    conditions = merge_conditions(old_conditions, [model_condition(obs)], obs.generation, now)
+    deleting = deleting_condition(obs)
+    new = [model_condition(obs)] + ([deleting] if deleting is not None else [])
+    conditions = merge_conditions(old_conditions, new, obs.generation, now)
     workers = sorted(obs.workers)
     status = InferenceModelStatus(
         observed_generation=obs.generation,

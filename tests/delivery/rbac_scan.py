@@ -153,6 +153,15 @@ class ClientCall:
     path: str
     server_side_apply: bool
     watches: bool = False
+    plural: str | None = None  # a CustomObjectsApi call naming its plural as a literal
+
+
+def _literal_plural(call: ast.Call | None) -> str | None:
+    """The `plural` argument of a CustomObjectsApi call when the code spells it out."""
+    if call is None:
+        return None
+    arg = next((k.value for k in call.keywords if k.arg == "plural"), call.args[3] if len(call.args) > 3 else None)
+    return arg.value if isinstance(arg, ast.Constant) and isinstance(arg.value, str) else None
 
 
 def client_calls(module: ModuleType) -> list[ClientCall]:
@@ -175,6 +184,7 @@ def client_calls(module: ModuleType) -> list[ClientCall]:
             continue
         # A function that sends the apply content type does server-side apply with its PATCH calls.
         applies = any(isinstance(n, ast.Name) and n.id in apply_names for n in ast.walk(func)) or "apply-patch" in ast.unparse(func)
+        called = {id(n.func): n for n in ast.walk(func) if isinstance(n, ast.Call)}
         for node in ast.walk(func):
             if isinstance(node, ast.Attribute) and _api_name(node.value) in apis:
                 api = apis[cast(str, _api_name(node.value))]
@@ -182,7 +192,10 @@ def client_calls(module: ModuleType) -> list[ClientCall]:
                 # A module that asks for `watch=True` uses its list methods for watches as well.
                 watches = node.attr.startswith("list_") and watching
                 calls.append(
-                    ClientCall(f"{module.__name__}:{node.lineno}", api, node.attr, http, path, applies and http == "PATCH", watches)
+                    ClientCall(
+                        f"{module.__name__}:{node.lineno}", api, node.attr, http, path, applies and http == "PATCH", watches,
+                        _literal_plural(called.get(id(node))) if "{plural}" in path else None,
+                    )
                 )
     return sorted(set(calls), key=lambda c: c.where)
 
@@ -194,7 +207,7 @@ def _accesses_of(call: ClientCall, own_plurals: dict[str, list[str]]) -> set[Acc
     pairs = [(group, plural)]
     if "{group}" in call.path or "{plural}" in call.path:
         # CustomObjectsApi: the operator only addresses its own kinds.
-        pairs = [(g, p) for g, plurals in own_plurals.items() if g == wasminfer_operator_group() for p in plurals]
+        pairs = [(g, p) for g, plurals in own_plurals.items() if g == wasminfer_operator_group() for p in plurals if call.plural in (None, p)]
     verb = {"GET": "get" if named else "list", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[call.http]
     verbs = {verb}
     if call.server_side_apply:

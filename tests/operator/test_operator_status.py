@@ -178,6 +178,27 @@ def test_model_status() -> None:
     assert len(s.workers) == 100 and s.worker_count == 150
 
 
+def test_deleted_model_in_use_says_which_workers_hold_it() -> None:
+    obs = ModelObservation(generation=3, source=(True, "SourceDeclared", ""), workers=["b", "a"])
+    status, _ = model_status(obs, {}, T0)
+    assert [c.type for c in status.conditions] == ["Ready"], "no Deleting condition before a deletion"
+    held = dataclasses.replace(obs, deleting=True)
+    status2, changes = model_status(held, status.wire(), T1)
+    ready, deleting = status2.conditions
+    assert ready.status == "True", "the model stays usable while its deletion waits"
+    assert (deleting.type, deleting.status, deleting.reason) == ("Deleting", "True", "InUse")
+    assert "2 WasmWorkers using this model: a, b" in deleting.message and "spec.models" in deleting.message
+    assert [(x.type, x.reason, x.warning) for x in changes] == [("Deleting", "InUse", True)]
+    assert "a, b" in changes[0].event_message
+    one_left, changes = model_status(dataclasses.replace(held, workers=["b"]), status2.wire(), T1)
+    assert "1 WasmWorker using this model: b;" in one_left.conditions[1].message and changes == []
+    crowd = dataclasses.replace(held, workers=[f"w{i:03}" for i in range(103)])
+    assert model_status(crowd, {}, T0)[0].conditions[1].message.count(", ") == 99
+    assert "and 3 more" in model_status(crowd, {}, T0)[0].conditions[1].message
+    unused = dataclasses.replace(held, workers=[])
+    assert [c.type for c in model_status(unused, {}, T0)[0].conditions] == ["Ready"]
+
+
 # --- rollouts: every pod counted, new and old revisions apart, stalls reported ---------------------
 
 
