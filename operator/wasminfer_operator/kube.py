@@ -38,7 +38,8 @@ PERMISSIONS: list[tuple[str, str, tuple[str, ...]]] = [
     ("apps", "deployments", ("list", "watch", "create", "patch")),  # server-side apply creates or patches
     ("", "services", ("list", "watch", "create", "patch")),
     ("", "configmaps", ("get", "list", "watch", "create", "patch")),  # get: InferenceModel ConfigMap sources
-    ("", "pods", ("list", "watch")),
+    ("", "pods", ("list", "watch")),  # also across namespaces, by node: the capacity check before a move back
+    ("", "nodes", ("list",)),  # the capacity check before a move back from a fallback profile
     ("", "persistentvolumeclaims", ("get",)),  # InferenceModel claim sources
     ("", "events", ("create",)),
     ("coordination.k8s.io", "leases", ("get", "create", "update")),  # leader election
@@ -130,6 +131,16 @@ class Kube:
                 GROUP, VERSION, namespace, "inferencemodels", name, body, field_manager=FIELD_MANAGER, _content_type=MERGE, _preload_content=False
             )
         )
+
+    async def list_nodes(self, label_selector: str = "") -> list[dict[str, Any]]:
+        resp = await self._call(lambda: self.core.list_node(label_selector=label_selector, _preload_content=False))
+        return list(self._json(resp).get("items") or [])
+
+    async def list_pods_on_node(self, node: str) -> list[dict[str, Any]]:
+        """The pods bound to a node, of every namespace, less those that ended."""
+        selector = f"spec.nodeName={node},status.phase!=Succeeded,status.phase!=Failed"
+        resp = await self._call(lambda: self.core.list_pod_for_all_namespaces(field_selector=selector, _preload_content=False))
+        return list(self._json(resp).get("items") or [])
 
     async def get_model(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get(lambda: self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "inferencemodels", name, _preload_content=False))

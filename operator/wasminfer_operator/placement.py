@@ -2,12 +2,14 @@
 
 Pure: the decision depends only on the spec, the models, the configuration, the profile recorded in
 status and the pods' scheduling conditions (whose timestamps live in the API, so a restarted
-operator reaches the same decision at the same moment).
+operator reaches the same decision at the same moment). Moving back from a fallback also depends on
+what the capacity checks (`capacity`) found, and since when.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from wasminfer_operator.api import WasmWorkerSpec
@@ -26,6 +28,9 @@ class Decision:
     unschedulable: tuple[str, str] | None = None  # (since, message) for pods of the current profile
     retry_after: float | None = None  # seconds until the pending fallback is due
     fallback_due: str | None = None  # when it is due (RFC 3339): stable across reconciles, unlike retry_after
+    moved_back_from: str | None = None  # set when this decision returned from a fallback profile
+    room: str | None = None  # with moved_back_from: where the capacity check found room
+    move_back_check: float | None = None  # seconds until the preferred profiles are checked again
 
     @property
     def primary(self) -> str | None:
@@ -102,3 +107,44 @@ def decide(
     return Decision(
         profile=profile, chain=chain, unschedulable=unschedulable, retry_after=max(after - waited, 0.5), fallback_due=due
     )
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A profile the capacity check found room under, continuously since `since`."""
+
+    since: datetime
+    detail: str
+
+
+def move_back_candidates(decision: Decision, fell_back_at: datetime, now: datetime, cfg: OperatorConfig) -> tuple[str, ...]:
+    """The profiles, most preferred first, whose capacity is worth checking now: those before the
+    current one in the chain, once moveBackAfterSeconds have passed since the fallback."""
+    if not cfg.move_back or decision.profile is None or not decision.fell_back or decision.switched_from is not None:
+        return ()
+    if (now - fell_back_at).total_seconds() < cfg.move_back_after_seconds:
+        return ()
+    return decision.chain[: decision.chain.index(decision.profile)]
+
+
+def move_back(decision: Decision, room: Mapping[str, Seen], fell_back_at: datetime, now: datetime, cfg: OperatorConfig) -> Decision:
+    """After a fallback, the most preferred earlier profile of the chain once it has had room for
+    moveBackStableSeconds, no sooner than moveBackAfterSeconds after the fallback. `room`: the
+    profiles the capacity check finds room under, and since when."""
+    if not cfg.move_back or decision.profile is None or not decision.fell_back or decision.switched_from is not None:
+        return decision
+    hold = cfg.move_back_after_seconds - (now - fell_back_at).total_seconds()
+    if hold > 0:
+        return replace(decision, move_back_check=hold)
+    for p in move_back_candidates(decision, fell_back_at, now, cfg):
+        seen = room.get(p)
+        if seen is None:
+            continue
+        wait = cfg.move_back_stable_seconds - (now - seen.since).total_seconds()
+        if wait > 0:  # the most preferred profile with room, not yet for long enough: wait for it
+            return replace(decision, move_back_check=max(min(wait, cfg.move_back_check_seconds), 0.5))
+        return replace(
+            decision, profile=p, moved_back_from=decision.profile, room=seen.detail,
+            unschedulable=None, retry_after=None, fallback_due=None, move_back_check=None,
+        )  # fmt: skip
+    return replace(decision, move_back_check=cfg.move_back_check_seconds)

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from wasminfer_operator.api import MODEL_FINALIZER, InferenceModelSpec, WasmWorkerSpec
 from wasminfer_operator.kube import Kube, KubeError
+from wasminfer_operator.moveback import MoveBackChecks
 from wasminfer_operator.observe import ChildView, ObjectView, PodView
 from wasminfer_operator.placement import decide
 from wasminfer_operator.profiles import OperatorConfig
@@ -131,6 +132,7 @@ class Reconciler:
         self._parsed: dict[tuple[str, int], BaseModel | str] = {}  # (uid, generation) -> spec or error
         self._finalizers_sent: dict[str, str] = {}  # model uid -> resourceVersion its finalizers were patched at
         self._terminating: set[str] = set()  # namespaces being deleted: their models are not held
+        self.move_backs = MoveBackChecks(cfg, kube)
         self.reconciles = 0
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -208,6 +210,7 @@ class Reconciler:
         if event_type == "DELETED":
             self._forget(key, view.uid)
             self._worker_models.pop(view.key, None)
+            self.move_backs.forget(view.uid)
             for m in before | models:
                 self.queue.add((MODEL, view.namespace, m))
             return
@@ -462,6 +465,7 @@ class Reconciler:
         apply_error = None
         if all(s.ready for s in states.values()) and len(named) == len(spec.models):
             decision = decide(spec, named, self.cfg, old.get("profile"), pods, now)
+            decision = await self.move_backs.decide(decision, ref, spec, named, old, now)
             if decision.profile is not None:
                 render_key = (view.uid, view.generation, decision.profile, versions)
                 hashes, apply_error = await self._apply_children(ref, spec, named, decision.profile, render_key, children)
@@ -471,6 +475,8 @@ class Reconciler:
                     log.warning("worker %s/%s: profile %s unschedulable, falling back to %s", namespace, name, decision.switched_from, decision.profile)
             if decision.retry_after is not None:
                 self.queue.add_after(key, decision.retry_after)
+            if decision.move_back_check is not None:
+                self.queue.add_after(key, decision.move_back_check)
         deployment = children.get("Deployment")
         obs = WorkerObservation(
             generation=view.generation,

@@ -22,6 +22,7 @@ PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 DELETING = "Deleting"  # an InferenceModel whose deletion waits for the WasmWorkers using it
 IN_USE = "InUse"
+MOVED_BACK = "MovedBack"  # Scheduled's reason from a move back off a fallback profile until the spec changes
 WORKER_CONDITIONS = (READY, MODELS_READY, SCHEDULED, PROGRESSING, DEGRADED)
 
 Status = Literal["True", "False", "Unknown"]
@@ -203,6 +204,11 @@ def _scheduled_condition(obs: WorkerObservation, models_ok: bool) -> Cond:
             "FellBack",
             f"profile {d.switched_from} stayed unschedulable since {since} ({why}); moving to profile {d.profile}",
         )
+    if d.moved_back_from is not None:
+        return Cond(
+            SCHEDULED, "Unknown", MOVED_BACK,
+            f"moved back from fallback profile {d.moved_back_from} to profile {d.profile}, which has room again: {d.room}",
+        )  # fmt: skip
     if d.unschedulable is not None:
         since, why = d.unschedulable
         msg = f"pods with profile {d.profile} cannot be scheduled since {since}: {why}"
@@ -335,10 +341,22 @@ def worker_conditions(obs: WorkerObservation) -> list[Cond]:
     return [ready, models, scheduled, progressing, degraded]
 
 
+def _keep_moved_back(c: Cond, old: Sequence[Mapping[str, Any]], generation: int) -> Cond:
+    """After a move back, Scheduled keeps saying so while the pods are placed and once they run,
+    until something else happens to placement or the spec changes."""
+    before = next((o for o in old if o.get("type") == SCHEDULED), None)
+    if c.type != SCHEDULED or before is None or before.get("reason") != MOVED_BACK or before.get("observedGeneration") != generation:
+        return c
+    if c.reason not in ("Scheduled", "Pending"):
+        return c
+    return Cond(SCHEDULED, c.status, MOVED_BACK, str(before.get("message", "")))
+
+
 def worker_status(obs: WorkerObservation, old: Mapping[str, Any], now: datetime) -> tuple[WasmWorkerStatus, list[Transition]]:
     """The worker's new status and the transitions to report as events."""
     old_conditions = list(old.get("conditions") or [])
-    conditions = merge_conditions(old_conditions, worker_conditions(obs), obs.generation, now)
+    new = [_keep_moved_back(c, old_conditions, obs.generation) for c in worker_conditions(obs)]
+    conditions = merge_conditions(old_conditions, new, obs.generation, now)
     dep = obs.deployment
     ready_models = sum(1 for n in obs.model_names if obs.models.get(n, ModelState(False)).ready)
     profile = obs.decision.profile if obs.decision and obs.decision.profile else obs.previous_profile
