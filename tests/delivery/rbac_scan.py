@@ -238,10 +238,11 @@ def operator_modules() -> list[ModuleType]:
 
 
 def kopf_run_keywords() -> dict[str, Any]:
-    """The literal keyword arguments main.py passes to kopf.run (non-literals as their source)."""
+    """The literal keyword arguments main.py passes to kopf.run or kopf.operator (non-literals as
+    their source)."""
     tree = ast.parse(inspect.getsource(main))
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "run":
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("run", "operator"):
             if isinstance(node.func.value, ast.Name) and node.func.value.id == "kopf":
                 out: dict[str, Any] = {}
                 for kw in node.keywords:
@@ -251,7 +252,7 @@ def kopf_run_keywords() -> dict[str, Any]:
                     except ValueError:
                         out[kw.arg] = ast.unparse(kw.value)
                 return out
-    raise AssertionError("main.py does not call kopf.run")
+    raise AssertionError("main.py calls neither kopf.run nor kopf.operator")
 
 
 def uses_leader_election() -> bool:
