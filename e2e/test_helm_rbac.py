@@ -78,9 +78,9 @@ def test_operator_scenarios_pass_as_the_chart_service_account(
         # A model fetched over HTTPS and a worker using it (watch streams, apply, status, events).
         cluster.kubectl("apply", "-n", namespace, "-f", str(CPU_EXAMPLE))
         _ready(cluster, op, "inferencemodel/mobilenet", namespace)
-        worker = _ready(cluster, op, "wasmworker/classify", namespace)
+        worker = _ready(cluster, op, "wasmworker/classify-cpu", namespace)
         assert worker["status"]["readyReplicas"] == 2
-        for child in ("deployment/classify", "service/classify", "configmap/classify-runtime"):
+        for child in ("deployment/classify-cpu", "service/classify-cpu", "configmap/classify-cpu-runtime"):
             assert cluster.exists(child, namespace=namespace), child
 
         # Leader election went through the release's Lease.
@@ -89,9 +89,9 @@ def test_operator_scenarios_pass_as_the_chart_service_account(
         assert lease["spec"].get("holderIdentity"), lease["spec"]
 
         # kubectl scale through the /scale subresource; the Deployment follows.
-        cluster.kubectl("scale", "-n", namespace, "wasmworker/classify", "--replicas=3")
+        cluster.kubectl("scale", "-n", namespace, "wasmworker/classify-cpu", "--replicas=3")
         cluster.wait_until(
-            lambda: cluster.get_json("deployment/classify", namespace=namespace)["spec"]["replicas"] == 3,
+            lambda: cluster.get_json("deployment/classify-cpu", namespace=namespace)["spec"]["replicas"] == 3,
             timeout=60, what="the Deployment scaled to 3",
         )
 
@@ -129,9 +129,9 @@ def test_operator_scenarios_pass_as_the_chart_service_account(
         assert [e for e in events if e["involvedObject"]["kind"] == "WasmWorker" and e.get("reportingComponent") == "wasminfer-operator"], events
 
         # Deleting the worker removes its children (ownerReferences, garbage collection).
-        cluster.kubectl("delete", "-n", namespace, "wasmworker/classify", "--wait=true", "--timeout=60s")
+        cluster.kubectl("delete", "-n", namespace, "wasmworker/classify-cpu", "--wait=true", "--timeout=60s")
         cluster.wait_until(
-            lambda: not cluster.exists("deployment/classify", namespace=namespace) and not cluster.exists("configmap/classify-runtime", namespace=namespace),
+            lambda: not cluster.exists("deployment/classify-cpu", namespace=namespace) and not cluster.exists("configmap/classify-cpu-runtime", namespace=namespace),
             timeout=60, what="the children of the deleted worker to go",
         )
         assert op.alive(), op.tail()
@@ -156,11 +156,11 @@ def test_a_missing_permission_fails_with_the_forbidden_message(
 
     with operator_as(release, [namespace], tmp_path) as op:
         cluster.kubectl("apply", "-n", namespace, "-f", str(CPU_EXAMPLE))
-        worker = wait_condition(cluster, op, "wasmworker/classify", namespace, "Degraded", "True", "ApplyFailed")
+        worker = wait_condition(cluster, op, "wasmworker/classify-cpu", namespace, "Degraded", "True", "ApplyFailed")
     degraded = condition(worker, "Degraded")
     assert degraded is not None
     forbidden = (
-        f'deployments.apps "classify" is forbidden: User "{release.user}" cannot {verb} resource "deployments" '
+        f'deployments.apps "classify-cpu" is forbidden: User "{release.user}" cannot {verb} resource "deployments" '
         f'in API group "apps" in the namespace "{namespace}"'
     )
     assert forbidden in degraded["message"], degraded

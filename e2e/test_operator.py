@@ -141,9 +141,9 @@ def test_intel_gpu_worker_waits_for_its_configmap_then_lands_on_the_intel_node_m
 
 def test_cpu_worker_lands_on_cpu_nodes(cluster: Cluster, ns: str) -> None:
     cluster.apply((EXAMPLES / "cpu.yaml").read_text(), namespace=ns)
-    ready(cluster, ns, "classify")
-    nodes = {p["spec"]["nodeName"] for p in pods(cluster, ns, "classify")}
-    assert len(pods(cluster, ns, "classify")) == 2 and nodes <= cpu_nodes(cluster), nodes
+    ready(cluster, ns, "classify-cpu")
+    nodes = {p["spec"]["nodeName"] for p in pods(cluster, ns, "classify-cpu")}
+    assert len(pods(cluster, ns, "classify-cpu")) == 2 and nodes <= cpu_nodes(cluster), nodes
     assert {"cpu-1", "cpu-2"} <= cpu_nodes(cluster)
 
 
