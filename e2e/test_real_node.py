@@ -251,9 +251,14 @@ def test_killed_runtime_is_restarted_and_the_worker_recovers(demo: Demo) -> None
 def test_deleted_pod_is_replaced(demo: Demo) -> None:
     old = demo.runtime_pod()["metadata"]["name"]
     demo.cluster.kubectl("delete", "pod", old, "-n", demo.namespace, "--wait=false")
+
+    def phases() -> dict[str, str]:
+        return {p["metadata"]["name"]: p["status"].get("phase", "") for p in pods_of(demo.cluster, demo.namespace, demo.selector)}
+
+    # The worker's status may say Ready from before until the operator has seen the deletion, so
+    # wait for the pods themselves first: the old one gone, its replacement running.
     demo.cluster.wait_until(
-        lambda: [p for p in pods_of(demo.cluster, demo.namespace, demo.selector) if p["metadata"]["name"] != old],
-        timeout=60, what="a replacement runtime pod",
+        lambda: old not in phases() and "Running" in phases().values(), timeout=180, what="a running replacement runtime pod",
     )
     demo.wait_worker("Ready", "True", timeout=180)
     assert demo.runtime_pod()["metadata"]["name"] != old
