@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from operator_objects import install_crds, worker_yaml
+from operator_objects import device_and_cpu_nodes_yaml, device_and_cpu_profiles_yaml, own_nodes, own_operator, worker_yaml
 from operator_process import OperatorProcess
 
 from kube import Cluster
@@ -26,76 +26,25 @@ ACCEL_NODE = "moveback-accel-1"
 CPU_NODE = "moveback-cpu-1"
 HOLD_OFF, STABLE, CHECK = 4, 3, 1  # moveBackAfterSeconds, moveBackStableSeconds, moveBackCheckSeconds
 
-# Nodes of this module alone: tainted, so no other test's pods land on them (or get cordoned).
-NODES = f"""
-apiVersion: v1
-kind: Node
-metadata:
-  name: {ACCEL_NODE}
-  annotations: {{kwok.x-k8s.io/node: fake}}
-  labels: {{kubernetes.io/hostname: {ACCEL_NODE}, {NODE_LABEL}: accel}}
-spec:
-  taints: [{{key: {NODE_LABEL}, value: "true", effect: NoSchedule}}]
-status:
-  capacity: {{cpu: "16", memory: 32Gi, pods: "110", {DEVICE}: "1"}}
-  allocatable: {{cpu: "16", memory: 32Gi, pods: "110", {DEVICE}: "1"}}
----
-apiVersion: v1
-kind: Node
-metadata:
-  name: {CPU_NODE}
-  annotations: {{kwok.x-k8s.io/node: fake}}
-  labels: {{kubernetes.io/hostname: {CPU_NODE}, {NODE_LABEL}: cpu}}
-spec:
-  taints: [{{key: {NODE_LABEL}, value: "true", effect: NoSchedule}}]
-status:
-  capacity: {{cpu: "16", memory: 32Gi, pods: "110"}}
-  allocatable: {{cpu: "16", memory: 32Gi, pods: "110"}}
-"""
+NODES = device_and_cpu_nodes_yaml(ACCEL_NODE, CPU_NODE, NODE_LABEL, DEVICE)
 
 OPERATOR_CONFIG = f"""
 moveBackAfterSeconds: {HOLD_OFF}
 moveBackStableSeconds: {STABLE}
 moveBackCheckSeconds: {CHECK}
-profiles:
-  e2e-accel:
-    device: NPU
-    backends: [openvino]
-    resources: {{{DEVICE}: 1}}
-    nodeSelector: {{{NODE_LABEL}: accel}}
-    tolerations: [{{key: {NODE_LABEL}, operator: Exists, effect: NoSchedule}}]
-    automatic: false
-  e2e-cpu:
-    device: CPU
-    backends: [openvino]
-    nodeSelector: {{{NODE_LABEL}: cpu}}
-    tolerations: [{{key: {NODE_LABEL}, operator: Exists, effect: NoSchedule}}]
-    automatic: false
-"""
+""" + device_and_cpu_profiles_yaml(NODE_LABEL, DEVICE)
 
 
 @pytest.fixture(scope="module")
 def nodes(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    path = tmp_path_factory.mktemp("move-back-nodes") / "nodes.yaml"
-    path.write_text(NODES)
-    names = cluster.add_nodes(path)
-    try:
+    with own_nodes(cluster, tmp_path_factory.mktemp("move-back-nodes"), NODES) as names:
         yield names
-    finally:
-        cluster.kubectl("delete", "node", *names, "--wait=false", check=False)
 
 
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster, nodes: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    install_crds(cluster)
-    tmp = tmp_path_factory.mktemp("move-back-operator")
-    config = tmp / "operator.yaml"
-    config.write_text(OPERATOR_CONFIG)
-    op = OperatorProcess(cluster.kubeconfig, tmp / "operator.log", namespaces=[f"{PREFIX}*"], config=config, lease_name="move-back", lease_namespace="default")
-    with op:
-        op.wait_leading()
+    with own_operator(cluster, tmp_path_factory.mktemp("move-back-operator"), OPERATOR_CONFIG, PREFIX, "move-back") as op:
         yield op
-    print(f"operator log: {op.log_path}")
 
 
 @pytest.fixture

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_objects import install_crds, worker_yaml
+from operator_objects import device_and_cpu_nodes_yaml, device_and_cpu_profiles_yaml, own_nodes, own_operator, worker_yaml
 from operator_process import OperatorProcess
 
 from kube import Cluster
@@ -23,76 +22,25 @@ NODE_LABEL = "wasminfer.dev/e2e-rollouts"
 DEVICE = "example.com/accel"
 DEADLINE_SECONDS = 12
 
-# Nodes of this module alone: tainted, so no other test's pods land on them (or get cordoned).
-NODES = f"""
-apiVersion: v1
-kind: Node
-metadata:
-  name: rollouts-accel-1
-  annotations: {{kwok.x-k8s.io/node: fake}}
-  labels: {{kubernetes.io/hostname: rollouts-accel-1, {NODE_LABEL}: accel}}
-spec:
-  taints: [{{key: {NODE_LABEL}, value: "true", effect: NoSchedule}}]
-status:
-  capacity: {{cpu: "16", memory: 32Gi, pods: "110", {DEVICE}: "1"}}
-  allocatable: {{cpu: "16", memory: 32Gi, pods: "110", {DEVICE}: "1"}}
----
-apiVersion: v1
-kind: Node
-metadata:
-  name: rollouts-cpu-1
-  annotations: {{kwok.x-k8s.io/node: fake}}
-  labels: {{kubernetes.io/hostname: rollouts-cpu-1, {NODE_LABEL}: cpu}}
-spec:
-  taints: [{{key: {NODE_LABEL}, value: "true", effect: NoSchedule}}]
-status:
-  capacity: {{cpu: "16", memory: 32Gi, pods: "110"}}
-  allocatable: {{cpu: "16", memory: 32Gi, pods: "110"}}
-"""
+NODES = device_and_cpu_nodes_yaml("rollouts-accel-1", "rollouts-cpu-1", NODE_LABEL, DEVICE)
 
 # The accelerator profile leaves `rollout` unset: the operator's default for device profiles is
 # what is under test.
 OPERATOR_CONFIG = f"""
 progressDeadlineSeconds: {DEADLINE_SECONDS}
-profiles:
-  e2e-accel:
-    device: NPU
-    backends: [openvino]
-    resources: {{{DEVICE}: 1}}
-    nodeSelector: {{{NODE_LABEL}: accel}}
-    tolerations: [{{key: {NODE_LABEL}, operator: Exists, effect: NoSchedule}}]
-    automatic: false
-  e2e-cpu:
-    device: CPU
-    backends: [openvino]
-    nodeSelector: {{{NODE_LABEL}: cpu}}
-    tolerations: [{{key: {NODE_LABEL}, operator: Exists, effect: NoSchedule}}]
-    automatic: false
-"""
+""" + device_and_cpu_profiles_yaml(NODE_LABEL, DEVICE)
 
 
 @pytest.fixture(scope="module")
 def nodes(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    path = tmp_path_factory.mktemp("rollout-nodes") / "nodes.yaml"
-    path.write_text(NODES)
-    names = cluster.add_nodes(path)
-    try:
+    with own_nodes(cluster, tmp_path_factory.mktemp("rollout-nodes"), NODES) as names:
         yield names
-    finally:
-        cluster.kubectl("delete", "node", *names, "--wait=false", check=False)
 
 
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster, nodes: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    install_crds(cluster)
-    tmp = tmp_path_factory.mktemp("rollout-operator")
-    config = tmp / "operator.yaml"
-    config.write_text(OPERATOR_CONFIG)
-    op = OperatorProcess(cluster.kubeconfig, tmp / "operator.log", namespaces=[f"{PREFIX}*"], config=config, lease_name="rollouts", lease_namespace="default")
-    with op:
-        op.wait_leading()
+    with own_operator(cluster, tmp_path_factory.mktemp("rollout-operator"), OPERATOR_CONFIG, PREFIX, "rollouts") as op:
         yield op
-    print(f"operator log: {op.log_path}")
 
 
 @pytest.fixture
