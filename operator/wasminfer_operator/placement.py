@@ -90,8 +90,12 @@ def decide(
     profile = current if current in chain else primary
     assert profile is not None
     mine = [p for p in pods if p.profile == profile and not p.terminating]
+    # Pods of the profile that cannot be placed count even while others run: a scale-up or a new
+    # revision stuck past the deadline moves the worker on (the running pods stay until the
+    # fallback's pods are ready, as a rollout does). A pod waiting a moment for a device its
+    # predecessor frees is not stuck for fallbackAfterSeconds.
     stuck = [p for p in mine if p.unschedulable_since is not None]
-    if not stuck or any(p.scheduled for p in mine):
+    if not stuck:
         return Decision(profile=profile, chain=chain)
     first = min(stuck, key=lambda p: p.unschedulable_since or "")
     since = first.unschedulable_since or ""

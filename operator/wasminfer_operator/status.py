@@ -211,7 +211,9 @@ def _scheduled_condition(obs: WorkerObservation, models_ok: bool) -> Cond:
         )  # fmt: skip
     if d.unschedulable is not None:
         since, why = d.unschedulable
-        msg = f"pods with profile {d.profile} cannot be scheduled since {since}: {why}"
+        pods = _current_pods(obs)
+        stuck_count = sum(p.unschedulable_since is not None for p in pods)
+        msg = f"{stuck_count} of {_plural(len(pods), 'pod')} with profile {d.profile} cannot be scheduled since {since}: {why}"
         if d.fallback_due is not None and d.profile in d.chain:
             msg += f"; falling back to profile {d.chain[d.chain.index(d.profile) + 1]} at {d.fallback_due}"
         return Cond(SCHEDULED, "False", "Unschedulable", msg)

@@ -105,11 +105,18 @@ def test_operator_default_deadline(cfg: OperatorConfig) -> None:
     assert decide(spec, [], cfg, None, [stuck("intel-gpu", cfg.fallback_after_seconds)], NOW).profile == "cpu"
 
 
-def test_a_scheduled_pod_of_the_profile_prevents_fallback(cfg: OperatorConfig) -> None:
-    """A rollout waiting for a busy GPU is not a missing GPU."""
-    spec = w(placement={"profile": "intel-gpu", "fallbacks": ["cpu"], "fallbackAfterSeconds": 5})
-    d = decide(spec, [], cfg, None, [stuck("intel-gpu", 600), running("intel-gpu")], NOW)
-    assert d.profile == "intel-gpu" and d.unschedulable is None
+def test_pods_stuck_past_the_deadline_move_the_worker_on_even_while_others_run(cfg: OperatorConfig) -> None:
+    """A scale-up or a new revision that cannot be placed is as stuck as a first pod: it is reported
+    at once and falls back at the deadline, with the running pods counted apart."""
+    spec = w(placement={"profile": "intel-gpu", "fallbacks": ["cpu"], "fallbackAfterSeconds": 60})
+    early = decide(spec, [], cfg, "intel-gpu", [stuck("intel-gpu", 20), running("intel-gpu")], NOW)
+    assert early.profile == "intel-gpu" and early.unschedulable is not None and early.retry_after == pytest.approx(40)
+    late = decide(spec, [], cfg, "intel-gpu", [stuck("intel-gpu", 61), running("intel-gpu")], NOW)
+    assert (late.profile, late.switched_from) == ("cpu", "intel-gpu")
+    obs = WorkerObservation(generation=1, replicas=2, decision=early, pods=[stuck("intel-gpu", 20), running("intel-gpu")])
+    status, _ = worker_status(obs, {}, NOW)
+    scheduled = next(c for c in status.wire()["conditions"] if c["type"] == "Scheduled")
+    assert scheduled["status"] == "False" and "1 of 2 pods" in scheduled["message"] and "falling back to profile cpu" in scheduled["message"]
 
 
 def test_stays_on_the_fallback_and_on_the_last_profile(cfg: OperatorConfig) -> None:
