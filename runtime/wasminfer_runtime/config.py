@@ -18,7 +18,14 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationInfo
 
+from wasminfer_runtime import formats
+# The format/backend/device enums live with their table; imported from here by most modules.
+from wasminfer_runtime.formats import BackendName as BackendName
+from wasminfer_runtime.formats import Device as Device
+from wasminfer_runtime.formats import ModelFormat as ModelFormat
+from wasminfer_runtime.formats import default_backend as default_backend
 from wasminfer_runtime.routing import check_route
 
 log = logging.getLogger(__name__)
@@ -35,23 +42,6 @@ class ConfigError(Exception):
     """A configuration file that cannot be served; the message names the file and the key."""
 
 
-class ModelFormat(str, enum.Enum):
-    openvino = "openvino"  # OpenVINO IR: model.xml + model.bin
-    onnx = "onnx"
-
-
-class BackendName(str, enum.Enum):
-    openvino = "openvino"
-    onnxruntime = "onnxruntime"
-
-
-class Device(str, enum.Enum):
-    CPU = "CPU"
-    GPU = "GPU"
-    NPU = "NPU"
-    AUTO = "AUTO"
-
-
 class PerformanceHint(str, enum.Enum):
     LATENCY = "LATENCY"
     THROUGHPUT = "THROUGHPUT"
@@ -64,11 +54,6 @@ class Precision(str, enum.Enum):
     bf16 = "bf16"
 
 
-def default_backend(fmt: ModelFormat) -> BackendName:
-    """OpenVINO reads both IR and ONNX; it is the default for both formats."""
-    return BackendName.openvino
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -79,7 +64,7 @@ class ModelOptions(_Strict):
         description="Inference precision. f32 by default so results match across CPUs (OpenVINO picks bf16 on AMX CPUs otherwise).",
     )
     performance_hint: PerformanceHint = PerformanceHint.LATENCY
-    streams: Annotated[int, Field(ge=1, le=64)] | None = Field(
+    streams: Annotated[int | None, Field(ge=1, le=64)] = Field(
         None, description="Parallel inference streams; the backend decides when unset."
     )
     pool_size: Annotated[int, Field(ge=1, le=256)] = Field(
@@ -101,8 +86,9 @@ class ModelConfig(_Strict):
 
     name: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     format: ModelFormat
-    backend: BackendName | None = Field(None, description="Defaults from the format.")
-    device: Device = Device.CPU
+    # Validated even when left out: the format's default backend must run on the device too.
+    backend: BackendName | None = Field(None, validate_default=True, description="Defaults from the format.")
+    device: Device = Field(Device.CPU, validate_default=True)
     files: list[Path] = Field(
         description="openvino: [model.xml, model.bin] (or [model.xml]); onnx: [model.onnx]", min_length=1, max_length=2
     )
@@ -113,12 +99,30 @@ class ModelConfig(_Strict):
         "runtime may create one, RLIMIT_AS otherwise); unset: only the container's limit applies.",
     )
 
+    # Field validators (not one for the model) so that an error names the key: models[0].device.
+    @field_validator("backend")
+    @classmethod
+    def _backend_reads_format(cls, v: BackendName | None, info: ValidationInfo) -> BackendName | None:
+        fmt = info.data.get("format")
+        if fmt is None:  # the format itself is wrong, and reported
+            return v
+        backend = default_backend(fmt) if v is None else v
+        error = formats.backend_error(fmt, backend)
+        if error:
+            raise ValueError(error)
+        return backend
+
+    @field_validator("device")
+    @classmethod
+    def _device_of_backend(cls, v: Device, info: ValidationInfo) -> Device:
+        backend = info.data.get("backend")
+        error = None if backend is None else formats.device_error(backend, v)
+        if error:
+            raise ValueError(error)
+        return v
+
     @model_validator(mode="after")
-    def _resolve_backend(self) -> ModelConfig:
-        if self.backend is None:
-            self.backend = default_backend(self.format)
-        if self.format is ModelFormat.openvino and self.backend is not BackendName.openvino:
-            raise ValueError("format 'openvino' (IR) can only be served by backend 'openvino'")
+    def _file_count(self) -> ModelConfig:
         if self.format is ModelFormat.onnx and len(self.files) != 1:
             raise ValueError("format 'onnx' takes exactly one file")
         return self
@@ -147,7 +151,7 @@ class FolderConfig(_Strict):
 class Limits(_Strict):
     memory_mib: Annotated[int, Field(ge=1, le=4096)] = DEFAULT_MEMORY_MIB
     timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = DEFAULT_TIMEOUT_SECONDS
-    max_body_bytes: Annotated[int, Field(ge=0)] = DEFAULT_MAX_BODY_BYTES
+    max_body_bytes: Annotated[int, Field(ge=0, le=1024**3)] = DEFAULT_MAX_BODY_BYTES
     max_concurrency: Annotated[int | None, Field(ge=1, le=1024)] = Field(
         None, description="Requests of this worker running at once; unset: every invocation thread but one."
     )

@@ -53,6 +53,7 @@ from wasminfer_runtime.config import (
     parse_runtime_config,
     read_toml_file,
 )
+from wasminfer_runtime.formats import readers
 from wasminfer_runtime.routing import Route, RouteError, RouteTable
 from wasminfer_runtime.runtimes import Runtimes
 
@@ -161,9 +162,9 @@ def _is_route(rel: Path, has_public: bool) -> bool:
 
 def _model_files(model_dir: Path, backend: BackendName) -> tuple[ModelFormat, list[Path]] | None:
     xml, bin_, onnx = model_dir / "model.xml", model_dir / "model.bin", model_dir / "model.onnx"
-    if backend is BackendName.openvino and xml.is_file() and bin_.is_file():
+    if backend in readers(ModelFormat.openvino) and xml.is_file() and bin_.is_file():
         return ModelFormat.openvino, [xml, bin_]
-    if onnx.is_file():
+    if backend in readers(ModelFormat.onnx) and onnx.is_file():
         return ModelFormat.onnx, [onnx]
     return None
 
@@ -182,7 +183,7 @@ class _Models:
             raise ConfigError(f"{where}: model folder {model_dir} does not exist")
         found = _model_files(model_dir, backend)
         if found is None:
-            wanted = "model.xml + model.bin (or model.onnx)" if backend is BackendName.openvino else "model.onnx"
+            wanted = "model.xml + model.bin (or model.onnx)" if backend in readers(ModelFormat.openvino) else "model.onnx"
             raise ConfigError(f"{where}: {model_dir} holds no {wanted} for backend {pre.backend!r}")
         fmt, files = found
         name = model_dir.name

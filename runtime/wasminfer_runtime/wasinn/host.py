@@ -27,7 +27,7 @@ from typing import Any
 import wasmtime
 from wasmtime import _ffi as ffi
 
-from wasminfer_runtime import capi
+from wasminfer_runtime import capi, formats
 from wasminfer_runtime.backends.base import (
     Backend,
     BackendError,
@@ -514,10 +514,8 @@ class WasiNnHost:
 
     def backend_for(self, fmt: ModelFormat, encoding: int) -> Backend:
         """The first allowed backend that reads `fmt` (the worker's order is its preference)."""
-        readers = {ModelFormat.openvino: {BackendName.openvino}, ModelFormat.onnx: {BackendName.openvino,
-                                                                                     BackendName.onnxruntime}}
         for name in self.allowed_backends:
-            if name in readers[fmt]:
+            if name in formats.readers(fmt):
                 return self.models.guest_backend(self.owner, name, self.allowed_backends, self.max_loaded_bytes)
         allowed = ", ".join(b.value for b in self.allowed_backends) or "none"
         raise AbiError(
