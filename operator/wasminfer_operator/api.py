@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict, JsonValue
 
+from wasminfer_runtime import formats
 from wasminfer_runtime.config import (
     HTTP_METHODS,
     BackendName,
@@ -25,10 +26,11 @@ from wasminfer_runtime.config import (
     ModelFormat,
     PerformanceHint,
     Precision,
-    default_backend,
 )
 from wasminfer_runtime.config import VAR_NAME_RE, check_var_name
 from wasminfer_runtime.config import Limits as RuntimeLimits
+from wasminfer_runtime.config import ModelConfig as RuntimeModel
+from wasminfer_runtime.config import ModelOptions as RuntimeModelOptions
 from wasminfer_runtime.config import WorkerConfig as RuntimeWorker
 from wasminfer_runtime.routing import RESERVED_PATHS, RESERVED_RE, ROUTE_RE, check_route
 
@@ -137,6 +139,11 @@ def _runtime_bounds(model: type[BaseModel], name: str) -> dict[str, Any]:
             if getattr(meta, key, None) is not None:
                 out[key] = getattr(meta, key)
     return out
+
+
+def _from_runtime(model: type[BaseModel], name: str, description: str, **kwargs: Any) -> Any:
+    """A Field with the default and bounds of the runtime.yaml key it renders into (declared once, there)."""
+    return Field(_runtime_default(model, name), **_runtime_bounds(model, name), description=description, **kwargs)
 
 
 # --- artifact sources ------------------------------------------------------------------------------
@@ -320,20 +327,49 @@ _IR_FILES = "format openvino takes two files: the model's .xml, then its .bin (p
 
 
 class ModelOptions(_Api):
-    """Backend options for compiling the model."""
+    """Backend options for compiling the model (the runtime's ModelOptions: same defaults and bounds)."""
 
-    precision: Precision = Field(default=Precision.f32, description="Inference precision (f32, f16, bf16).")
-    performance_hint: PerformanceHint = Field(default=PerformanceHint.LATENCY, description="OpenVINO performance hint.")
-    streams: int | None = Field(default=None, ge=1, le=64, description="Parallel inference streams; the backend decides when unset.")
-    pool_size: int = Field(default=4, ge=1, le=256, description="Infer requests kept ready for concurrent calls.")
-    max_dynamic_dim: int = Field(
-        default=64, ge=1, le=65536,
-        description="Largest value a worker may give a dynamic dimension of an input (a batch of N); larger is refused.",
+    precision: Precision = _from_runtime(RuntimeModelOptions, "precision", "Inference precision (f32, f16, bf16).")
+    performance_hint: PerformanceHint = _from_runtime(RuntimeModelOptions, "performance_hint", "OpenVINO performance hint.")
+    streams: int | None = _from_runtime(
+        RuntimeModelOptions, "streams", "Parallel inference streams; the backend decides when unset."
     )
-    max_output_bytes: int = Field(
-        default=64 * 1024 * 1024, ge=1, le=4 * 1024**3,
-        description="Largest output one inference may produce; a larger one fails the compute.",
+    pool_size: int = _from_runtime(RuntimeModelOptions, "pool_size", "Infer requests kept ready for concurrent calls.")
+    max_dynamic_dim: int = _from_runtime(
+        RuntimeModelOptions, "max_dynamic_dim",
+        "Largest value a worker may give a dynamic dimension of an input (a batch of N); larger is refused.",
     )
+    max_output_bytes: int = _from_runtime(
+        RuntimeModelOptions, "max_output_bytes", "Largest output one inference may produce; a larger one fails the compute."
+    )
+
+
+def _cel_list(values: tuple[Any, ...]) -> str:
+    return "[" + ", ".join(cel_string(v.value) for v in values) + "]"
+
+
+def table_rules() -> list[tuple[str, str, str]]:
+    """CEL rules from the format/backend/device table (wasminfer_runtime.formats): the backend must read
+    the format, and the backend (the format's default when unset) must run on the device. A rule is made
+    only where the table restricts something."""
+    out: list[tuple[str, str, str]] = []
+    for fmt in ModelFormat:
+        if set(formats.readers(fmt)) != set(BackendName):
+            out.append((
+                f"self.format != {cel_string(fmt.value)} || !has(self.backend) || self.backend in {_cel_list(formats.readers(fmt))}",
+                formats.format_message(fmt),
+                ".backend",
+            ))
+    defaults = ", ".join(f"{cel_string(f.value)}: {cel_string(formats.default_backend(f).value)}" for f in ModelFormat)
+    backend = f"(has(self.backend) ? self.backend : {{{defaults}}}[self.format])"
+    for b in BackendName:
+        if set(formats.devices(b)) != set(Device):
+            out.append((
+                f"{backend} != {cel_string(b.value)} || self.device in {_cel_list(formats.devices(b))}",
+                formats.device_message(b),
+                ".device",
+            ))
+    return out
 
 
 class InferenceModelSpec(_Api):
@@ -341,16 +377,7 @@ class InferenceModelSpec(_Api):
 
     model_config = ConfigDict(
         json_schema_extra=rules(
-            (
-                "self.format != 'openvino' || !has(self.backend) || self.backend == 'openvino'",
-                "format openvino (IR) can only be served by backend openvino",
-                ".backend",
-            ),
-            (
-                "!has(self.backend) || self.backend != 'onnxruntime' || self.device == 'CPU' || self.device == 'GPU'",
-                "backend onnxruntime runs on device CPU or GPU (CUDA) only",
-                ".device",
-            ),
+            *table_rules(),
             (f"self.format != 'onnx' || {_FILE_COUNT_CEL} == 1", "format onnx takes exactly one file", ".source"),
             (_ir_files_cel(), _IR_FILES, ".source"),
         )
@@ -367,18 +394,21 @@ class InferenceModelSpec(_Api):
         "GPU with backend onnxruntime an NVIDIA GPU (CUDA). Decides the device profile of workers using the model.",
     )
     options: ModelOptions = Field(default_factory=ModelOptions, json_schema_extra=_EMPTY_DEFAULT, description="Backend options.")
-    memory_mib: int | None = Field(
-        default=None, ge=16, le=1024 * 1024, alias="memoryMiB",
+    memory_mib: int | None = _from_runtime(
+        RuntimeModel, "memory_mib", alias="memoryMiB",
         description="Memory cap of the model's host process in each runtime pod, beyond what the backend's libraries "
         "take; past it the model's loads and inferences fail and the pod serves on. Unset: only the pod's limit applies.",
     )
 
     @model_validator(mode="after")
     def _consistent(self) -> InferenceModelSpec:
-        if self.format is ModelFormat.openvino and self.backend not in (None, BackendName.openvino):
-            raise ValueError("backend: format openvino (IR) can only be served by backend openvino")
-        if self.backend is BackendName.onnxruntime and self.device not in (Device.CPU, Device.GPU):
-            raise ValueError("device: backend onnxruntime runs on device CPU or GPU (CUDA) only")
+        # The twin of table_rules(): the same table, the same messages.
+        error = formats.backend_error(self.format, self.resolved_backend)
+        if error:
+            raise ValueError(f"backend: {error}")
+        error = formats.device_error(self.resolved_backend, self.device)
+        if error:
+            raise ValueError(f"device: {error}")
         n = self.source.file_count()
         if self.format is ModelFormat.onnx and n != 1:
             raise ValueError("source: format onnx takes exactly one file")
@@ -389,7 +419,7 @@ class InferenceModelSpec(_Api):
 
     @property
     def resolved_backend(self) -> BackendName:
-        return self.backend or default_backend(self.format)
+        return self.backend or formats.default_backend(self.format)
 
 
 # --- WasmWorker ------------------------------------------------------------------------------------
@@ -483,14 +513,13 @@ class Folder(_Api):
 
 
 class WorkerLimits(_Api):
-    """Per-request limits the runtime enforces on the guest."""
+    """Per-request limits the runtime enforces on the guest (the runtime's Limits: same defaults and bounds)."""
 
-    memory_mib: int = Field(default=256, ge=1, le=4096, alias="memoryMiB", description="Linear memory cap per request, in MiB.")
-    timeout_seconds: float = Field(default=30.0, gt=0, le=3600, description="Execution timeout per request, in seconds.")
-    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=0, le=1 << 30, description="Largest request body accepted, in bytes.")
-    max_kv_bytes: int = Field(
-        _runtime_default(RuntimeLimits, "max_kv_bytes"),
-        **_runtime_bounds(RuntimeLimits, "max_kv_bytes"),
+    memory_mib: int = _from_runtime(RuntimeLimits, "memory_mib", "Linear memory cap per request, in MiB.", alias="memoryMiB")
+    timeout_seconds: float = _from_runtime(RuntimeLimits, "timeout_seconds", "Execution timeout per request, in seconds.")
+    max_body_bytes: int = _from_runtime(RuntimeLimits, "max_body_bytes", "Largest request body accepted, in bytes.")
+    max_kv_bytes: int = _from_runtime(
+        RuntimeLimits, "max_kv_bytes",
         description="Largest key/value store (UTF-8 bytes of its keys and values) the worker may write; a larger one "
         "gets 500 kv_too_large and the store keeps its previous state.",
     )

@@ -16,7 +16,7 @@ from wasminfer_operator.api import WasmWorkerSpec
 from wasminfer_operator.observe import PodView
 from wasminfer_operator.profiles import OperatorConfig
 from wasminfer_operator.render import NamedModel
-from wasminfer_runtime.config import Device
+from wasminfer_runtime.formats import needs_no_profile
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def derived_profile(models: list[NamedModel], cfg: OperatorConfig) -> tuple[str 
     """The profile the models need; (None, failure) when no profile serves one or two disagree."""
     needs: dict[str, list[str]] = {}
     for m in models:
-        if m.spec.device in (Device.CPU, Device.AUTO):
+        if needs_no_profile(m.spec.device):
             continue
         backend = m.spec.resolved_backend
         name = cfg.profile_for_model(m.spec.device, backend)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.alias_generators import to_camel
 
 from wasminfer_operator.api import PROFILE_RE, Quantity, Toleration
+from wasminfer_runtime import formats
 from wasminfer_runtime.config import BackendName, Device, format_validation_error, read_yaml_file
 
 DEFAULT_IMAGE = "ghcr.io/wasminfer/runtime:0.1.0"
@@ -124,6 +125,14 @@ class DeviceProfile(_Cfg):
         description="Deployment strategy; unset: maxSurge 0 / maxUnavailable 1 when the profile requests resources, else the Deployment default (25%/25%).",
     )
 
+    @model_validator(mode="after")
+    def _backends_run_on_device(self) -> DeviceProfile:
+        for backend in self.backends:
+            error = formats.device_error(backend, self.device)
+            if error:
+                raise ValueError(f"backends: {error}")
+        return self
+
     def deployment_strategy(self) -> dict[str, Any]:
         """Deployment.spec.strategy for this profile's workers."""
         if self.rollout is not None:
@@ -194,8 +203,9 @@ class OperatorConfig(_Cfg):
         return self.profiles[profile].image or self.image
 
     def profile_for_model(self, device: Device, backend: BackendName) -> str | None:
-        """The profile a model needs: the default one for CPU/AUTO, else the first automatic profile serving it."""
-        if device in (Device.CPU, Device.AUTO):
+        """The profile a model needs: the default one where it runs anywhere (CPU, AUTO), else the first
+        automatic profile serving it."""
+        if formats.needs_no_profile(device):
             return self.default_profile
         for name, p in self.profiles.items():
             if p.automatic and p.serves(device, backend):

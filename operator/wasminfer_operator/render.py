@@ -33,6 +33,7 @@ from wasminfer_runtime.config import (
     dump_runtime_config,
 )
 from wasminfer_runtime.fetch import FetchFile, FetchPlan, dump_fetch_plan
+from wasminfer_runtime.formats import needs_no_profile
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "wasminfer-operator"
@@ -208,7 +209,7 @@ def _place(source: api.Source, dest_dir: PurePosixPath, vols: _Volumes) -> tuple
 
 def model_device(spec: api.InferenceModelSpec, profile: DeviceProfile) -> Device:
     """The device a model runs on under a profile: its own when the profile serves it, else CPU."""
-    if spec.device in (Device.CPU, Device.AUTO):
+    if needs_no_profile(spec.device):
         return spec.device
     if profile.serves(spec.device, spec.resolved_backend):
         return spec.device

@@ -93,7 +93,7 @@ class ModelConfig(_Strict):
         description="openvino: [model.xml, model.bin] (or [model.xml]); onnx: [model.onnx]", min_length=1, max_length=2
     )
     options: ModelOptions = Field(default_factory=ModelOptions)
-    memory_mib: Annotated[int, Field(ge=16, le=1024 * 1024)] | None = Field(
+    memory_mib: Annotated[int | None, Field(ge=16, le=1024 * 1024)] = Field(
         None,
         description="Memory cap of the model's host process, beyond what its libraries take (cgroup where the "
         "runtime may create one, RLIMIT_AS otherwise); unset: only the container's limit applies.",

@@ -69,7 +69,7 @@ def test_https_file_name_can_be_given_for_urls_without_one() -> None:
 @pytest.mark.parametrize(
     ("overrides", "needle"),
     [
-        ({"backend": "onnxruntime"}, "format openvino (IR) can only be served by backend openvino"),
+        ({"backend": "onnxruntime"}, "format openvino can only be served by backend openvino"),
         ({"format": "onnx", "backend": "onnxruntime", "device": "NPU", "source": https_source("m.onnx")}, "onnxruntime runs on device CPU or GPU"),
         ({"format": "onnx"}, "format onnx takes exactly one file"),
         ({"source": https_source("a.xml", "a.bin", "c")}, "format openvino takes two files: the model's .xml, then its .bin"),
