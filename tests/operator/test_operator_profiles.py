@@ -105,6 +105,9 @@ def test_device_profiles_roll_without_surge_unless_configured(tmp_path: Path) ->
         ("profiles:\n  npu:\n    device: NPU\n    backends: [openvino]\n    rollout: {maxUnavailable: -1}\n", "maxUnavailable: -1"),
         ("profiles:\n  npu:\n    device: NPU\n    backends: [openvino]\n    rollout: {maxUnavailable: 150%}\n", "more than 100%"),
         ("profiles:\n  npu:\n    device: NPU\n    backends: [openvino]\n    rollout: {surge: 1}\n", "profiles.npu.rollout.surge"),
+        # The format/backend/device table: ONNX Runtime has no NPU, so no profile can offer it.
+        ("profiles:\n  npu:\n    device: NPU\n    backends: [openvino, onnxruntime]\n",
+         "profiles.npu: Value error, backends: backend onnxruntime runs on device CPU or GPU only"),
     ],
 )
 def test_bad_configuration_names_file_and_key(tmp_path: Path, text: str, needle: str) -> None:
