@@ -18,7 +18,7 @@ from typing import Any
 import kopf
 
 from wasminfer_operator import api
-from wasminfer_operator.informer import ChildCaches
+from wasminfer_operator.handmade.informer import ChildCaches
 from wasminfer_operator.kube import FIELD_MANAGER, Kube
 from wasminfer_operator.observe import ObjectView, object_view
 from wasminfer_operator.profiles import OperatorConfig

@@ -1,7 +1,8 @@
 """`wasminfer-operator`: reconcile InferenceModels and WasmWorkers into runtime Deployments.
 
-Runs kopf with a liveness endpoint, JSON logs and Lease-based leader election (several replicas can
-run; the Lease holder acts, the others keep warm caches). Connects with the in-cluster service
+Runs kopf with a liveness endpoint, JSON logs and Lease-based leader election on kopf's event loop
+(several replicas can run; the Lease holder acts, the others keep warm caches; a holder stopped by
+SIGTERM releases the Lease to them). Connects with the in-cluster service
 account, or with $KUBECONFIG / --kubeconfig outside a cluster.
 """
 
@@ -22,7 +23,7 @@ from kubernetes import client, config
 from wasminfer_operator import __version__
 from wasminfer_operator.handlers import Operator, register
 from wasminfer_operator.kube import Kube
-from wasminfer_operator.leader import Leadership, LeaseSettings, default_identity
+from wasminfer_operator.handmade.lease import Leadership, LeaseSettings, default_identity
 from wasminfer_operator.profiles import ConfigurationError, load_operator_config
 from wasminfer_operator.reconcile import Reconciler
 
@@ -124,12 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         stop: asyncio.Future[None] = loop.create_future()  # kopf stops as on SIGTERM when it is set
         leadership: Leadership | None = None
+        election: asyncio.Task[None] | None = None
 
-        def lead() -> None:  # on the loop, where the reconciler lives
+        def lead() -> None:
             if op.reconciler is not None:
                 op.reconciler.become_leader()
 
-        def step_down(reason: str) -> None:  # on the loop
+        def step_down(reason: str) -> None:
             lost.append(reason)
             if op.reconciler is not None:
                 op.reconciler.leading.clear()
@@ -140,22 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             if leadership is None or leadership.leading.is_set():
                 r.become_leader()
 
-        def started() -> None:  # on the election thread
-            loop.call_soon_threadsafe(lead)
-
-        def stopped(reason: str) -> None:  # on the election thread
-            loop.call_soon_threadsafe(step_down, reason)
-
         op.on_ready.append(on_ready)
         if args.leader_election:
-            leadership = Leadership(
-                lease,
-                args.identity or default_identity(),
-                api_client,
-                on_started=started,
-                on_stopped=stopped,
-            )
-            leadership.start()
+            leadership = Leadership(lease, args.identity or default_identity(), api_client, on_started=lead, on_stopped=step_down)
+            election = asyncio.create_task(leadership.run(), name="leader-election")
         try:
             await kopf.operator(
                 registry=registry,
@@ -166,8 +156,11 @@ def main(argv: list[str] | None = None) -> int:
                 stop_flag=stop,
             )
         finally:
-            if leadership is not None:
+            if leadership is not None and election is not None:
+                # kopf's cleanup has stopped the reconciler: nothing acts for this replica any more.
                 leadership.halt()
+                await asyncio.gather(election, return_exceptions=True)
+                await leadership.release()
 
     try:
         asyncio.run(serve())

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from wasminfer_operator.api import MODEL_FINALIZER, InferenceModelSpec, WasmWorkerSpec
+from wasminfer_operator.handmade.workqueue import WorkQueue
 from wasminfer_operator.kube import Kube, KubeError
 from wasminfer_operator.moveback import MoveBackChecks
 from wasminfer_operator.observe import ChildView, ObjectView, PodView
@@ -49,7 +50,6 @@ from wasminfer_operator.status import (
     timestamp,
     worker_status,
 )
-from wasminfer_operator.workqueue import WorkQueue
 
 log = logging.getLogger("wasminfer.operator")
 

@@ -2,8 +2,8 @@
 
 Sources, all static:
 - the kopf registry the operator builds (`handlers.register`): every watched resource needs list+watch;
-- calls to the official Kubernetes client in the operator's modules and in the client's LeaseLock
-  (leader election): each client method's HTTP verb and path come from the client's own source;
+- calls to the official Kubernetes client in the operator's modules, its own Lease election
+  included: each client method's HTTP verb and path come from the client's own source;
 - how the operator runs kopf (`main.py`): standalone (no peering objects), cluster-wide or not;
 - ownerReferences with blockOwnerDeletion on children (update of the owner's finalizers);
 - kopf's own needs: CRD discovery, namespaces when namespaced, core/v1 events for handler logs.
@@ -22,7 +22,6 @@ from typing import Any, cast
 import kopf
 import yaml
 from kubernetes import client
-from kubernetes.leaderelection.resourcelock import leaselock
 
 import wasminfer_operator
 from wasminfer_operator import handlers, main, render
@@ -228,9 +227,10 @@ def operator_modules() -> list[ModuleType]:
     import importlib
     import pkgutil
 
+    # Subpackages too (handmade/ holds the Lease calls).
     return [
-        importlib.import_module(f"wasminfer_operator.{m.name}")
-        for m in pkgutil.iter_modules(wasminfer_operator.__path__)
+        importlib.import_module(m.name)
+        for m in pkgutil.walk_packages(wasminfer_operator.__path__, prefix="wasminfer_operator.")
     ]
 
 
@@ -255,10 +255,6 @@ def kopf_run_keywords() -> dict[str, Any]:
     raise AssertionError("main.py calls neither kopf.run nor kopf.operator")
 
 
-def uses_leader_election() -> bool:
-    return "LeaseLock" in inspect.getsource(__import__("wasminfer_operator.leader", fromlist=["x"]))
-
-
 # --- everything together ----------------------------------------------------------------------------
 
 
@@ -275,11 +271,6 @@ def required_access(clusterwide: bool) -> dict[Access, str]:
         for call in client_calls(module):
             for access in _accesses_of(call, plurals):
                 need.setdefault(access, f"{call.where} {call.api.__name__}.{call.method}")
-
-    if uses_leader_election():
-        for call in client_calls(leaselock):
-            for access in _accesses_of(call, plurals):
-                need.setdefault(access, f"leader election ({call.api.__name__}.{call.method})")
 
     ref = render.owner_reference(render.ObjectRef("w", "ns", "uid"))
     if ref.get("blockOwnerDeletion"):

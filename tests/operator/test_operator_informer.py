@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from wasminfer_operator.informer import ByWorker, Informer
+from wasminfer_operator.handmade.informer import ByWorker, Informer
 from wasminfer_operator.observe import ChildView
 
 

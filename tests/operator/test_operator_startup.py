@@ -17,7 +17,7 @@ from fakeapi import FakeAPI
 from kubernetes import client
 from opbuilders import model_spec, worker_spec
 
-from wasminfer_operator.informer import ByWorker
+from wasminfer_operator.handmade.informer import ByWorker
 from wasminfer_operator.kube import Kube
 from wasminfer_operator.observe import object_view
 from wasminfer_operator.profiles import load_operator_config

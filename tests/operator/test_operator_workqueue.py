@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from wasminfer_operator.workqueue import WorkQueue
+from wasminfer_operator.handmade.workqueue import WorkQueue
 
 
 async def test_duplicates_coalesce() -> None:

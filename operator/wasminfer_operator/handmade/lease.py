@@ -7,17 +7,18 @@ renew deadline has passed since the last successful renewal, so an API-server ou
 that changes nothing. Only then, or as soon as another replica is seen holding the Lease, does this
 replica step down: `on_stopped` is called once with the reason, and the operator stops and exits so
 its Deployment restarts it as a standby. The renew deadline is shorter than the lease duration, so
-the old holder has stopped before a standby may take the Lease over. Timings default to client-go's.
+the old holder has stopped before a standby may take the Lease over. A holder that stops cleanly
+releases the Lease, so a standby takes over at once. Timings default to client-go's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import logging
 import math
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -120,7 +121,9 @@ class LeaseAPI:
 
 
 class Leadership:
-    """Runs the election in a daemon thread; calls back when this replica starts and stops leading."""
+    """Takes part in the election as a task on the operator's event loop; calls back (on the loop)
+    when this replica starts and stops leading. The Lease calls are blocking client calls made in
+    the loop's executor, each bounded by its own timeout."""
 
     def __init__(
         self,
@@ -136,8 +139,8 @@ class Leadership:
         self.api = LeaseAPI(api_client, settings.namespace, settings.name)
         self._on_started = on_started
         self._on_stopped = on_stopped
-        self.leading = threading.Event()
-        self._halt = threading.Event()
+        self.leading = asyncio.Event()
+        self._halt = asyncio.Event()
         self._lease: dict[str, Any] | None = None  # the Lease as this replica last wrote or read it
         self._observed: tuple[Any, ...] = ()  # (holder, renewTime) last seen, and since when (monotonic)
         self._observed_at = 0.0
@@ -147,22 +150,22 @@ class Leadership:
     def where(self) -> str:
         return f"{self.settings.namespace}/{self.settings.name}"
 
-    def start(self) -> None:
-        threading.Thread(target=self._run, name="leader-election", daemon=True).start()
-
     def halt(self) -> None:
-        """Stop taking part (the process is stopping); no callback follows."""
+        """Stop taking part (the process is stopping); no callback follows. On the loop."""
         self._halt.set()
 
-    def _run(self) -> None:
+    async def run(self) -> None:
+        """Acquires, then renews until halted or until leadership is lost (then `on_stopped`)."""
         log.info("%s waiting for lease %s", self.identity, self.where)
         try:
-            if not self._acquire():
+            if not await self._acquire():
                 return
             log.info("%s holds lease %s", self.identity, self.where)
             self.leading.set()
             self._on_started()
-            reason = self._renew()
+            reason = await self._renew()
+        except asyncio.CancelledError:
+            raise
         except Exception as err:  # a bug here must not leave a leader that no longer renews
             log.exception("leader election failed")
             reason = f"leader election failed: {err}"
@@ -172,28 +175,59 @@ class Leadership:
         log.error("%s steps down from lease %s: %s", self.identity, self.where, reason)
         self._on_stopped(reason)
 
-    def _acquire(self) -> bool:
+    async def release(self, timeout: float = 2.0) -> bool:
+        """Gives the Lease up when this replica stops cleanly (SIGTERM, a rollout of the operator):
+        the holder is cleared, so a standby takes over on its next attempt instead of waiting out the
+        lease duration. Best effort: on failure the Lease simply expires. Call after `run` ended."""
+        lease = self._lease
+        if not self.leading.is_set() or lease is None:
+            return False
+        self.leading.clear()
+        spec = dict(lease.get("spec") or {})
+        now = micro_time(datetime.now(timezone.utc))
+        spec.update(holderIdentity=None, leaseDurationSeconds=1, renewTime=now, acquireTime=now)
+        try:
+            self._lease = await asyncio.to_thread(self.api.replace, {**lease, "spec": spec}, timeout)
+        except LeaseUnavailable as err:
+            log.warning("%s could not release lease %s (%s); it expires in %g s", self.identity, self.where, err, self.settings.lease_duration)
+            return False
+        log.info("%s released lease %s", self.identity, self.where)
+        return True
+
+    async def _pause(self, seconds: float) -> bool:
+        """Waits `seconds`; True when halted meanwhile."""
+        try:
+            await asyncio.wait_for(self._halt.wait(), max(seconds, 0.0))
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def _attempt(self, timeout: float) -> bool:
+        return await asyncio.to_thread(self._try, timeout)
+
+    async def _acquire(self) -> bool:
         """Tries every retry period until this replica holds the Lease; False once halted."""
         while not self._halt.is_set():
             try:
-                if self._try(self.settings.renew_deadline):
+                if await self._attempt(self.settings.renew_deadline):
                     return True
             except LeaseUnavailable as err:
                 log.debug("lease %s: %s", self.where, err)
-            self._halt.wait(self.settings.retry_period)
+            if await self._pause(self.settings.retry_period):
+                break
         return False
 
-    def _renew(self) -> str | None:
+    async def _renew(self) -> str | None:
         """Renews until it cannot; the reason for stepping down, or None once halted."""
         s = self.settings
         last_renewal = time.monotonic()
         delay, failures, error = s.retry_period, 0, ""
-        while not self._halt.wait(delay):
+        while not await self._pause(delay):
             left = last_renewal + s.renew_deadline - time.monotonic()
             if left <= 0:
                 return f"not renewed for {s.renew_deadline:g} s (--renew-deadline); last error: {error}"
             try:
-                if self._try(left):
+                if await self._attempt(left):
                     if failures:
                         log.warning("lease %s renewed again after %d failed attempt(s)", self.where, failures)
                     last_renewal, delay, failures = time.monotonic(), s.retry_period, 0

@@ -1,0 +1,20 @@
+"""What the operator does without kopf, and why kopf could not do it here.
+
+Everything else runs on kopf: the two custom resources are watched and indexed by `kopf.index`,
+their events reach the reconciler through `kopf.on.event`, kopf's login, probes, startup and
+cleanup handlers run the process, and its stop flag ends it. Three pieces are hand-made:
+
+- `informer`: the caches of the children (Deployments, Services, ConfigMaps, Pods). kopf indexes
+  would hold them too, but `bench/operator_scale.py` measures both over the children of 1,000
+  workers, each in a fresh process (`bench/operator_caches.py`); see bench/README.md for the
+  numbers that keep this one.
+- `workqueue`: one queue of worker and model keys. An event about a child, a pod or a model must
+  re-reconcile *another* object (the worker owning it, the workers using it). kopf runs a handler
+  for the object whose event it is; the only way to make kopf call a worker's handler is to write
+  to the worker (an annotation), one API write per pod event and a diff Argo CD would show. The
+  queue also coalesces bursts: the scale run's reconciles are a fraction of its watch events.
+- `lease`: leader election. kopf's peering does not elect: replicas of the same priority all
+  pause (or all act with `standalone`), and a standby only notices a dead peer after the peering
+  lifetime (60 s). The Lease here runs on kopf's event loop, takes over within the lease duration
+  (15 s) and is released at once on a clean stop.
+"""
