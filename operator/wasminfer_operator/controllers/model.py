@@ -1,0 +1,175 @@
+"""InferenceModels: status from the spec, a device profile and the source's reachability, and the
+in-use finalizer that keeps a model while WasmWorkers of its namespace use it."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import logging
+import time
+
+from wasminfer_operator.api import MODEL_FINALIZER, InferenceModelSpec
+from wasminfer_operator.controllers.shared import MODEL, Indexes, SpecCache, StatusWriter, all_of, one_of
+from wasminfer_operator.handmade.workqueue import WorkQueue
+from wasminfer_operator.kube import Kube, KubeError
+from wasminfer_operator.observe import ObjectView
+from wasminfer_operator.profiles import OperatorConfig
+from wasminfer_operator.status import ModelObservation, model_condition, model_status
+
+log = logging.getLogger("wasminfer.operator")
+
+NOT_READY_RECHECK_SECONDS = 10.0
+IN_USE_RECHECK_SECONDS = 5.0  # a model's deletion waits for its users; worker events wake it sooner
+
+SourceState = tuple[bool, str, str]  # (ok, reason, message)
+
+
+class ModelController:
+    def __init__(
+        self, cfg: OperatorConfig, kube: Kube, ix: Indexes, specs: SpecCache, writer: StatusWriter, queue: WorkQueue[tuple[str, str, str]]
+    ) -> None:
+        self.cfg = cfg
+        self.kube = kube
+        self.ix = ix
+        self.specs = specs
+        self.writer = writer
+        self.queue = queue
+        self._sources: dict[tuple[str, int], tuple[float, SourceState]] = {}  # (uid, generation) -> (until, state)
+        self._finalizers_sent: dict[str, str] = {}  # model uid -> resourceVersion its finalizers were patched at
+        self.terminating: set[str] = set()  # namespaces being deleted: their models are not held
+
+    def forget(self, uid: str) -> None:
+        self._finalizers_sent.pop(uid, None)
+
+    # --- what a model is ---------------------------------------------------------------------------
+
+    async def evaluate(self, view: ObjectView) -> tuple[InferenceModelSpec | None, ModelObservation]:
+        spec = self.specs.parse(view, InferenceModelSpec)
+        if isinstance(spec, str):
+            return None, ModelObservation(generation=view.generation, spec_error=spec)
+        backend = spec.resolved_backend
+        profile = self.cfg.profile_for_model(spec.device, backend)
+        failure = None
+        source: SourceState = (False, "NoDeviceProfile", "")
+        if profile is None:
+            failure = ("NoDeviceProfile", f"no device profile provides device {spec.device.value} with backend {backend.value}")
+        else:
+            source = await self._source_state(view, spec)
+        return spec, ModelObservation(
+            generation=view.generation, backend=backend.value, profile=profile, profile_failure=failure, source=source
+        )
+
+    async def _source_state(self, view: ObjectView, spec: InferenceModelSpec) -> SourceState:
+        """Can the pods get the files? Checked against the API for ConfigMap and claim sources."""
+        src = spec.source
+        if src.https is not None:
+            return (True, "SourceDeclared", f"{len(src.https.files)} https file(s), each verified against its sha256 when pods fetch it")
+        cache_key = (view.uid, view.generation)
+        cached = self._sources.get(cache_key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        try:
+            result = await self._check_source(view.namespace, spec)
+        except KubeError as err:
+            result = (False, "SourceCheckFailed", f"cannot read the source: {err.message}")
+        ttl = self.cfg.source_recheck_seconds if result[0] else NOT_READY_RECHECK_SECONDS / 2
+        self._sources[cache_key] = (time.monotonic() + ttl, result)
+        return result
+
+    async def _check_source(self, namespace: str, spec: InferenceModelSpec) -> SourceState:
+        src = spec.source
+        if src.config_map is not None:
+            cm_name = src.config_map.name
+            cm = await self.kube.get_config_map(namespace, cm_name)
+            if cm is None:
+                return (False, "SourceNotFound", f"ConfigMap {cm_name} not found")
+            data, binary = cm.get("data") or {}, cm.get("binaryData") or {}
+            missing = [f.key for f in src.config_map.files if f.key not in data and f.key not in binary]
+            if missing:
+                return (False, "KeyNotFound", f"ConfigMap {cm_name} has no key(s) {', '.join(missing)}")
+            for f in src.config_map.files:
+                if f.sha256 is None:
+                    continue
+                raw = data[f.key].encode() if f.key in data else base64.b64decode(binary[f.key])
+                digest = hashlib.sha256(raw).hexdigest()
+                if digest != f.sha256:
+                    return (False, "ChecksumMismatch", f"ConfigMap {cm_name} key {f.key}: sha256 is {digest}, expected {f.sha256}")
+            return (True, "SourceResolved", f"ConfigMap {cm_name} holds {', '.join(f.key for f in src.config_map.files)}")
+        assert src.pvc is not None
+        claim = await self.kube.get_pvc(namespace, src.pvc.claim_name)
+        if claim is None:
+            return (False, "SourceNotFound", f"PersistentVolumeClaim {src.pvc.claim_name} not found")
+        phase = (claim.get("status") or {}).get("phase", "Pending")
+        if phase == "Lost":
+            return (False, "SourceNotFound", f"PersistentVolumeClaim {src.pvc.claim_name} lost its volume")
+        return (True, "SourceResolved", f"PersistentVolumeClaim {src.pvc.claim_name} is {phase}; files are verified when pods start")
+
+    def users(self, namespace: str, model: str) -> list[str]:
+        """The WasmWorkers naming the model, less those being deleted (they no longer hold it)."""
+        users = set()
+        for worker in all_of(self.ix.model_users, (namespace, model)):
+            view = one_of(self.ix.workers, (namespace, worker))
+            if view is not None and not view.deleting:
+                users.add(worker)
+        return sorted(users)
+
+    # --- reconciling -------------------------------------------------------------------------------
+
+    async def reconcile(self, namespace: str, name: str) -> None:
+        key = (MODEL, namespace, name)
+        view = one_of(self.ix.models, (namespace, name))
+        if view is None:
+            return
+        workers = self.users(namespace, name)
+        if view.deleting:
+            await self._deletion(view, workers)
+            return
+        if MODEL_FINALIZER not in view.finalizers and namespace not in self.terminating:
+            await self._set_finalizers(view, [*view.finalizers, MODEL_FINALIZER])
+        spec, obs = await self.evaluate(view)
+        obs = dataclasses.replace(obs, workers=workers)
+        status, changes = model_status(obs, self.writer.old(view), self.writer.clock())
+        await self.writer.write(view, "inferencemodels", status.wire(), changes)
+        if not model_condition(obs).status == "True":
+            self.queue.add_after(key, NOT_READY_RECHECK_SECONDS)
+        elif spec is not None and spec.source.https is None:
+            self.queue.add_after(key, self.cfg.source_recheck_seconds)
+
+    async def _set_finalizers(self, view: ObjectView, finalizers: list[str]) -> None:
+        if self._finalizers_sent.get(view.uid) == view.resource_version:
+            return  # patched moments ago; the watch has not shown it yet
+        try:
+            await self.kube.set_model_finalizers(view.namespace, view.name, finalizers, view.resource_version)
+        except KubeError as err:
+            if err.status != 404:
+                raise
+        self._finalizers_sent[view.uid] = view.resource_version
+
+    async def _deletion(self, view: ObjectView, workers: list[str]) -> None:
+        """Hold a deleted model while workers use it, saying which; let it go once none does."""
+        if MODEL_FINALIZER not in view.finalizers:
+            return
+        if not workers:
+            await self._set_finalizers(view, [f for f in view.finalizers if f != MODEL_FINALIZER])
+            log.info("InferenceModel %s/%s: no WasmWorker uses it; deletion proceeds", view.namespace, view.name)
+            return
+        _, obs = await self.evaluate(view)
+        obs = dataclasses.replace(obs, workers=workers, deleting=True)
+        status, changes = model_status(obs, self.writer.old(view), self.writer.clock())
+        await self.writer.write(view, "inferencemodels", status.wire(), changes)
+        self.queue.add_after((MODEL, view.namespace, view.name), IN_USE_RECHECK_SECONDS)
+
+    async def release(self, namespace: str, name: str) -> None:
+        """Drop the finalizer of a model whose namespace is being deleted, from a fresh read."""
+        body = await self.kube.get_model(namespace, name)
+        finalizers = list((body or {}).get("metadata", {}).get("finalizers") or [])
+        if body is None or MODEL_FINALIZER not in finalizers:
+            return
+        rv = str(body["metadata"].get("resourceVersion", ""))
+        try:
+            await self.kube.set_model_finalizers(namespace, name, [f for f in finalizers if f != MODEL_FINALIZER], rv)
+        except KubeError as err:
+            if err.status != 404:
+                raise
+        log.info("InferenceModel %s/%s: its namespace is being deleted; deletion proceeds", namespace, name)

@@ -1,0 +1,131 @@
+"""What both controllers share: keys, the watch caches, parsed specs and the status writer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from wasminfer_operator.kube import Kube, KubeError
+from wasminfer_operator.observe import ChildView, ObjectView, PodView
+from wasminfer_operator.status import Transition, timestamp
+
+log = logging.getLogger("wasminfer.operator")
+
+WORKER = "worker"
+MODEL = "model"
+RELEASE = "release"  # a model of a namespace being deleted: drop its finalizer, from a fresh read
+Key = tuple[str, str, str]  # (WORKER|MODEL|RELEASE, namespace, name)
+NsName = tuple[str, str]
+V = TypeVar("V")
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class Indexes:
+    """Live views of the watch caches, all keyed by (namespace, name)."""
+
+    workers: Mapping[NsName, Iterable[ObjectView]]
+    models: Mapping[NsName, Iterable[ObjectView]]
+    model_users: Mapping[NsName, Iterable[str]]  # (namespace, model) -> names of workers naming it
+    deployments: Mapping[NsName, Iterable[ChildView]]  # (namespace, worker) -> its children of a kind
+    services: Mapping[NsName, Iterable[ChildView]]
+    config_maps: Mapping[NsName, Iterable[ChildView]]
+    pods: Mapping[NsName, Iterable[PodView]]
+
+
+def all_of(index: Mapping[NsName, Iterable[V]], key: NsName) -> list[V]:
+    store = index.get(key)
+    return list(store) if store else []
+
+
+def one_of(index: Mapping[NsName, Iterable[V]], key: NsName) -> V | None:
+    values = all_of(index, key)
+    return values[0] if values else None
+
+
+def spec_error(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        parts.append(f"spec.{loc}: {e['msg']}" if loc else f"spec: {e['msg']}")
+    return "; ".join(parts)
+
+
+class SpecCache:
+    """Parsed specs (or the error naming the field), once per (uid, generation)."""
+
+    LIMIT = 50000
+
+    def __init__(self) -> None:
+        self._parsed: dict[tuple[str, int], BaseModel | str] = {}
+
+    def parse(self, view: ObjectView, model: type[M]) -> M | str:
+        key = (view.uid, view.generation)
+        hit = self._parsed.get(key)
+        if hit is None:
+            try:
+                hit = model.model_validate(view.spec)
+            except ValidationError as err:
+                hit = spec_error(err)
+            if len(self._parsed) > self.LIMIT:
+                self._parsed.clear()
+            self._parsed[key] = hit
+        if isinstance(hit, str):
+            return hit
+        assert isinstance(hit, model)
+        return hit
+
+
+class StatusWriter:
+    """Writes status subresources when they differ from what this process wrote last, and posts
+    an event (and a log line) per condition transition."""
+
+    def __init__(self, kube: Kube, clock: Callable[[], datetime]) -> None:
+        self.kube = kube
+        self.clock = clock
+        self._written: dict[str, dict[str, Any]] = {}  # uid -> status this process wrote last
+        self._background: set[asyncio.Task[None]] = set()
+        self._event_gate = asyncio.Semaphore(4)
+
+    def old(self, view: ObjectView) -> dict[str, Any]:
+        return self._written.get(view.uid, dict(view.status))
+
+    def is_current(self, view: ObjectView) -> bool:
+        """The object shows the status this process wrote last (False when it wrote none)."""
+        return self._written.get(view.uid) == view.status
+
+    def forget(self, uid: str) -> None:
+        self._written.pop(uid, None)
+
+    async def write(self, view: ObjectView, plural: str, new: dict[str, Any], changes: list[Transition]) -> None:
+        old = self.old(view)
+        if new == old:
+            return
+        patch: dict[str, Any] = {k: None for k in old if k not in new}
+        patch.update(new)
+        await self.kube.patch_status(plural, view.namespace, view.name, patch)
+        self._written[view.uid] = new
+        for change in changes:
+            self._post(view, change)
+
+    def _post(self, view: ObjectView, change: Transition) -> None:
+        async def post() -> None:
+            async with self._event_gate:
+                try:
+                    await self.kube.post_event(
+                        view.reference(), "Warning" if change.warning else "Normal", change.reason, change.event_message, timestamp(self.clock())
+                    )
+                except KubeError as err:
+                    log.debug("event for %s/%s not posted: %s", view.namespace, view.name, err)
+
+        level = logging.WARNING if change.warning else logging.INFO
+        log.log(level, "%s %s/%s: %s", view.kind, view.namespace, view.name, change.event_message)
+        task = asyncio.create_task(post())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

@@ -1,0 +1,174 @@
+"""WasmWorkers: placement, the rendered children (ConfigMap, Service, Deployment) applied when they
+differ, and status from the models, the Deployment and the pods."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from wasminfer_operator.api import WasmWorkerSpec
+from wasminfer_operator.controllers.model import ModelController
+from wasminfer_operator.controllers.shared import WORKER, Indexes, SpecCache, StatusWriter, all_of, one_of
+from wasminfer_operator.handmade.workqueue import WorkQueue
+from wasminfer_operator.kube import Kube, KubeError
+from wasminfer_operator.moveback import MoveBackChecks
+from wasminfer_operator.observe import ChildView
+from wasminfer_operator.placement import decide
+from wasminfer_operator.profiles import OperatorConfig
+from wasminfer_operator.render import RENDER_HASH, NamedModel, ObjectRef, Rendered, render_worker, selector_string, worker_url
+from wasminfer_operator.status import Cond, ModelState, Transition, WorkerObservation, model_condition, worker_status
+
+log = logging.getLogger("wasminfer.operator")
+
+RENDER_CACHE_LIMIT = 20000
+
+
+class WorkerController:
+    def __init__(
+        self,
+        cfg: OperatorConfig,
+        kube: Kube,
+        ix: Indexes,
+        specs: SpecCache,
+        writer: StatusWriter,
+        queue: WorkQueue[tuple[str, str, str]],
+        models: ModelController,
+    ) -> None:
+        self.cfg = cfg
+        self.kube = kube
+        self.ix = ix
+        self.specs = specs
+        self.writer = writer
+        self.queue = queue
+        self.models = models
+        self.move_backs = MoveBackChecks(cfg, kube)
+        self._applied: dict[tuple[str, str, str], str] = {}  # (kind, ns, name) -> "uid/render hash" applied
+        self._render_hashes: dict[tuple[Any, ...], dict[str, str]] = {}  # render inputs -> each child's hash
+
+    def forget(self, uid: str) -> None:
+        self.move_backs.forget(uid)
+
+    def child_deleted(self, kind: str, namespace: str, name: str) -> None:
+        self._applied.pop((kind, namespace, name), None)
+
+    async def _model_states(
+        self, namespace: str, names: list[str]
+    ) -> tuple[dict[str, ModelState], list[NamedModel], tuple[tuple[str, int], ...]]:
+        """Each named model's state, the parsed ones, and their (uid, generation) for render caching."""
+        states: dict[str, ModelState] = {}
+        named: list[NamedModel] = []
+        versions: list[tuple[str, int]] = []
+        for n in names:
+            view = one_of(self.ix.models, (namespace, n))
+            if view is None:  # a model being deleted stays usable: its deletion waits for its users
+                states[n] = ModelState(found=False)
+                continue
+            versions.append((view.uid, view.generation))
+            spec, obs = await self.models.evaluate(view)
+            cond: Cond = model_condition(obs)
+            states[n] = ModelState(found=True, ready=cond.status == "True", reason=cond.reason, message=cond.message)
+            if spec is not None:
+                named.append(NamedModel(n, spec))
+        return states, named, tuple(versions)
+
+    async def reconcile(self, namespace: str, name: str) -> None:
+        key = (WORKER, namespace, name)
+        view = one_of(self.ix.workers, (namespace, name))
+        if view is None or view.deleting:
+            return
+        now = self.writer.clock()
+        old = self.writer.old(view)
+        spec = self.specs.parse(view, WasmWorkerSpec)
+        if isinstance(spec, str):
+            obs = WorkerObservation(generation=view.generation, spec_error=spec)
+            await self.writer.write(view, "wasmworkers", *_wire(worker_status(obs, old, now)))
+            return
+        ref = ObjectRef(name, namespace, view.uid)
+        states, named, versions = await self._model_states(namespace, spec.models)
+        children: dict[str, ChildView] = {}
+        for index in (self.ix.config_maps, self.ix.services, self.ix.deployments):
+            for child in all_of(index, (namespace, name)):
+                children[child.kind] = child
+        pods = all_of(self.ix.pods, (namespace, name))
+        decision = None
+        applied = False
+        desired_hash = None
+        apply_error = None
+        if all(s.ready for s in states.values()) and len(named) == len(spec.models):
+            decision = decide(spec, named, self.cfg, old.get("profile"), pods, now)
+            decision = await self.move_backs.decide(decision, ref, spec, named, old, now)
+            if decision.profile is not None:
+                render_key = (view.uid, view.generation, decision.profile, versions)
+                hashes, apply_error = await self._apply_children(ref, spec, named, decision.profile, render_key, children)
+                desired_hash = hashes.get("Deployment")
+                applied = apply_error is None
+                if decision.switched_from is not None:
+                    log.warning("worker %s/%s: profile %s unschedulable, falling back to %s", namespace, name, decision.switched_from, decision.profile)
+            if decision.retry_after is not None:
+                self.queue.add_after(key, decision.retry_after)
+            if decision.move_back_check is not None:
+                self.queue.add_after(key, decision.move_back_check)
+        deployment = children.get("Deployment")
+        obs = WorkerObservation(
+            generation=view.generation,
+            replicas=spec.replicas,
+            url=worker_url(ref, spec.route),
+            selector=selector_string(name),
+            model_names=list(spec.models),
+            models=states,
+            decision=decision,
+            applied=applied,
+            desired_hash=desired_hash,
+            deployment=deployment if deployment is not None and deployment.owner_uid == view.uid else None,
+            pods=pods,
+            apply_error=apply_error,
+            previous_profile=old.get("profile"),
+        )
+        await self.writer.write(view, "wasmworkers", *_wire(worker_status(obs, old, now)))
+
+    async def _apply_children(
+        self,
+        ref: ObjectRef,
+        spec: WasmWorkerSpec,
+        named: list[NamedModel],
+        profile: str,
+        rkey: tuple[Any, ...],
+        children: Mapping[str, ChildView],
+    ) -> tuple[dict[str, str], tuple[str, str] | None]:
+        """Apply the children that differ from the render; (their hashes, a reason/message on failure)."""
+        hashes = self._render_hashes.get(rkey)
+        rendered: Rendered | None = None
+        if hashes is None:
+            rendered = render_worker(ref, spec, named, profile, self.cfg)
+            hashes = {c["kind"]: c["metadata"]["annotations"][RENDER_HASH] for c in rendered.children}
+            if len(self._render_hashes) > RENDER_CACHE_LIMIT:
+                self._render_hashes.clear()
+            self._render_hashes[rkey] = hashes
+        for kind in ("ConfigMap", "Service", "Deployment"):
+            current = children.get(kind)
+            want = hashes[kind]
+            if current is not None and current.render_hash == want and current.owner_uid == ref.uid:
+                continue
+            child_name = f"{ref.name}-runtime" if kind == "ConfigMap" else ref.name
+            if self._applied.get((kind, ref.namespace, child_name)) == f"{ref.uid}/{want}" and current is None:
+                continue  # applied moments ago; the watch has not shown it yet
+            if rendered is None:
+                rendered = render_worker(ref, spec, named, profile, self.cfg)
+            obj = next(c for c in rendered.children if c["kind"] == kind)
+            try:
+                await self.kube.apply(obj, force=current is not None)
+            except KubeError as err:
+                if err.status == 409:
+                    return hashes, ("ChildConflict", f"{kind} {child_name} exists and is not managed by this WasmWorker: {err.message}")
+                if err.status in (400, 403, 422):
+                    return hashes, ("ApplyFailed", f"{kind} {child_name}: {err.message}")
+                raise
+            self._applied[(kind, ref.namespace, child_name)] = f"{ref.uid}/{want}"
+            log.info("worker %s/%s: applied %s %s", ref.namespace, ref.name, kind, child_name)
+        return hashes, None
+
+
+def _wire(result: tuple[Any, list[Transition]]) -> tuple[dict[str, Any], list[Transition]]:
+    status, changes = result
+    return status.wire(), changes
