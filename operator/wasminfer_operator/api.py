@@ -16,6 +16,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict, JsonValue
 
+from wasminfer_operator.names import API_VERSION as API_VERSION  # the API's identity, with its models
+from wasminfer_operator.names import GROUP as GROUP
+from wasminfer_operator.names import VERSION as VERSION
 from wasminfer_runtime import formats
 from wasminfer_runtime.config import (
     HTTP_METHODS,
@@ -33,12 +36,6 @@ from wasminfer_runtime.config import ModelConfig as RuntimeModel
 from wasminfer_runtime.config import ModelOptions as RuntimeModelOptions
 from wasminfer_runtime.config import WorkerConfig as RuntimeWorker
 from wasminfer_runtime.routing import RESERVED_PATHS, RESERVED_RE, ROUTE_RE, check_route
-
-GROUP = "wasminfer.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-# Held on every InferenceModel by the operator: a model stays while WasmWorkers of its namespace use it.
-MODEL_FINALIZER = f"{GROUP}/in-use-protection"
 
 SHA256_RE = r"^[0-9a-f]{64}$"
 FILE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"

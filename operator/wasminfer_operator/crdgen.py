@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel
 
 from wasminfer_operator import api
+from wasminfer_operator.names import PART_OF_LABEL
 
 HEADER = "# Generated from operator/wasminfer_operator/api.py by `python -m wasminfer_operator.crdgen`. Do not edit.\n"
 REPO_CRDS = Path(__file__).resolve().parents[2] / "crds"
@@ -123,7 +124,7 @@ def crd(
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{api.GROUP}", "labels": {"app.kubernetes.io/part-of": "wasminfer"}},
+        "metadata": {"name": f"{plural}.{api.GROUP}", "labels": {PART_OF_LABEL: "wasminfer"}},
         "spec": {
             "group": api.GROUP,
             "names": {

@@ -19,7 +19,8 @@ import kopf
 
 from wasminfer_operator import api
 from wasminfer_operator.handmade.informer import ChildCaches
-from wasminfer_operator.kube import FIELD_MANAGER, Kube
+from wasminfer_operator.kube import Kube
+from wasminfer_operator.names import FIELD_MANAGER
 from wasminfer_operator.observe import ObjectView, object_view
 from wasminfer_operator.profiles import OperatorConfig
 from wasminfer_operator.reconcile import Indexes, Reconciler

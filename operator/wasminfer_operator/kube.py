@@ -19,11 +19,10 @@ from typing import Any, Callable, TypeVar
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from wasminfer_operator.api import GROUP, VERSION
+from wasminfer_operator.names import FIELD_MANAGER, GROUP, VERSION
 
 log = logging.getLogger("wasminfer.operator.kube")
 
-FIELD_MANAGER = "wasminfer-operator"
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 T = TypeVar("T")

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from wasminfer_operator.api import API_VERSION
-from wasminfer_operator.render import PROFILE_LABEL, RENDER_HASH, TEMPLATE_HASH, WORKER_LABEL
+from wasminfer_operator.names import API_VERSION, PROFILE_LABEL, RENDER_HASH, TEMPLATE_HASH, WORKER_LABEL
 from wasminfer_runtime.config import LOAD_FAILURE_EXIT
 
 # Container states that mean the pod will not get ready by waiting.

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.alias_generators import to_camel
 
 from wasminfer_operator.api import PROFILE_RE, Quantity, Toleration
+from wasminfer_operator.names import ACCELERATOR_NODE_LABELS, INTEL_GPU_RESOURCE, INTEL_NPU_RESOURCE, NVIDIA_GPU_RESOURCE
 from wasminfer_runtime import formats
 from wasminfer_runtime.config import BackendName, Device, format_validation_error, read_yaml_file
 
@@ -49,8 +50,6 @@ class NodeRequirement(_Cfg):
         return out
 
 
-# Labels the device plugins' node feature rules put on accelerator nodes; CPU workers stay off them.
-ACCELERATOR_NODE_LABELS = ("nvidia.com/gpu.present", "intel.feature.node.kubernetes.io/gpu", "intel.feature.node.kubernetes.io/npu")
 
 
 # A surge count or a percentage of the replicas, as Deployment.spec.strategy.rollingUpdate takes it.
@@ -149,13 +148,13 @@ def builtin_profiles() -> dict[str, DeviceProfile]:
             device=Device.CPU,
             backends=[BackendName.openvino, BackendName.onnxruntime],
         ),
-        "intel-gpu": DeviceProfile(device=Device.GPU, backends=[BackendName.openvino], resources={"gpu.intel.com/i915": 1}),
-        "intel-npu": DeviceProfile(device=Device.NPU, backends=[BackendName.openvino], resources={"npu.intel.com/accel": 1}),
+        "intel-gpu": DeviceProfile(device=Device.GPU, backends=[BackendName.openvino], resources={INTEL_GPU_RESOURCE: 1}),
+        "intel-npu": DeviceProfile(device=Device.NPU, backends=[BackendName.openvino], resources={INTEL_NPU_RESOURCE: 1}),
         "nvidia-gpu": DeviceProfile(
             device=Device.GPU,
             backends=[BackendName.onnxruntime],
-            resources={"nvidia.com/gpu": 1},
-            tolerations=[Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")],
+            resources={NVIDIA_GPU_RESOURCE: 1},
+            tolerations=[Toleration(key=NVIDIA_GPU_RESOURCE, operator="Exists", effect="NoSchedule")],
             image=NVIDIA_IMAGE,
         ),
     }

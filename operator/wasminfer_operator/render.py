@@ -16,6 +16,20 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from wasminfer_operator import api
+from wasminfer_operator.names import (
+    COMPONENT_LABEL,
+    CONFIG_HASH,
+    INSTANCE_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    NAME_LABEL,
+    PROFILE_LABEL,
+    RENDER_HASH,
+    RUNTIME_APP,
+    TEMPLATE_HASH,
+    WORKER_LABEL,
+    config_map_name,
+)
 from wasminfer_operator.profiles import DeviceProfile, OperatorConfig
 from wasminfer_runtime.config import (
     BackendName,
@@ -35,15 +49,6 @@ from wasminfer_runtime.config import (
 from wasminfer_runtime.fetch import FetchFile, FetchPlan, dump_fetch_plan
 from wasminfer_runtime.formats import needs_no_profile
 
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY = "wasminfer-operator"
-WORKER_LABEL = f"{api.GROUP}/worker"
-PROFILE_LABEL = f"{api.GROUP}/profile"
-RENDER_HASH = f"{api.GROUP}/render-hash"
-CONFIG_HASH = f"{api.GROUP}/config-hash"
-# On the pod template (so on every pod): a hash of the template itself. Pods whose value differs
-# from the Deployment's are of an older revision, whatever else the operator or a user changed.
-TEMPLATE_HASH = f"{api.GROUP}/template-hash"
 
 HTTP_PORT = 8080
 SERVICE_PORT = 80
@@ -89,10 +94,6 @@ def content_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
-def config_map_name(worker: str) -> str:
-    return f"{worker}-runtime"
-
-
 def selector_labels(worker: str) -> dict[str, str]:
     return {WORKER_LABEL: worker}
 
@@ -107,9 +108,9 @@ def worker_url(ref: ObjectRef, route: str) -> str:
 
 def common_labels(worker: str) -> dict[str, str]:
     return {
-        "app.kubernetes.io/name": "wasminfer-runtime",
-        "app.kubernetes.io/instance": worker,
-        "app.kubernetes.io/component": "worker",
+        NAME_LABEL: RUNTIME_APP,
+        INSTANCE_LABEL: worker,
+        COMPONENT_LABEL: "worker",
         MANAGED_BY_LABEL: MANAGED_BY,
         WORKER_LABEL: worker,
     }

@@ -16,7 +16,8 @@ from wasminfer_operator import api
 from wasminfer_operator.capacity import NodeView, node_view, pod_requests, room_for
 from wasminfer_operator.observe import PodView
 from wasminfer_operator.placement import Decision, Seen, decide, move_back, move_back_candidates
-from wasminfer_operator.profiles import ACCELERATOR_NODE_LABELS, ConfigurationError, OperatorConfig, load_operator_config, parse_operator_config
+from wasminfer_operator.names import ACCELERATOR_NODE_LABELS
+from wasminfer_operator.profiles import ConfigurationError, OperatorConfig, load_operator_config, parse_operator_config
 from wasminfer_operator.render import NamedModel, ObjectRef, render_worker
 from wasminfer_operator.status import WorkerObservation, worker_status
 

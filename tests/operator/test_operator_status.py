@@ -8,7 +8,7 @@ from typing import Any
 
 from wasminfer_operator.observe import ChildView, PodView, child_view, pod_view
 from wasminfer_operator.placement import Decision
-from wasminfer_operator.render import TEMPLATE_HASH
+from wasminfer_operator.names import TEMPLATE_HASH
 from wasminfer_operator.status import (
     ModelObservation,
     ModelState,

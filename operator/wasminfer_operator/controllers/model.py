@@ -9,10 +9,11 @@ import hashlib
 import logging
 import time
 
-from wasminfer_operator.api import MODEL_FINALIZER, InferenceModelSpec
+from wasminfer_operator.api import InferenceModelSpec
 from wasminfer_operator.controllers.shared import MODEL, Indexes, SpecCache, StatusWriter, all_of, one_of
 from wasminfer_operator.handmade.workqueue import WorkQueue
 from wasminfer_operator.kube import Kube, KubeError
+from wasminfer_operator.names import MODEL_FINALIZER
 from wasminfer_operator.observe import ObjectView
 from wasminfer_operator.profiles import OperatorConfig
 from wasminfer_operator.status import ModelObservation, model_condition, model_status

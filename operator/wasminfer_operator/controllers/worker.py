@@ -13,10 +13,11 @@ from wasminfer_operator.controllers.shared import WORKER, Indexes, SpecCache, St
 from wasminfer_operator.handmade.workqueue import WorkQueue
 from wasminfer_operator.kube import Kube, KubeError
 from wasminfer_operator.moveback import MoveBackChecks
+from wasminfer_operator.names import RENDER_HASH, child_name
 from wasminfer_operator.observe import ChildView
 from wasminfer_operator.placement import decide
 from wasminfer_operator.profiles import OperatorConfig
-from wasminfer_operator.render import RENDER_HASH, NamedModel, ObjectRef, Rendered, render_worker, selector_string, worker_url
+from wasminfer_operator.render import NamedModel, ObjectRef, Rendered, render_worker, selector_string, worker_url
 from wasminfer_operator.status import Cond, ModelState, Transition, WorkerObservation, model_condition, worker_status
 
 log = logging.getLogger("wasminfer.operator")
@@ -150,8 +151,8 @@ class WorkerController:
             want = hashes[kind]
             if current is not None and current.render_hash == want and current.owner_uid == ref.uid:
                 continue
-            child_name = f"{ref.name}-runtime" if kind == "ConfigMap" else ref.name
-            if self._applied.get((kind, ref.namespace, child_name)) == f"{ref.uid}/{want}" and current is None:
+            name = child_name(kind, ref.name)
+            if self._applied.get((kind, ref.namespace, name)) == f"{ref.uid}/{want}" and current is None:
                 continue  # applied moments ago; the watch has not shown it yet
             if rendered is None:
                 rendered = render_worker(ref, spec, named, profile, self.cfg)
@@ -160,12 +161,12 @@ class WorkerController:
                 await self.kube.apply(obj, force=current is not None)
             except KubeError as err:
                 if err.status == 409:
-                    return hashes, ("ChildConflict", f"{kind} {child_name} exists and is not managed by this WasmWorker: {err.message}")
+                    return hashes, ("ChildConflict", f"{kind} {name} exists and is not managed by this WasmWorker: {err.message}")
                 if err.status in (400, 403, 422):
-                    return hashes, ("ApplyFailed", f"{kind} {child_name}: {err.message}")
+                    return hashes, ("ApplyFailed", f"{kind} {name}: {err.message}")
                 raise
-            self._applied[(kind, ref.namespace, child_name)] = f"{ref.uid}/{want}"
-            log.info("worker %s/%s: applied %s %s", ref.namespace, ref.name, kind, child_name)
+            self._applied[(kind, ref.namespace, name)] = f"{ref.uid}/{want}"
+            log.info("worker %s/%s: applied %s %s", ref.namespace, ref.name, kind, name)
         return hashes, None
 
 

@@ -24,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from wasminfer_operator.observe import ChildView, PodView, child_view, pod_view
-from wasminfer_operator.render import MANAGED_BY, MANAGED_BY_LABEL
+from wasminfer_operator.names import MANAGED_BY, MANAGED_BY_LABEL
 
 log = logging.getLogger("wasminfer.operator.informer")
 

@@ -1,0 +1,48 @@
+"""Every name the operator puts on the cluster, once: the API group, labels, annotations, the
+finalizer, the field manager, the children's names and the node labels it reads."""
+
+from __future__ import annotations
+
+GROUP = "wasminfer.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Held on every InferenceModel by the operator: a model stays while WasmWorkers of its namespace use it.
+MODEL_FINALIZER = f"{GROUP}/in-use-protection"
+# Server-side apply field manager, and the reporting component of the events the operator posts.
+FIELD_MANAGER = "wasminfer-operator"
+
+# On every child. The managed-by label is what the operator's child caches select.
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "wasminfer-operator"
+NAME_LABEL = "app.kubernetes.io/name"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+PART_OF_LABEL = "app.kubernetes.io/part-of"
+RUNTIME_APP = "wasminfer-runtime"
+WORKER_LABEL = f"{GROUP}/worker"  # the owning WasmWorker's name: the pods' selector
+PROFILE_LABEL = f"{GROUP}/profile"  # on pods: the device profile they were rendered for
+
+# Annotations: a hash of each rendered child (applied only when it differs), of the runtime
+# configuration (a change rolls the pods), and on the pod template a hash of the template itself
+# (pods whose value differs from the Deployment's are of an older revision).
+RENDER_HASH = f"{GROUP}/render-hash"
+CONFIG_HASH = f"{GROUP}/config-hash"
+TEMPLATE_HASH = f"{GROUP}/template-hash"
+
+# Device-plugin resources the built-in profiles request (the NVIDIA one is also the taint GPU nodes carry).
+INTEL_GPU_RESOURCE = "gpu.intel.com/i915"
+INTEL_NPU_RESOURCE = "npu.intel.com/accel"
+NVIDIA_GPU_RESOURCE = "nvidia.com/gpu"
+
+# Labels the device plugins' node feature rules put on accelerator nodes; CPU workers stay off them.
+ACCELERATOR_NODE_LABELS = ("nvidia.com/gpu.present", "intel.feature.node.kubernetes.io/gpu", "intel.feature.node.kubernetes.io/npu")
+
+
+def config_map_name(worker: str) -> str:
+    """The worker's runtime configuration; its Deployment and Service are named as the worker."""
+    return f"{worker}-runtime"
+
+
+def child_name(kind: str, worker: str) -> str:
+    return config_map_name(worker) if kind == "ConfigMap" else worker
