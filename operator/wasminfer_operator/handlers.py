@@ -51,8 +51,11 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
 
     @kopf.on.startup(registry=registry, id="configure")
     async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+        # The operator's events (condition transitions) go through kopf's poster (`kopf.event`).
         settings.posting.reporting_component = FIELD_MANAGER
-        settings.posting.level = logging.WARNING
+        settings.posting.reporting_instance = op.kube.instance
+        settings.posting.event_name_prefix = f"{FIELD_MANAGER}-"
+        settings.posting.level = logging.WARNING  # of kopf's own handler logs, only warnings become events
         settings.watching.chunk_size = 100
         settings.queueing.idle_timeout = 1.0  # a task per object lingers this long after its events
         caches = op.caches

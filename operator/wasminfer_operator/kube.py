@@ -157,24 +157,3 @@ class Kube:
             if err.status == 404:
                 return None
             raise
-
-    async def post_event(self, ref: dict[str, str], type_: str, reason: str, message: str, timestamp: str) -> None:
-        """A core/v1 Event about a custom resource (shown by `kubectl describe` and `kubectl events`)."""
-        body: Any = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": f"{ref['name']}.{uuid.uuid4().hex[:16]}", "namespace": ref["namespace"]},
-            "involvedObject": ref,
-            "type": type_,
-            "reason": reason,
-            "message": message[:1024],
-            "firstTimestamp": timestamp,
-            "lastTimestamp": timestamp,
-            "count": 1,
-            "source": {"component": FIELD_MANAGER},
-            "reportingComponent": FIELD_MANAGER,
-            "reportingInstance": self.instance,
-        }
-        await self._call(
-            lambda: self.core.create_namespaced_event(ref["namespace"], body, field_manager=FIELD_MANAGER, _preload_content=False)
-        )

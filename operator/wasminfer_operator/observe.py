@@ -68,9 +68,9 @@ class ObjectView:
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
 
-    def reference(self) -> dict[str, str]:
-        """An object reference for events."""
-        return {"apiVersion": API_VERSION, "kind": self.kind, "namespace": self.namespace, "name": self.name, "uid": self.uid}
+    def reference(self) -> dict[str, Any]:
+        """The object's identity as a body stub, which kopf turns into an event's involvedObject."""
+        return {"apiVersion": API_VERSION, "kind": self.kind, "metadata": {"namespace": self.namespace, "name": self.name, "uid": self.uid}}
 
 
 def object_view(body: Mapping[str, Any]) -> ObjectView:

@@ -15,7 +15,19 @@ from datetime import datetime
 from typing import Any
 
 from wasminfer_operator.controllers.model import ModelController
-from wasminfer_operator.controllers.shared import MODEL, RELEASE, WORKER, Indexes, Key, NsName, SpecCache, StatusWriter, all_of
+from wasminfer_operator.controllers.shared import (
+    MODEL,
+    RELEASE,
+    WORKER,
+    EventPoster,
+    Indexes,
+    Key,
+    NsName,
+    SpecCache,
+    StatusWriter,
+    all_of,
+    kopf_event,
+)
 from wasminfer_operator.controllers.worker import WorkerController
 from wasminfer_operator.handmade.workqueue import WorkQueue
 from wasminfer_operator.kube import Kube, KubeError
@@ -39,6 +51,7 @@ class Reconciler:
         *,
         concurrency: int = 16,
         clock: Callable[[], datetime] = now_utc,
+        post_event: EventPoster = kopf_event,
     ) -> None:
         self.cfg = cfg
         self.ix = indexes
@@ -50,7 +63,7 @@ class Reconciler:
         # so the first one opens this gate. Until then a worker would find its models missing and
         # report ModelNotFound; its reconcile waits instead.
         self.indexes_filled = asyncio.Event()
-        self.writer = StatusWriter(kube, clock)
+        self.writer = StatusWriter(kube, clock, post_event)
         specs = SpecCache()
         self.models = ModelController(cfg, kube, indexes, specs, self.writer, self.queue)
         self.workers = WorkerController(cfg, kube, indexes, specs, self.writer, self.queue, self.models)

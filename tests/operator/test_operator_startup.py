@@ -53,10 +53,11 @@ def body(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "wasminfer.dev/v1alpha1", "kind": kind, "metadata": meta, "spec": spec}
 
 
-def worker_writes(api: FakeAPI) -> list[str]:
+def worker_writes(api: FakeAPI, events: list[tuple[Any, ...]]) -> list[str]:
     """The worker's status patches and the events about it, as JSON."""
     with api.lock:
-        return [json.dumps(b) for m, path, b in api.bodies if "/wasmworkers/w/status" in path or (path.split("?")[0].endswith("/events") and b["involvedObject"]["name"] == "w")]
+        patches = [json.dumps(b) for m, path, b in api.bodies if "/wasmworkers/w/status" in path]
+    return patches + [json.dumps(e) for e in events if e[0]["metadata"]["name"] == "w"]
 
 
 async def test_no_worker_status_before_the_indexes_are_filled(api: FakeAPI) -> None:
@@ -66,22 +67,23 @@ async def test_no_worker_status_before_the_indexes_are_filled(api: FakeAPI) -> N
     ix = Indexes(workers={worker.key: [worker]}, models={}, model_users={("ns", "m"): ["w"]},
                  deployments=ByWorker(), services=ByWorker(), config_maps=ByWorker(), pods=ByWorker())  # fmt: skip
     kube = Kube(client.ApiClient(client.Configuration(host=api.url)), threads=2)
-    r = Reconciler(load_operator_config(env={}), kube, ix, concurrency=2)
+    events: list[tuple[Any, ...]] = []  # what kopf.event would post
+    r = Reconciler(load_operator_config(env={}), kube, ix, concurrency=2, post_event=lambda *e: events.append(e))
     r.start()
     try:
         r.become_leader()  # queues every worker the index holds
         await asyncio.sleep(0.5)
-        assert worker_writes(api) == [], "wrote status before the models were known"
+        assert worker_writes(api, events) == [], "wrote status before the models were known"
 
         ix.models[model.key] = [model]  # the index is filled; then kopf delivers the first events
         r.model_event(None, model)
         for _ in range(100):
-            if worker_writes(api):
+            if worker_writes(api, events):
                 break
             await asyncio.sleep(0.05)
         else:
             raise AssertionError(f"no worker status written: {api.requests}")
-        assert not any("ModelNotFound" in w for w in worker_writes(api)), worker_writes(api)
+        assert not any("ModelNotFound" in w for w in worker_writes(api, events)), worker_writes(api, events)
     finally:
         await r.stop()
         kube.close()

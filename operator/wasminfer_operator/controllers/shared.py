@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+import kopf
 from pydantic import BaseModel, ValidationError
 
-from wasminfer_operator.kube import Kube, KubeError
+from wasminfer_operator.kube import Kube
 from wasminfer_operator.observe import ChildView, ObjectView, PodView
-from wasminfer_operator.status import Transition, timestamp
+from wasminfer_operator.status import Transition
 
 log = logging.getLogger("wasminfer.operator")
 
@@ -82,16 +82,25 @@ class SpecCache:
         return hit
 
 
+# Posts a core/v1 Event about an object: (object's body stub, type, reason, message). In the
+# operator this is `kopf.event`, whose poster sends each object's events in order, with retries,
+# without holding up the reconcile.
+EventPoster = Callable[[dict[str, Any], str, str, str], None]
+
+
+def kopf_event(obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    kopf.event(kopf.Body(cast(kopf.RawBody, obj)), type=type_, reason=reason, message=message)
+
+
 class StatusWriter:
     """Writes status subresources when they differ from what this process wrote last, and posts
     an event (and a log line) per condition transition."""
 
-    def __init__(self, kube: Kube, clock: Callable[[], datetime]) -> None:
+    def __init__(self, kube: Kube, clock: Callable[[], datetime], post_event: EventPoster = kopf_event) -> None:
         self.kube = kube
         self.clock = clock
+        self.post_event = post_event
         self._written: dict[str, dict[str, Any]] = {}  # uid -> status this process wrote last
-        self._background: set[asyncio.Task[None]] = set()
-        self._event_gate = asyncio.Semaphore(4)
 
     def old(self, view: ObjectView) -> dict[str, Any]:
         return self._written.get(view.uid, dict(view.status))
@@ -115,17 +124,6 @@ class StatusWriter:
             self._post(view, change)
 
     def _post(self, view: ObjectView, change: Transition) -> None:
-        async def post() -> None:
-            async with self._event_gate:
-                try:
-                    await self.kube.post_event(
-                        view.reference(), "Warning" if change.warning else "Normal", change.reason, change.event_message, timestamp(self.clock())
-                    )
-                except KubeError as err:
-                    log.debug("event for %s/%s not posted: %s", view.namespace, view.name, err)
-
         level = logging.WARNING if change.warning else logging.INFO
         log.log(level, "%s %s/%s: %s", view.kind, view.namespace, view.name, change.event_message)
-        task = asyncio.create_task(post())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self.post_event(view.reference(), "Warning" if change.warning else "Normal", change.reason, change.event_message)
