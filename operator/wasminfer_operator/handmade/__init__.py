@@ -1,8 +1,9 @@
 """What the operator does without kopf, and why kopf could not do it here.
 
 Everything else runs on kopf: the two custom resources are watched and indexed by `kopf.index`,
-their events reach the reconciler through `kopf.on.event`, kopf's login, probes, startup and
-cleanup handlers run the process, and its stop flag ends it. Three pieces are hand-made:
+their events reach the reconciler through `kopf.on.event`, its events are posted by `kopf.event`,
+kopf's login, probes, startup and cleanup handlers run the process, and its stop flag ends it.
+Three pieces are hand-made:
 
 - `informer`: the caches of the children (Deployments, Services, ConfigMaps, Pods). kopf indexes
   would hold them too, but `bench/operator_scale.py` measures both over the children of 1,000
@@ -12,7 +13,10 @@ cleanup handlers run the process, and its stop flag ends it. Three pieces are ha
   re-reconcile *another* object (the worker owning it, the workers using it). kopf runs a handler
   for the object whose event it is; the only way to make kopf call a worker's handler is to write
   to the worker (an annotation), one API write per pod event and a diff Argo CD would show. The
-  queue also coalesces bursts: the scale run's reconciles are a fraction of its watch events.
+  queue also coalesces bursts of events into one reconcile, and holds the delayed visits (fallback
+  deadlines, move-back checks, source rechecks, retries with backoff): kopf's timers and daemons
+  would put kopf's finalizer on every WasmWorker (a write per object, and a field Argo CD did not
+  apply) and run on every replica, standbys included.
 - `lease`: leader election. kopf's peering does not elect: replicas of the same priority all
   pause (or all act with `standalone`), and a standby only notices a dead peer after the peering
   lifetime (60 s). The Lease here runs on kopf's event loop, takes over within the lease duration
