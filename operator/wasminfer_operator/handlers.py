@@ -18,12 +18,13 @@ from typing import Any
 import kopf
 
 from wasminfer_operator import api
+from wasminfer_operator.controllers.shared import Indexes
 from wasminfer_operator.handmade.informer import ChildCaches
 from wasminfer_operator.kube import Kube
 from wasminfer_operator.names import FIELD_MANAGER
 from wasminfer_operator.observe import ObjectView, object_view
 from wasminfer_operator.profiles import OperatorConfig
-from wasminfer_operator.reconcile import Indexes, Reconciler
+from wasminfer_operator.reconcile import Reconciler
 
 WW = (api.GROUP, api.VERSION, "wasmworkers")
 IM = (api.GROUP, api.VERSION, "inferencemodels")

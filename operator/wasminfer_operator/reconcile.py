@@ -35,8 +35,6 @@ from wasminfer_operator.observe import ChildView, ObjectView, PodView
 from wasminfer_operator.profiles import OperatorConfig
 from wasminfer_operator.status import READY, now_utc
 
-__all__ = ["Indexes", "Reconciler"]
-
 log = logging.getLogger("wasminfer.operator")
 
 MAX_BACKOFF_SECONDS = 60.0

@@ -138,7 +138,7 @@ def test_deployment_view() -> None:
 def test_object_view() -> None:
     v = object_view({"kind": "WasmWorker", "metadata": {"namespace": "ns", "name": "w", "uid": "u", "generation": 4, "deletionTimestamp": "x"}, "spec": {"a": 1}})
     assert v.key == ("ns", "w") and v.generation == 4 and v.deleting and v.status == {}
-    assert v.reference() == {"apiVersion": "wasminfer.dev/v1alpha1", "kind": "WasmWorker", "namespace": "ns", "name": "w", "uid": "u"}
+    assert v.reference() == {"apiVersion": "wasminfer.dev/v1alpha1", "kind": "WasmWorker", "metadata": {"namespace": "ns", "name": "w", "uid": "u"}}
     assert v.finalizers == ()
     held = object_view({"kind": "InferenceModel", "metadata": {"name": "m", "finalizers": ["wasminfer.dev/in-use-protection", "x/y"]}})
     assert held.finalizers == ("wasminfer.dev/in-use-protection", "x/y")

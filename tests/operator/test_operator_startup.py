@@ -17,11 +17,12 @@ from fakeapi import FakeAPI
 from kubernetes import client
 from opbuilders import model_spec, worker_spec
 
+from wasminfer_operator.controllers.shared import Indexes
 from wasminfer_operator.handmade.informer import ByWorker
 from wasminfer_operator.kube import Kube
 from wasminfer_operator.observe import object_view
 from wasminfer_operator.profiles import load_operator_config
-from wasminfer_operator.reconcile import Indexes, Reconciler
+from wasminfer_operator.reconcile import Reconciler
 
 REPO = Path(__file__).resolve().parents[2]
 
