@@ -10,6 +10,7 @@ the informers started here.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 import kopf
 
 from wasminfer_operator import api
-from wasminfer_operator.controllers.shared import Indexes
+from wasminfer_operator.controllers.shared import Indexes, kopf_event
 from wasminfer_operator.handmade.informer import ChildCaches
 from wasminfer_operator.kube import Kube
 from wasminfer_operator.names import FIELD_MANAGER
@@ -43,8 +44,29 @@ class Operator:
     on_ready: list[Callable[[Reconciler], None]] = field(default_factory=list)
 
 
+class KopfEvents:
+    """Posts the reconciler's events with `kopf.event`. That finds kopf's event queue in context
+    variables kopf sets only in its per-object tasks, and the reconciler runs in tasks of its own
+    (there kopf.event raises LookupError): events are posted in a context captured in a watch
+    handler. The first WasmWorker or InferenceModel event, which opens the reconciler, captures it."""
+
+    def __init__(self) -> None:
+        self.context: contextvars.Context | None = None
+
+    def capture(self) -> None:
+        if self.context is None:
+            self.context = contextvars.copy_context()
+
+    def __call__(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        if self.context is None:
+            kopf_event(obj, type_, reason, message)
+        else:
+            self.context.run(kopf_event, obj, type_, reason, message)
+
+
 def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
     """Attach every handler to `registry`."""
+    events = KopfEvents()
 
     def rec() -> Reconciler:
         assert op.reconciler is not None, "reconciler not started"
@@ -69,7 +91,7 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
             config_maps=caches.config_maps,
             pods=caches.pods,
         )
-        r = op.reconciler = Reconciler(op.cfg, op.kube, indexes, concurrency=op.concurrency)
+        r = op.reconciler = Reconciler(op.cfg, op.kube, indexes, concurrency=op.concurrency, post_event=events)
         r.cache_filled = caches.start(op.kube.api_client, op.namespaces, asyncio.get_running_loop(), r.child_event, r.pod_event)
         r.start()
         for callback in op.on_ready:
@@ -114,10 +136,12 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
 
     @kopf.on.event(*WW, registry=registry, id="worker_changed")
     async def worker_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
+        events.capture()
         rec().worker_event(type, object_view(body))
 
     @kopf.on.event(*IM, registry=registry, id="model_changed")
     async def model_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
+        events.capture()
         rec().model_event(type, object_view(body))
 
     if op.namespaces:
