@@ -102,3 +102,11 @@ def own_operator(cluster: Cluster, folder: Path, config_yaml: str, prefix: str, 
         op.wait_leading()
         yield op
     print(f"operator log: {op.log_path}")
+
+
+def let_models_go(cluster: Cluster, namespace: str) -> None:
+    """Take the operator's finalizer off every model of the namespace: a test's own operator has
+    stopped, and nothing else would let them go, so deleting the namespace would hang."""
+    for model in cluster.get_json("inferencemodels", namespace=namespace)["items"]:
+        cluster.kubectl("patch", "inferencemodel", model["metadata"]["name"], "-n", namespace, "--type=merge",
+                        "-p", '{"metadata": {"finalizers": null}}', check=False)

@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_objects import install_crds, model_yaml, worker_yaml
+from operator_objects import install_crds, let_models_go, model_yaml, worker_yaml
 from operator_process import OperatorProcess
 
 from kube import Cluster
@@ -208,9 +208,7 @@ def own_ns(cluster: Cluster) -> Iterator[str]:
     install_crds(cluster)
     name = cluster.new_namespace("chaos")
     yield name
-    for model in cluster.get_json("inferencemodels", namespace=name)["items"]:
-        cluster.kubectl("patch", "inferencemodel", model["metadata"]["name"], "-n", name, "--type=merge",
-                        "-p", '{"metadata": {"finalizers": null}}', check=False)
+    let_models_go(cluster, name)
     cluster.delete_namespace(name)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from operator_process import OperatorProcess
-from operator_objects import install_crds, model_yaml, worker_yaml
+from operator_objects import install_crds, let_models_go, model_yaml, worker_yaml
 
 from cluster import controlplane, processes, state
 from kube import Cluster
@@ -31,6 +31,7 @@ def own_ns(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
     install_crds(cluster)
     name = cluster.new_namespace("opk-" + request.node.name[5:30])
     yield name
+    let_models_go(cluster, name)
     cluster.delete_namespace(name)
 
 

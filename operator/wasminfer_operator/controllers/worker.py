@@ -4,6 +4,7 @@ differ, and status from the models, the Deployment and the pods."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,7 @@ from wasminfer_operator.status import Cond, ModelState, Transition, WorkerObserv
 log = logging.getLogger("wasminfer.operator")
 
 RENDER_CACHE_LIMIT = 20000
+APPLIED_GRACE_SECONDS = 10.0  # how long an apply the watch has not shown yet counts as done
 
 
 class WorkerController:
@@ -44,7 +46,8 @@ class WorkerController:
         self.queue = queue
         self.models = models
         self.move_backs = MoveBackChecks(cfg, kube)
-        self._applied: dict[tuple[str, str, str], str] = {}  # (kind, ns, name) -> "uid/render hash" applied
+        # (kind, ns, name) -> ("uid/render hash" applied, when): an apply the watch has not shown yet.
+        self._applied: dict[tuple[str, str, str], tuple[str, float]] = {}
         self._render_hashes: dict[tuple[Any, ...], dict[str, str]] = {}  # render inputs -> each child's hash
 
     def forget(self, uid: str) -> None:
@@ -152,8 +155,15 @@ class WorkerController:
             if current is not None and current.render_hash == want and current.owner_uid == ref.uid:
                 continue
             name = child_name(kind, ref.name)
-            if self._applied.get((kind, ref.namespace, name)) == f"{ref.uid}/{want}" and current is None:
-                continue  # applied moments ago; the watch has not shown it yet
+            if current is None:
+                applied, at = self._applied.get((kind, ref.namespace, name), ("", 0.0))
+                wait = at + APPLIED_GRACE_SECONDS - time.monotonic()
+                if applied == f"{ref.uid}/{want}" and wait > 0:
+                    # Applied moments ago; the watch has not shown it yet. Looked at again after the
+                    # grace: a child deleted as it was applied (the garbage collector taking the
+                    # previous owner's) is applied again then.
+                    self.queue.add_after((WORKER, ref.namespace, ref.name), wait)
+                    continue
             if rendered is None:
                 rendered = render_worker(ref, spec, named, profile, self.cfg)
             obj = next(c for c in rendered.children if c["kind"] == kind)
@@ -165,7 +175,7 @@ class WorkerController:
                 if err.status in (400, 403, 422):
                     return hashes, ("ApplyFailed", f"{kind} {name}: {err.message}")
                 raise
-            self._applied[(kind, ref.namespace, name)] = f"{ref.uid}/{want}"
+            self._applied[(kind, ref.namespace, name)] = (f"{ref.uid}/{want}", time.monotonic())
             log.info("worker %s/%s: applied %s %s", ref.namespace, ref.name, kind, name)
         return hashes, None
 
