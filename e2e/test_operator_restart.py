@@ -1,7 +1,8 @@
 """The operator survives being killed and runs as several replicas: a SIGKILL in the middle of a burst,
 then changes while it is down, converge after a restart with no duplicate and no orphaned child; of
-two replicas only the Lease holder acts, and the standby takes over when the holder dies; an API
-server that stops for a few seconds is ridden out by the leader."""
+two replicas only the Lease holder acts, and the standby takes over when the holder dies, at once
+when it was stopped (it releases the Lease), with no false ModelNotFound; an API server that stops
+for a few seconds is ridden out by the leader."""
 
 from __future__ import annotations
 
@@ -129,6 +130,46 @@ def test_only_the_lease_holder_acts_and_the_standby_takes_over(cluster: Cluster,
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_stopped_leader_hands_over_at_once_and_its_successor_raises_no_false_alarm(cluster: Cluster, own_ns: str, tmp_path: Path) -> None:
+    """SIGTERM (a rollout of the operator) releases the Lease: the next replica takes it without
+    waiting out the lease duration, then re-checks every worker before its model index is filled
+    without reporting ModelNotFound."""
+    ns = own_ns
+    long_lease = 30  # a successor that had to wait for expiry would wait this long
+
+    def replica(tag: str) -> OperatorProcess:
+        return OperatorProcess(cluster.kubeconfig, tmp_path / f"operator-{tag}.log", namespaces=[ns],
+                               lease_name=f"lease-{ns}", lease_namespace=ns, lease_duration=long_lease)  # fmt: skip
+
+    first = replica("first").start()
+    second = replica("second")
+    try:
+        first.wait_leading()
+        cluster.apply(model_yaml("shared"), namespace=ns)
+        cluster.wait("inferencemodel/shared", "Ready", timeout=60, namespace=ns)
+        cluster.apply("---\n".join(worker_yaml(f"w{i}", ["shared"]) for i in range(10)), namespace=ns)
+        cluster.wait_until(lambda: len(workers(cluster, ns)) == 10 and settled(cluster, ns), 120, "10 workers Ready")
+        assert first.stop() == 0, first.tail()
+        assert not cluster.get_json("lease", f"lease-{ns}", namespace=ns)["spec"].get("holderIdentity"), "released"
+
+        began = time.monotonic()
+        second.start()
+        second.wait_leading(timeout=long_lease)
+        took = time.monotonic() - began
+        assert took < long_lease / 2, f"took {took:.1f} s to lead: the Lease was not released"
+        cluster.apply(worker_yaml("after"), namespace=ns)  # the successor acts
+        cluster.wait("wasmworker/after", "Ready", timeout=60, namespace=ns)
+        time.sleep(3)  # its re-check of every worker is done by now; a false alarm would show
+        events = cluster.get_json("events", namespace=ns)["items"]
+        alarms = [(e["involvedObject"]["name"], e["reason"], e["message"]) for e in events if e["reason"] == "ModelNotFound"]
+        assert alarms == [], alarms
+        assert settled(cluster, ns), {n: (w.get("status") or {}).get("conditions") for n, w in workers(cluster, ns).items()}
+        assert "ModelNotFound" not in second.tail(400)
+    finally:
+        second.stop()
+        first.stop()
 
 
 def test_the_leader_rides_out_an_api_server_stopped_for_seconds(cluster_bin_dir: Path, tmp_path: Path) -> None:
