@@ -194,7 +194,7 @@ def test_scripts_return_only_argo_cd_states() -> None:
 
 def test_reasons_named_in_the_scripts_exist_in_the_operator() -> None:
     """A renamed reason in the operator would silently turn a Degraded into Progressing."""
-    operator_src = "".join(p.read_text() for p in (Path(st.__file__).parent).glob("*.py"))
+    operator_src = "".join(p.read_text() for p in (Path(st.__file__).parent).rglob("*.py"))  # subpackages too
     for script in HEALTH_SCRIPTS.values():
         block = re.search(r"local failures = \{(.*?)\}", script.read_text(), re.S)
         assert block is not None, script.name
