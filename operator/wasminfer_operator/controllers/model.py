@@ -10,7 +10,7 @@ import logging
 import time
 
 from wasminfer_operator.api import InferenceModelSpec
-from wasminfer_operator.controllers.shared import MODEL, Indexes, SpecCache, StatusWriter, all_of, one_of
+from wasminfer_operator.controllers.shared import MODEL, Controller, Indexes, Key, SpecCache, StatusWriter, all_of, one_of
 from wasminfer_operator.handmade.workqueue import WorkQueue
 from wasminfer_operator.kube import Kube, KubeError
 from wasminfer_operator.names import MODEL_FINALIZER
@@ -26,16 +26,9 @@ IN_USE_RECHECK_SECONDS = 5.0  # a model's deletion waits for its users; worker e
 SourceState = tuple[bool, str, str]  # (ok, reason, message)
 
 
-class ModelController:
-    def __init__(
-        self, cfg: OperatorConfig, kube: Kube, ix: Indexes, specs: SpecCache, writer: StatusWriter, queue: WorkQueue[tuple[str, str, str]]
-    ) -> None:
-        self.cfg = cfg
-        self.kube = kube
-        self.ix = ix
-        self.specs = specs
-        self.writer = writer
-        self.queue = queue
+class ModelController(Controller):
+    def __init__(self, cfg: OperatorConfig, kube: Kube, ix: Indexes, specs: SpecCache, writer: StatusWriter, queue: WorkQueue[Key]) -> None:
+        super().__init__(cfg, kube, ix, specs, writer, queue)
         self._sources: dict[tuple[str, int], tuple[float, SourceState]] = {}  # (uid, generation) -> (until, state)
         self._finalizers_sent: dict[str, str] = {}  # model uid -> resourceVersion its finalizers were patched at
         self.terminating: set[str] = set()  # namespaces being deleted: their models are not held

@@ -11,8 +11,10 @@ from typing import Any, TypeVar, cast
 import kopf
 from pydantic import BaseModel, ValidationError
 
+from wasminfer_operator.handmade.workqueue import WorkQueue
 from wasminfer_operator.kube import Kube
 from wasminfer_operator.observe import ChildView, ObjectView, PodView
+from wasminfer_operator.profiles import OperatorConfig
 from wasminfer_operator.status import Transition
 
 log = logging.getLogger("wasminfer.operator")
@@ -127,3 +129,16 @@ class StatusWriter:
         level = logging.WARNING if change.warning else logging.INFO
         log.log(level, "%s %s/%s: %s", view.kind, view.namespace, view.name, change.event_message)
         self.post_event(view.reference(), "Warning" if change.warning else "Normal", change.reason, change.event_message)
+
+
+class Controller:
+    """What every controller works with: the configuration, the API, the watch caches, the parsed
+    specs, the status writer and the queue (for later visits)."""
+
+    def __init__(self, cfg: OperatorConfig, kube: Kube, ix: Indexes, specs: SpecCache, writer: StatusWriter, queue: WorkQueue[Key]) -> None:
+        self.cfg = cfg
+        self.kube = kube
+        self.ix = ix
+        self.specs = specs
+        self.writer = writer
+        self.queue = queue

@@ -10,7 +10,7 @@ from typing import Any
 
 from wasminfer_operator.api import WasmWorkerSpec
 from wasminfer_operator.controllers.model import ModelController
-from wasminfer_operator.controllers.shared import WORKER, Indexes, SpecCache, StatusWriter, all_of, one_of
+from wasminfer_operator.controllers.shared import WORKER, Controller, Indexes, Key, SpecCache, StatusWriter, all_of, one_of
 from wasminfer_operator.handmade.workqueue import WorkQueue
 from wasminfer_operator.kube import Kube, KubeError
 from wasminfer_operator.moveback import MoveBackChecks
@@ -27,24 +27,12 @@ RENDER_CACHE_LIMIT = 20000
 APPLIED_GRACE_SECONDS = 10.0  # how long an apply the watch has not shown yet counts as done
 
 
-class WorkerController:
+class WorkerController(Controller):
     def __init__(
-        self,
-        cfg: OperatorConfig,
-        kube: Kube,
-        ix: Indexes,
-        specs: SpecCache,
-        writer: StatusWriter,
-        queue: WorkQueue[tuple[str, str, str]],
-        models: ModelController,
+        self, cfg: OperatorConfig, kube: Kube, ix: Indexes, specs: SpecCache, writer: StatusWriter, queue: WorkQueue[Key], models: ModelController
     ) -> None:
-        self.cfg = cfg
-        self.kube = kube
-        self.ix = ix
-        self.specs = specs
-        self.writer = writer
-        self.queue = queue
-        self.models = models
+        super().__init__(cfg, kube, ix, specs, writer, queue)
+        self.models = models  # a worker's models are evaluated as their own controller does
         self.move_backs = MoveBackChecks(cfg, kube)
         # (kind, ns, name) -> ("uid/render hash" applied, when): an apply the watch has not shown yet.
         self._applied: dict[tuple[str, str, str], tuple[str, float]] = {}
