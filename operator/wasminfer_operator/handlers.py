@@ -14,12 +14,12 @@ import contextvars
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
 from wasminfer_operator import api
-from wasminfer_operator.controllers.shared import Indexes, kopf_event
+from wasminfer_operator.controllers.shared import Indexes
 from wasminfer_operator.handmade.informer import ChildCaches
 from wasminfer_operator.kube import Kube
 from wasminfer_operator.names import FIELD_MANAGER
@@ -42,6 +42,10 @@ class Operator:
     reconciler: Reconciler | None = None
     caches: ChildCaches = field(default_factory=ChildCaches)
     on_ready: list[Callable[[Reconciler], None]] = field(default_factory=list)
+
+
+def kopf_event(obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    kopf.event(kopf.Body(cast(kopf.RawBody, obj)), type=type_, reason=reason, message=message)
 
 
 class KopfEvents:

@@ -26,7 +26,6 @@ from wasminfer_operator.controllers.shared import (
     SpecCache,
     StatusWriter,
     all_of,
-    kopf_event,
 )
 from wasminfer_operator.controllers.worker import WorkerController
 from wasminfer_operator.handmade.workqueue import WorkQueue
@@ -47,9 +46,9 @@ class Reconciler:
         kube: Kube,
         indexes: Indexes,
         *,
+        post_event: EventPoster,
         concurrency: int = 16,
         clock: Callable[[], datetime] = now_utc,
-        post_event: EventPoster = kopf_event,
     ) -> None:
         self.cfg = cfg
         self.ix = indexes

@@ -14,8 +14,7 @@ import kopf
 import pytest
 from kopf._core.engines import posting
 
-from wasminfer_operator.controllers.shared import kopf_event
-from wasminfer_operator.handlers import KopfEvents
+from wasminfer_operator.handlers import KopfEvents, kopf_event
 
 # What ObjectView.reference() gives: a body stub, which kopf turns into the event's involvedObject.
 STUB = {"apiVersion": "wasminfer.dev/v1alpha1", "kind": "WasmWorker", "metadata": {"namespace": "ns", "name": "w", "uid": "uid-w"}}

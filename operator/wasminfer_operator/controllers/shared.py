@@ -6,9 +6,8 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-import kopf
 from pydantic import BaseModel, ValidationError
 
 from wasminfer_operator.handmade.workqueue import WorkQueue
@@ -85,20 +84,16 @@ class SpecCache:
 
 
 # Posts a core/v1 Event about an object: (object's body stub, type, reason, message). In the
-# operator this is `kopf.event`, whose poster sends each object's events in order, with retries,
-# without holding up the reconcile.
+# operator this is kopf's poster (`handlers.KopfEvents`), which sends each object's events in
+# order, with retries, without holding up the reconcile.
 EventPoster = Callable[[dict[str, Any], str, str, str], None]
-
-
-def kopf_event(obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
-    kopf.event(kopf.Body(cast(kopf.RawBody, obj)), type=type_, reason=reason, message=message)
 
 
 class StatusWriter:
     """Writes status subresources when they differ from what this process wrote last, and posts
     an event (and a log line) per condition transition."""
 
-    def __init__(self, kube: Kube, clock: Callable[[], datetime], post_event: EventPoster = kopf_event) -> None:
+    def __init__(self, kube: Kube, clock: Callable[[], datetime], post_event: EventPoster) -> None:
         self.kube = kube
         self.clock = clock
         self.post_event = post_event
