@@ -29,9 +29,12 @@ import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "e2e"))
@@ -41,10 +44,14 @@ from kube import Cluster  # noqa: E402
 from kubernetes import client, config  # noqa: E402
 from operator_objects import install_crds, model_yaml, worker_yaml  # noqa: E402
 from operator_process import OperatorProcess  # noqa: E402
+from wasminfer_operator import api  # noqa: E402
+from wasminfer_operator.profiles import load_operator_config  # noqa: E402
+from wasminfer_operator.render import NamedModel, ObjectRef, render_worker  # noqa: E402
 
 GOAL_SECONDS = 30.0
 GOAL_RSS_MB = 150.0
 IDLE_WORKERS = 50
+KUBE_THREADS = 16  # the operator's API threads (its --concurrency default)
 IDLE_SECONDS = 60.0
 IDLE_SETTLE_SECONDS = 60.0
 
@@ -156,6 +163,84 @@ def request_counts(cluster: Cluster) -> dict[tuple[str, str], float]:
     return out
 
 
+def rendered_children(ns: str, model_docs: list[str], worker_docs: list[str]) -> list[dict[str, Any]]:
+    """What the operator writes for the workers, rendered by its own render functions: every
+    worker's ConfigMap, Service and Deployment (without owner references, since nothing owns them)."""
+    cfg = load_operator_config(env={})
+    models = {}
+    for doc in model_docs:
+        body = yaml.safe_load(doc)
+        models[body["metadata"]["name"]] = api.InferenceModelSpec.model_validate(body["spec"])
+    out = []
+    for i, doc in enumerate(worker_docs):
+        body = yaml.safe_load(doc)
+        spec = api.WasmWorkerSpec.model_validate(body["spec"])
+        named = [NamedModel(m, models[m]) for m in spec.models]
+        rendered = render_worker(ObjectRef(body["metadata"]["name"], ns, f"floor-{i}"), spec, named, "cpu", cfg)
+        for child in rendered.children:
+            child["metadata"].pop("ownerReferences", None)
+            out.append(child)
+    return out
+
+
+def floor(cluster: Cluster, ns: str, objects: Path, children: list[dict[str, Any]], threads: int) -> float:
+    """Seconds until the objects and their children exist when the user's kubectl creates the
+    objects while a stand-in for an operator that costs nothing and writes no status applies the
+    children, as many at once as the operator's API threads."""
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(cluster.kubeconfig), client_configuration=configuration)  # type: ignore[no-untyped-call]
+    configuration.connection_pool_maxsize = threads
+    api_client = client.ApiClient(configuration)
+    core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+    methods = {"ConfigMap": core.patch_namespaced_config_map, "Service": core.patch_namespaced_service, "Deployment": apps.patch_namespaced_deployment}
+
+    def apply(child: dict[str, Any]) -> None:
+        meta = child["metadata"]
+        methods[child["kind"]](meta["name"], ns, child, field_manager="bench-floor", _content_type="application/apply-patch+yaml", _preload_content=False)
+
+    t0 = time.monotonic()
+    user = subprocess.Popen([str(cluster.bin_dir / "kubectl"), "create", "-n", ns, "-f", str(objects)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cluster.env)  # fmt: skip
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(apply, children))
+    _, err = user.communicate(timeout=600)
+    if user.returncode != 0:
+        raise SystemExit(f"floor: kubectl create failed: {err[-2000:]}")
+    return time.monotonic() - t0
+
+
+def drop_namespace(cluster: Cluster, ns: str) -> None:
+    """Delete a namespace and wait until it is gone, letting its models go first (with no operator
+    running, their in-use finalizer would hold the namespace): a namespace still being emptied
+    would load the API server during the next measurement."""
+    cluster.kubectl("delete", "namespace", ns, "--wait=false")
+    held = "jsonpath={range .items[?(@.metadata.finalizers)]}{.metadata.name}{'\\n'}{end}"
+    for name in cluster.kubectl("get", "inferencemodels", "-n", ns, "-o", held).stdout.split():
+        cluster.kubectl("patch", "-n", ns, "inferencemodel", name, "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
+    cluster.kubectl("wait", "--for=delete", f"namespace/{ns}", "--timeout=600s", timeout=620)
+    settle(cluster)
+
+
+def settle(cluster: Cluster, quiet_writes: float = 10.0, window: float = 3.0, timeout: float = 180.0) -> None:
+    """Wait until the control plane is quiet (fewer than `quiet_writes` writes in `window` seconds):
+    its controllers go on cleaning up after a deleted namespace (endpoints, replica sets) for a while."""
+    reads = {"GET", "LIST", "WATCH", "WATCHLIST"}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = request_counts(cluster)
+        time.sleep(window)
+        after = request_counts(cluster)
+        writes = sum(v - before.get(k, 0.0) for k, v in after.items() if k[0] not in reads)
+        if writes < quiet_writes:
+            return
+    say(f"the control plane was not quiet after {timeout:.0f} s; measuring anyway")
+
+
+def per_worker(counts: dict[tuple[str, str], float], workers: int, at_least: float = 0.05) -> str:
+    rows = sorted(((n / workers, verb, resource) for (verb, resource), n in counts.items() if n / workers >= at_least), reverse=True)
+    return ", ".join(f"{verb} {resource or '(non-resource)'} {share:.2f}" for share, verb, resource in rows)
+
+
 def quiet_minute(cluster: Cluster) -> dict[tuple[str, str], float]:
     """The requests the API server completes in IDLE_SECONDS, by (verb, resource)."""
     before = request_counts(cluster)
@@ -192,7 +277,7 @@ def idle_requests(cluster: Cluster, tmp: Path) -> tuple[float, float, dict[tuple
     time.sleep(5)
     say(f"idle phase: counting API requests for {IDLE_SECONDS:.0f} s without it")
     stopped = quiet_minute(cluster)
-    cluster.kubectl("delete", "namespace", ns, "--wait=false")
+    drop_namespace(cluster, ns)
     per_minute = 60.0 / IDLE_SECONDS
     share = {k: (v - stopped.get(k, 0.0)) * per_minute for k, v in running.items() if v - stopped.get(k, 0.0) > 0.5}
     result = sum(running.values()) * per_minute, sum(stopped.values()) * per_minute, share
@@ -247,8 +332,9 @@ def run(args: argparse.Namespace) -> int:
         idle = idle_requests(cluster, tmp) if args.idle else None
         ns = f"bench-scale-{uuid.uuid4().hex[:6]}"
         cluster.kubectl("create", "namespace", ns)
-        docs = [model_yaml(f"m{i:03}") for i in range(args.models)]
-        docs += [worker_yaml(f"w{i:04}", [f"m{i % args.models:03}"]) for i in range(args.workers)]
+        model_docs = [model_yaml(f"m{i:03}") for i in range(args.models)]
+        worker_docs = [worker_yaml(f"w{i:04}", [f"m{i % args.models:03}"]) for i in range(args.workers)]
+        docs = model_docs + worker_docs
         manifest = tmp / "objects.yaml"
         manifest.write_text("---\n".join(docs))
 
@@ -259,7 +345,16 @@ def run(args: argparse.Namespace) -> int:
         cluster.kubectl("create", "-n", base_ns, "-f", str(manifest), timeout=600)
         baseline = time.monotonic() - t0
         say(f"baseline: kubectl create of {len(docs)} objects took {baseline:.1f} s")
-        cluster.kubectl("delete", "namespace", base_ns, "--wait=false")
+        drop_namespace(cluster, base_ns)
+
+        # The floor: the same objects with every child the operator would write, created at once
+        # by two clients and no operator. No operator can finish before the API server has done this.
+        floor_ns = f"{ns}-floor"
+        cluster.kubectl("create", "namespace", floor_ns)
+        children = rendered_children(floor_ns, model_docs, worker_docs)
+        floor_seconds = floor(cluster, floor_ns, manifest, children, KUBE_THREADS)
+        say(f"floor: the objects and their {3 * args.workers} children, created by kubectl and 16 threads with no operator, took {floor_seconds:.1f} s")
+        drop_namespace(cluster, floor_ns)
 
         op = OperatorProcess(cluster.kubeconfig, tmp / "operator.log", namespaces=[ns], lease_name="bench", lease_namespace=ns)
         op.start()
@@ -270,6 +365,7 @@ def run(args: argparse.Namespace) -> int:
         watcher = Watcher(cluster.kubeconfig, ns)
 
         cpu_before = cpu_seconds(op.pid)
+        requests_before = request_counts(cluster)
         start = time.monotonic()
         cluster.kubectl("create", "-n", ns, "-f", str(manifest), timeout=600)
         created = time.monotonic() - start
@@ -277,6 +373,18 @@ def run(args: argparse.Namespace) -> int:
         deploy = wait_for("Deployments", watcher.deployments, args.workers, start, args.timeout)
         worker_status = wait_for("worker status", lambda: watcher.with_status("wasmworkers"), args.workers, start, args.timeout)
         model_status = wait_for("model status", lambda: watcher.with_status("inferencemodels"), args.models, start, args.timeout)
+        # Everything the API server answered meanwhile (the objects, the operator, the controllers,
+        # the scheduler, kwok): which writes each worker sets off.
+        requests_during = {k: v - requests_before.get(k, 0.0) for k, v in request_counts(cluster).items()}
+        say("API requests per worker until every status, by verb and resource: " + per_worker(requests_during, args.workers))
+        if not args.full:
+            quick_rss, quick_cpu = op.peak_rss_kib(), cpu_seconds(op.pid) - cpu_before
+            op.stop()
+            drop_namespace(cluster, ns)
+            print(f"\nDeployments {seconds(deploy, args.workers)}, worker status {seconds(worker_status, args.workers)}, "
+                  f"model status {seconds(model_status, args.models)}, peak RSS {quick_rss / 1024:.0f} MB, operator CPU {quick_cpu:.1f} s, "
+                  f"floor {floor_seconds:.1f} s, baseline {baseline:.1f} s (--quick: stopped here)")
+            return 0
         ready = wait_for("workers Ready", watcher.ready, args.workers, start, args.timeout)
         peak_rss = op.peak_rss_kib()
         cpu_used = cpu_seconds(op.pid) - cpu_before
@@ -298,7 +406,7 @@ def run(args: argparse.Namespace) -> int:
         restart_rss = restarted.peak_rss_kib()
         restarted.stop()
         caches = cache_variants(cluster, ns, args.workers) if args.caches else {}
-        cluster.kubectl("delete", "namespace", ns, "--wait=false")
+        drop_namespace(cluster, ns)
         if added_node:
             cluster.kubectl("delete", "node", "bench-cpu-big", "--wait=false")
     finally:
@@ -308,8 +416,9 @@ def run(args: argparse.Namespace) -> int:
     mb = 1024.0
     rows = [
         ("kubectl create of the objects, no operator (baseline)", f"{baseline:.1f} s", "", ""),
+        (f"floor: the objects and their {3 * args.workers} children by kubectl and 16 threads, no operator", f"{floor_seconds:.1f} s", "", f"{floor_seconds / baseline:.2f}x baseline"),
         ("kubectl create of the objects, operator running", f"{created:.1f} s", "", f"{created / baseline:.2f}x baseline"),
-        (f"every worker has its Deployment ({args.workers})", seconds(deploy, args.workers), f"<= {GOAL_SECONDS:.0f} s", f"{deploy[0] / GOAL_SECONDS:.2f} of goal"),
+        (f"every worker has its Deployment ({args.workers})", seconds(deploy, args.workers), f"<= {GOAL_SECONDS:.0f} s", f"{deploy[0] / GOAL_SECONDS:.2f} of goal, {deploy[0] / floor_seconds:.2f}x floor"),
         (f"every worker has its status ({args.workers})", seconds(worker_status, args.workers), f"<= {GOAL_SECONDS:.0f} s", f"{worker_status[0] / GOAL_SECONDS:.2f} of goal"),
         (f"every model has its status ({args.models})", seconds(model_status, args.models), f"<= {GOAL_SECONDS:.0f} s", f"{model_status[0] / GOAL_SECONDS:.2f} of goal"),
         ("every worker Ready (kwok pods Running)", seconds(ready, args.workers), "", f"{ready[0] / baseline:.2f}x baseline"),
@@ -349,7 +458,12 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="give up on a phase after this many seconds")
     parser.add_argument("--no-idle", dest="idle", action="store_false", help="skip the idle API requests phase")
     parser.add_argument("--no-caches", dest="caches", action="store_false", help="skip comparing the child caches")
-    return run(parser.parse_args())
+    parser.add_argument("--quick", dest="full", action="store_false",
+                        help="stop once every status is written (no Ready, restart or cache phases; implies --no-idle)")  # fmt: skip
+    args = parser.parse_args()
+    if not args.full:
+        args.idle = args.caches = False
+    return run(args)
 
 
 if __name__ == "__main__":

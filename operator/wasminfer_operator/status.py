@@ -73,6 +73,13 @@ def _is_bad(c: Cond | Condition) -> bool:
     return (c.status == "False" and c.reason not in _ON_THE_WAY) or c.reason == "FellBack"
 
 
+_PENDING = ("Unknown", "Pending")
+
+
+def _is_bad_wire(c: Mapping[str, Any]) -> bool:
+    return _is_bad(Cond(str(c.get("type")), c.get("status", "Unknown"), str(c.get("reason", "")), str(c.get("message", ""))))
+
+
 def merge_conditions(old: Sequence[Mapping[str, Any]], new: Sequence[Cond], generation: int, now: datetime) -> list[Condition]:
     """New conditions, keeping each lastTransitionTime whose status did not change."""
     previous = {c.get("type"): c for c in old}
@@ -94,15 +101,52 @@ def merge_conditions(old: Sequence[Mapping[str, Any]], new: Sequence[Cond], gene
 
 
 def transitions(old: Sequence[Mapping[str, Any]], new: Sequence[Condition]) -> list[Transition]:
-    """Conditions whose status or reason changed; new conditions only when they report a problem."""
+    """The changes worth an event: conditions whose status or reason changed, and new ones that
+    report a problem. Waiting for the scheduler (Unknown/Pending) is part of every rollout, so
+    entering or leaving it is no event unless the other side is a problem; and a rollout that ends
+    as the worker turns Ready is told by Ready's event alone. A new worker posts one event
+    (Available), not three, which counts with a thousand of them."""
     previous = {c.get("type"): c for c in old}
     out = []
     for c in new:
         before = previous.get(c.type)
-        changed = before is not None and (before.get("status"), before.get("reason")) != (c.status, c.reason)
-        if changed or (before is None and _is_bad(c)):
-            out.append(Transition(c.type, c.status, c.reason, c.message, _is_bad(c)))
+        bad = _is_bad(c)
+        if before is None:
+            if bad:
+                out.append(Transition(c.type, c.status, c.reason, c.message, True))
+            continue
+        if (before.get("status"), before.get("reason")) == (c.status, c.reason):
+            continue
+        pending = (before.get("status"), before.get("reason")) == _PENDING or (c.status, c.reason) == _PENDING
+        if pending and not bad and not _is_bad_wire(before):
+            continue
+        out.append(Transition(c.type, c.status, c.reason, c.message, bad))
+    if any(t.type == READY and t.status == "True" for t in out):
+        out = [t for t in out if not (t.type == PROGRESSING and t.status == "False" and not t.warning)]
     return out
+
+
+# Status fields that change without any condition changing: counts, messages, who uses a model.
+# A change to these alone may wait a few seconds and go out with the next write (`StatusWriter`).
+DETAIL_FIELDS = frozenset({"replicas", "readyReplicas", "updatedReplicas", "readySummary", "modelsSummary", "workers", "workerCount"})
+
+
+def details_only(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """True when `new` differs from `old` (both as written to the API) only in details: no field
+    outside DETAIL_FIELDS changed, and every condition kept its status, reason and generation."""
+    if not old:
+        return False
+    if bool(old.get("workerCount")) != bool(new.get("workerCount")):
+        return False  # whether a model is in use at all is news: its deletion waits on it
+    for key in set(old) | set(new):
+        if key in DETAIL_FIELDS or key == "conditions" or old.get(key) == new.get(key):
+            continue
+        return False
+
+    def essence(status: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        return [(c.get("type"), c.get("status"), c.get("reason"), c.get("observedGeneration")) for c in status.get("conditions") or []]
+
+    return essence(old) == essence(new)
 
 
 # --- WasmWorker -----------------------------------------------------------------------------------
@@ -236,13 +280,15 @@ def _scheduled_condition(obs: WorkerObservation, models_ok: bool) -> Cond:
         if d.fell_back:
             return Cond(SCHEDULED, "True", "FellBack", f"{len(pods)} pod(s) scheduled with fallback profile {d.profile} (profile {d.primary} could not be scheduled)")
         return Cond(SCHEDULED, "True", "Scheduled", f"{len(pods)} pod(s) scheduled with profile {d.profile}")
-    waiting = f"{len(pods) - len(scheduled)} of {_plural(len(pods), 'pod')}" if pods else "pods"
+    # Pods not created yet count as waiting too, so the message stays put as they appear.
+    total = max(len(pods), obs.replicas)
+    waiting = f"{total - len(scheduled)} of {_plural(total, 'pod')}"
     return Cond(SCHEDULED, "Unknown", "Pending", f"waiting for {waiting} with profile {d.profile} to be scheduled")
 
 
 def _rollout_complete(obs: WorkerObservation) -> tuple[bool, str]:
     dep = obs.deployment
-    if dep is None:
+    if dep is None or dep.observed_generation == 0:  # applied, and not yet taken up by its controller
         return False, "creating the Deployment"
     if dep.render_hash != obs.desired_hash or dep.observed_generation < dep.generation:
         return False, "the Deployment is being updated"

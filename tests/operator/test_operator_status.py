@@ -13,6 +13,7 @@ from wasminfer_operator.status import (
     ModelObservation,
     ModelState,
     WorkerObservation,
+    details_only,
     model_status,
     worker_status,
 )
@@ -22,8 +23,9 @@ T1 = T0 + timedelta(minutes=5)
 
 
 def deployment(replicas: int = 2, ready: int = 2, updated: int = 2, render_hash: str = "h1", **kw: Any) -> ChildView:
+    kw = {"generation": 1, "observed_generation": 1, **kw}
     return ChildView(
-        "Deployment", "hello", "hello", "uid", render_hash, generation=1, observed_generation=1, replicas=replicas,
+        "Deployment", "hello", "hello", "uid", render_hash, replicas=replicas,
         status_replicas=replicas, ready_replicas=ready, updated_replicas=updated, available_replicas=ready, **kw,
     )
 
@@ -158,6 +160,61 @@ def test_transition_times_kept_while_status_holds_and_events_on_change() -> None
         ("Ready", "False", "RollingOut", False),
         ("Progressing", "True", "RollingOut", False),
     }
+
+
+def waiting_pod() -> PodView:
+    """A pod the scheduler has not looked at yet."""
+    return dataclasses.replace(pod(scheduled=False, ready=False), unschedulable_since=None, unschedulable_message="")
+
+
+def test_a_new_worker_posts_one_event_on_its_way_to_ready() -> None:
+    """Creating, waiting for the scheduler and rolling out are in the conditions; the one event is
+    the worker turning Ready. A thousand new workers are a thousand events, not three thousand."""
+    new = dataclasses.replace(HEALTHY, replicas=1, deployment=None, pods=[])
+    unobserved = dataclasses.replace(new, deployment=deployment(replicas=1, ready=0, updated=0, observed_generation=0))
+    pending = dataclasses.replace(new, deployment=deployment(replicas=1, ready=0, updated=0), pods=[waiting_pod()])
+    placed = dataclasses.replace(pending, pods=[pod(ready=False)])
+    ready = dataclasses.replace(new, deployment=deployment(replicas=1, ready=1, updated=1), pods=[pod()])
+    old: dict[str, Any] = {}
+    posted = []
+    for step in (new, unobserved, pending, placed, ready):
+        status, changes = worker_status(step, old, T1)
+        old = status.wire()
+        posted += [(x.type, x.status, x.reason) for x in changes]
+    assert posted == [("Ready", "True", "Available")]
+    # Recovering from a problem is news, even through the wait for the scheduler.
+    stuck = dataclasses.replace(pending, pods=[pod(scheduled=False, ready=False)])
+    bad, _ = worker_status(stuck, {}, T0)
+    assert conds(stuck)["Scheduled"][:2] == ("False", "Unschedulable")
+    _, changes = worker_status(placed, bad.wire(), T1)
+    assert ("Scheduled", "True", "Scheduled") in {(x.type, x.status, x.reason) for x in changes}
+
+
+def test_messages_stay_put_while_a_new_worker_waits() -> None:
+    """Each message that changes is a status write: a new worker's messages change when its state does,
+    not as the Deployment and its pods appear."""
+    new = dataclasses.replace(HEALTHY, replicas=1, deployment=None, pods=[])
+    unobserved = dataclasses.replace(new, deployment=deployment(replicas=1, ready=0, updated=0, observed_generation=0))
+    assert conds(new)["Progressing"] == conds(unobserved)["Progressing"] == ("True", "RollingOut", "creating the Deployment")
+    pending = dataclasses.replace(unobserved, pods=[waiting_pod()])
+    assert conds(new)["Scheduled"] == conds(pending)["Scheduled"] == ("Unknown", "Pending", "waiting for 1 of 1 pod with profile cpu to be scheduled")
+
+
+def test_details_only_changes_are_told_apart_from_condition_changes() -> None:
+    first = worker_status(dataclasses.replace(HEALTHY, deployment=deployment(ready=1)), {}, T0)[0].wire()
+    more_ready = worker_status(dataclasses.replace(HEALTHY, deployment=deployment(ready=1, updated=1)), first, T0)[0].wire()
+    assert first != more_ready and details_only(first, more_ready), "a count and a message changed, no condition"
+    healthy = worker_status(HEALTHY, first, T0)[0].wire()
+    assert not details_only(first, healthy), "Ready turned True"
+    assert not details_only({}, first), "the first status"
+    assert not details_only(healthy, worker_status(dataclasses.replace(HEALTHY, generation=4), healthy, T0)[0].wire()), "a new generation"
+    moved = worker_status(dataclasses.replace(HEALTHY, decision=Decision(profile="intel-gpu", chain=("intel-gpu",))), healthy, T0)[0].wire()
+    assert healthy["profile"] != moved["profile"] and not details_only(healthy, moved)
+    model = model_status(ModelObservation(generation=1, backend="openvino", profile="cpu"), {}, T0)[0].wire()
+    used = model_status(ModelObservation(generation=1, backend="openvino", profile="cpu", workers=["a"]), model, T0)[0].wire()
+    assert used["workerCount"] == 1 and not details_only(model, used), "a model coming into use is news"
+    more = model_status(ModelObservation(generation=1, backend="openvino", profile="cpu", workers=["a", "b"]), used, T0)[0].wire()
+    assert details_only(used, more) and not details_only(used, model), "who else uses it is a detail; the last user leaving is not"
 
 
 def test_model_status() -> None:

@@ -124,7 +124,7 @@ class ModelController(Controller):
         spec, obs = await self.evaluate(view)
         obs = dataclasses.replace(obs, workers=workers)
         status, changes = model_status(obs, self.writer.old(view), self.writer.clock())
-        await self.writer.write(view, "inferencemodels", status.wire(), changes)
+        await self.write_status(key, view, "inferencemodels", status.wire(), changes)
         if not model_condition(obs).status == "True":
             self.queue.add_after(key, NOT_READY_RECHECK_SECONDS)
         elif spec is not None and spec.source.https is None:
@@ -151,7 +151,7 @@ class ModelController(Controller):
         _, obs = await self.evaluate(view)
         obs = dataclasses.replace(obs, workers=workers, deleting=True)
         status, changes = model_status(obs, self.writer.old(view), self.writer.clock())
-        await self.writer.write(view, "inferencemodels", status.wire(), changes)
+        await self.write_status((MODEL, view.namespace, view.name), view, "inferencemodels", status.wire(), changes)
         self.queue.add_after((MODEL, view.namespace, view.name), IN_USE_RECHECK_SECONDS)
 
     async def release(self, namespace: str, name: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,7 +15,7 @@ from wasminfer_operator.handmade.workqueue import WorkQueue
 from wasminfer_operator.kube import Kube
 from wasminfer_operator.observe import ChildView, ObjectView, PodView
 from wasminfer_operator.profiles import OperatorConfig
-from wasminfer_operator.status import Transition
+from wasminfer_operator.status import Transition, details_only
 
 log = logging.getLogger("wasminfer.operator")
 
@@ -89,15 +90,26 @@ class SpecCache:
 EventPoster = Callable[[dict[str, Any], str, str, str], None]
 
 
+# How long a change to status details alone (`status.details_only`) may wait for the next write,
+# per plural. Condition changes and new generations are written at once. Creating many workers
+# otherwise costs each one a write per message on the way (creating the Deployment, waiting for
+# pods, 1 of 1 pod...) and each of their models a write per new user.
+DETAIL_SETTLE_SECONDS = {"wasmworkers": 5.0, "inferencemodels": 10.0}
+
+
 class StatusWriter:
     """Writes status subresources when they differ from what this process wrote last, and posts
     an event (and a log line) per condition transition."""
 
-    def __init__(self, kube: Kube, clock: Callable[[], datetime], post_event: EventPoster) -> None:
+    def __init__(
+        self, kube: Kube, clock: Callable[[], datetime], post_event: EventPoster, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self.kube = kube
         self.clock = clock
         self.post_event = post_event
+        self.monotonic = monotonic
         self._written: dict[str, dict[str, Any]] = {}  # uid -> status this process wrote last
+        self._written_at: dict[str, float] = {}  # uid -> when (monotonic)
 
     def old(self, view: ObjectView) -> dict[str, Any]:
         return self._written.get(view.uid, dict(view.status))
@@ -108,17 +120,27 @@ class StatusWriter:
 
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
+        self._written_at.pop(uid, None)
 
-    async def write(self, view: ObjectView, plural: str, new: dict[str, Any], changes: list[Transition]) -> None:
+    async def write(self, view: ObjectView, plural: str, new: dict[str, Any], changes: list[Transition]) -> float | None:
+        """Write `new` if it differs from the status now; None once nothing is left to write, or the
+        seconds after which a change to details alone may be written (the caller looks again then)."""
         old = self.old(view)
         if new == old:
-            return
+            return None
+        now = self.monotonic()
+        if details_only(old, new):
+            wait = self._written_at.get(view.uid, -1e9) + DETAIL_SETTLE_SECONDS[plural] - now
+            if wait > 0:
+                return wait
         patch: dict[str, Any] = {k: None for k in old if k not in new}
         patch.update(new)
         await self.kube.patch_status(plural, view.namespace, view.name, patch)
         self._written[view.uid] = new
+        self._written_at[view.uid] = now
         for change in changes:
             self._post(view, change)
+        return None
 
     def _post(self, view: ObjectView, change: Transition) -> None:
         level = logging.WARNING if change.warning else logging.INFO
@@ -137,3 +159,9 @@ class Controller:
         self.specs = specs
         self.writer = writer
         self.queue = queue
+
+    async def write_status(self, key: Key, view: ObjectView, plural: str, new: dict[str, Any], changes: list[Transition]) -> None:
+        """Write the status, or look at the object again once its details may be written."""
+        wait = await self.writer.write(view, plural, new, changes)
+        if wait is not None:
+            self.queue.add_after(key, wait)

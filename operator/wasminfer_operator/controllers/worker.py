@@ -74,7 +74,7 @@ class WorkerController(Controller):
         spec = self.specs.parse(view, WasmWorkerSpec)
         if isinstance(spec, str):
             obs = WorkerObservation(generation=view.generation, spec_error=spec)
-            await self.writer.write(view, "wasmworkers", *_wire(worker_status(obs, old, now)))
+            await self.write_status(key, view, "wasmworkers", *_wire(worker_status(obs, old, now)))
             return
         ref = ObjectRef(name, namespace, view.uid)
         states, named, versions = await self._model_states(namespace, spec.models)
@@ -117,7 +117,7 @@ class WorkerController(Controller):
             apply_error=apply_error,
             previous_profile=old.get("profile"),
         )
-        await self.writer.write(view, "wasmworkers", *_wire(worker_status(obs, old, now)))
+        await self.write_status(key, view, "wasmworkers", *_wire(worker_status(obs, old, now)))
 
     async def _apply_children(
         self,
