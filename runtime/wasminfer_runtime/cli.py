@@ -1,4 +1,4 @@
-"""`wasminfer`: serve workers, run one module, or fetch artifacts (the operator's init container)."""
+"""`wasminfer`: serve workers, run one module, fetch artifacts (the operator's init container), or serve models."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from wasminfer_runtime import fetch, run, runtimes, server
+from wasminfer_runtime import fetch, modelserver, run, runtimes, server
 
 
 def _configure_logging(level: str) -> None:
@@ -25,13 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_arguments(sub.add_parser("run", help="run a WASI module once, like `wasmtime run -S nn`"))
     fetch.add_arguments(sub.add_parser("fetch", help="download modules and models with sha256 checks"))
     runtimes.add_arguments(sub.add_parser("runtimes", help="language runtimes for wws folders (the JavaScript engine)"))
+    modelserver.add_arguments(sub.add_parser("model-server", help="serve a runtime.yaml's models over the Open Inference Protocol"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.log_level)
-    handlers = {"serve": server.main, "run": run.main, "fetch": fetch.main, "runtimes": runtimes.main}
+    handlers = {"serve": server.main, "run": run.main, "fetch": fetch.main, "runtimes": runtimes.main, "model-server": modelserver.main}
     return handlers[args.command](args)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from wasminfer_runtime.config import Device, ModelConfig, ModelFormat, ModelOptions
@@ -74,6 +75,21 @@ def input_slot(slots: Sequence[_Slot], index: int, etype: ElementType) -> _Slot:
 # A model input's shape as the shape rule sees it: an int for a fixed dimension, None for a
 # dynamic one; None as a whole when even the rank is dynamic.
 ModelDims = Sequence[int | None] | None
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One input or output of a model, as its metadata tells it (model servers publish it)."""
+
+    name: str
+    etype: ElementType | None  # None: a type this host cannot pass
+    dims: ModelDims
+
+
+@dataclass(frozen=True)
+class Signature:
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
 
 
 class ShapeBounds:
@@ -145,6 +161,10 @@ class ExecutionContext(ABC):
     def output(self, index: int) -> tuple[int, int]:
         """(host address, byte length) of output `index`, valid until the next compute or close."""
 
+    def output_dims(self, index: int) -> tuple[int, ...]:
+        """The shape of output `index` after compute (wasi-nn has no use for it; model servers do)."""
+        raise Unsupported("this backend does not tell output shapes")
+
     @abstractmethod
     def close(self) -> None:
         """Give the buffers back (to the graph's pool, for a named model)."""
@@ -161,6 +181,10 @@ class Graph(ABC):
 
     @abstractmethod
     def init_context(self) -> ExecutionContext: ...
+
+    def signature(self) -> Signature:
+        """The model's inputs and outputs: names, element types and shapes."""
+        raise Unsupported("this backend does not tell a model's inputs and outputs")
 
     def close(self) -> None:
         """Free a graph loaded from bytes; named graphs live as long as the registry."""

@@ -23,6 +23,8 @@ from wasminfer_runtime.backends.base import (
     InvalidModel,
     InvalidTensor,
     ShapeBounds,
+    Signature,
+    TensorInfo,
     Unsupported,
     first_line,
     input_slot,
@@ -124,6 +126,10 @@ class OnnxRuntimeContext(ExecutionContext):
         array = self.results[index]
         return int(array.ctypes.data), int(array.nbytes)
 
+    def output_dims(self, index: int) -> tuple[int, ...]:
+        self.output(index)  # the same checks
+        return tuple(int(d) for d in self.results[index].shape)
+
     def cancel(self) -> bool:
         self.run_options.terminate = True  # the running session.run fails soon after
         return True
@@ -140,6 +146,13 @@ class OnnxRuntimeGraph(Graph):
 
     def init_context(self) -> ExecutionContext:
         return OnnxRuntimeContext(self)
+
+    def signature(self) -> Signature:
+        def info(arg: Any) -> TensorInfo:
+            shape = arg.shape if isinstance(arg.shape, list) else None  # None: even the rank is unknown
+            return TensorInfo(arg.name, _ORT_TYPES.get(arg.type), None if shape is None else _static_dims(shape))
+
+        return Signature(tuple(info(a) for a in self.session.get_inputs()), tuple(info(a) for a in self.session.get_outputs()))
 
 
 class OnnxRuntimeBackend(Backend):

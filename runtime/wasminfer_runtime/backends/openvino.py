@@ -29,6 +29,8 @@ from wasminfer_runtime.backends.base import (
     InvalidTensor,
     ModelDims,
     ShapeBounds,
+    Signature,
+    TensorInfo,
     Unsupported,
     first_line,
     input_slot,
@@ -158,6 +160,10 @@ class OpenVinoContext(ExecutionContext):
         t = self.request.get_output_tensor(index)
         return _address(t), int(t.byte_size)
 
+    def output_dims(self, index: int) -> tuple[int, ...]:
+        self.output(index)  # the same checks
+        return tuple(int(d) for d in self.request.get_output_tensor(index).shape)
+
     def cancel(self) -> bool:
         self.request.cancel()  # the running infer fails with a cancellation error
         return True
@@ -174,6 +180,13 @@ class OpenVinoGraph(Graph):
         self.pool_size = pool_size
         self._lock = threading.Lock()
         self._pool: list[OpenVinoContext] = [self._new_context() for _ in range(pool_size)]
+
+    def signature(self) -> Signature:
+        def info(port: ov.ConstOutput) -> TensorInfo:
+            partial = port.get_partial_shape()
+            return TensorInfo(_port_name(port), _element_type(port.get_element_type()), _model_dims(partial))
+
+        return Signature(tuple(info(p) for p in self.compiled.inputs), tuple(info(p) for p in self.compiled.outputs))
 
     def _new_context(self) -> OpenVinoContext:
         try:
