@@ -81,6 +81,26 @@ class ModelOptions(_Strict):
     )
 
 
+def _model_server_url(url: str) -> str:
+    m = re.fullmatch(r"http://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?/?", url)
+    if m is None:
+        raise ValueError(f"{url!r} is not a model server address like http://HOST:PORT")
+    return url.rstrip("/")
+
+
+class RemoteModel(_Strict):
+    """A named model served by a model server (`wasminfer model-server`, or any server of the Open
+    Inference Protocol v2 over REST): the guest's calls become inference requests to it."""
+
+    url: Annotated[str, AfterValidator(_model_server_url)] = Field(description="The model server's REST address: http://HOST:PORT.")
+    model: Annotated[str | None, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")] = Field(
+        None, description="The model's name on the server; defaults to this model's name."
+    )
+    timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        30.0, description="Longest one inference may take, answer included; the worker's own timeout caps it too."
+    )
+
+
 class ModelConfig(_Strict):
     """A named model: compiled once at start, shared by every worker allowed to use it."""
 
@@ -90,8 +110,9 @@ class ModelConfig(_Strict):
     backend: BackendName | None = Field(None, validate_default=True, description="Defaults from the format.")
     device: Device = Field(Device.CPU, validate_default=True)
     files: list[Path] = Field(
-        description="openvino: [model.xml, model.bin] (or [model.xml]); onnx: [model.onnx]", min_length=1, max_length=2
+        default_factory=list, description="openvino: [model.xml, model.bin] (or [model.xml]); onnx: [model.onnx]", max_length=2
     )
+    remote: RemoteModel | None = Field(None, description="Served by a model server instead of loaded from files here.")
     options: ModelOptions = Field(default_factory=ModelOptions)
     memory_mib: Annotated[int | None, Field(ge=16, le=1024 * 1024)] = Field(
         None,
@@ -123,9 +144,21 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _file_count(self) -> ModelConfig:
+        if self.remote is not None:
+            if self.files:
+                raise ValueError("a remote model has no files: its model server loads them")
+            return self
+        if not self.files:
+            raise ValueError("files: a model needs its files (or `remote`, a model server serving it)")
         if self.format is ModelFormat.onnx and len(self.files) != 1:
             raise ValueError("format 'onnx' takes exactly one file")
         return self
+
+    @property
+    def remote_name(self) -> str:
+        """The model's name on its model server."""
+        assert self.remote is not None
+        return self.remote.model or self.name
 
     @property
     def resolved_backend(self) -> BackendName:

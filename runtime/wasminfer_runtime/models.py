@@ -4,6 +4,7 @@ Where models run is the runtime's `model_isolation`:
 - `process` (the server's default): each named model in its own model host process, and the
   models a worker's guests `load` in one host per worker, capped at that worker's memory limit.
 - `in-process`: in the runtime itself (`wasminfer run`, a one-shot command).
+A `remote` model runs on a model server; loading it is waiting until the server has it ready.
 
 Either way `load_by_name` from a guest is a dictionary lookup here, and execution contexts come
 from a pool, so a request never pays for compilation or buffer allocation.
@@ -47,12 +48,17 @@ class ModelRegistry:
         self._hosts: dict[str, ModelHost] = {}  # named model -> its host
         self._guest_hosts: dict[str, ModelHost] = {}  # worker -> the host of its guests' loads
         self._lock = threading.Lock()
+        self._closing = threading.Event()  # ends the waits for model servers
 
     def load(self, cfg: ModelConfig) -> None:
-        """Read and compile a model (blocking; seconds for large models)."""
+        """Read and compile a model (blocking; seconds for large models), or wait for a remote model's
+        server to have it ready (blocking until it has, or the registry closes)."""
         with self._lock:
             if cfg.name in self._graphs:
                 raise ModelLoadError(f"model {cfg.name!r}: a model of this name is already loaded")
+        if cfg.remote is not None:
+            self._load_remote(cfg)
+            return
         files = ", ".join(str(f) for f in cfg.files)
         for f in cfg.files:
             if not f.is_file():
@@ -73,6 +79,24 @@ class ModelRegistry:
         self.metrics.model_load_seconds.labels(cfg.name).set(elapsed)
         self.metrics.model_ready.labels(cfg.name).set(1)
         log.info("model %s ready in %.2f s", cfg.name, elapsed)
+
+    def _load_remote(self, cfg: ModelConfig) -> None:
+        from wasminfer_runtime.oip.client import RemoteModelGraph  # only runtimes with remote models need it
+
+        self.metrics.model_ready.labels(cfg.name).set(0)
+        graph = RemoteModelGraph(cfg)
+        log.info("model %s is %s", cfg.name, graph.where())
+        started = time.perf_counter()
+        try:
+            graph.wait_ready(self._closing)
+        except BackendError as err:
+            raise ModelLoadError(f"model {cfg.name!r}: {err}") from None
+        with self._lock:
+            self._graphs[cfg.name] = graph
+            self._configs[cfg.name] = cfg
+        self.metrics.model_load_seconds.labels(cfg.name).set(time.perf_counter() - started)
+        self.metrics.model_ready.labels(cfg.name).set(1)
+        log.info("model %s ready: %s answers", cfg.name, graph.where())
 
     def _load_hosted(self, cfg: ModelConfig) -> Graph:
         # The host's working directory is its own: hand it absolute paths.
@@ -128,7 +152,12 @@ class ModelRegistry:
         return _HostedBackend(host, name)
 
     def close(self) -> None:
-        """Stop every model host (each exits once its lifeline closes)."""
+        """Stop every model host (each exits once its lifeline closes), and every wait for a model server."""
+        self._closing.set()
+        with self._lock:
+            for graph in self._graphs.values():
+                if self._configs[graph.label].remote is not None:
+                    graph.close()
         with self._lock:
             hosts = list(self._hosts.values()) + list(self._guest_hosts.values())
         for h in hosts:  # all at once: shutdown has a grace period to keep

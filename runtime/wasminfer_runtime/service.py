@@ -133,7 +133,10 @@ class Service:
             self.loaded.set()
         # Models first: they take longest, and workers only compile (or load from the cache).
         for m in self.cfg.models:
-            self._load_pool.submit(self._load_model, m)
+            if m.remote is not None:  # waits for its model server as long as it takes: a thread of its own
+                threading.Thread(target=self._load_model, args=(m,), name=f"wasminfer-remote-{m.name}", daemon=True).start()
+            else:
+                self._load_pool.submit(self._load_model, m)
         for w in self.cfg.workers:
             self._load_pool.submit(self._load_worker, w)
 
