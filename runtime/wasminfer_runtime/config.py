@@ -82,17 +82,21 @@ class ModelOptions(_Strict):
 
 
 def _model_server_url(url: str) -> str:
-    m = re.fullmatch(r"http://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?/?", url)
+    m = re.fullmatch(r"(http|grpc)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?/?", url)
     if m is None:
-        raise ValueError(f"{url!r} is not a model server address like http://HOST:PORT")
+        raise ValueError(f"{url!r} is not a model server address like http://HOST:PORT or grpc://HOST:PORT")
+    if m.group(1) == "grpc" and m.group(3) is None:
+        raise ValueError(f"{url!r}: a gRPC address needs its port")
     return url.rstrip("/")
 
 
 class RemoteModel(_Strict):
     """A named model served by a model server (`wasminfer model-server`, or any server of the Open
-    Inference Protocol v2 over REST): the guest's calls become inference requests to it."""
+    Inference Protocol v2, over REST or gRPC): the guest's calls become inference requests to it."""
 
-    url: Annotated[str, AfterValidator(_model_server_url)] = Field(description="The model server's REST address: http://HOST:PORT.")
+    url: Annotated[str, AfterValidator(_model_server_url)] = Field(
+        description="The model server's address: http://HOST:PORT (REST) or grpc://HOST:PORT (gRPC)."
+    )
     model: Annotated[str | None, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")] = Field(
         None, description="The model's name on the server; defaults to this model's name."
     )

@@ -94,8 +94,10 @@ def answer(url: str, picture: bytes) -> dict[str, Any]:
     return doc
 
 
-def test_a_remote_model_answers_as_the_local_one(model_server: ModelServer, local_runtime: Runtime, tmp_path: Path) -> None:
-    rt = Runtime(tmp_path, classify_worker(remote_entry(model_server.url)))
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_a_remote_model_answers_as_the_local_one(model_server: ModelServer, local_runtime: Runtime, tmp_path: Path, transport: str) -> None:
+    url = model_server.url if transport == "rest" else f"grpc://{model_server.grpc}"
+    rt = Runtime(tmp_path, classify_worker(remote_entry(url)))
     try:
         rt.ready()
         for turns in (0, 90, 180, 270):

@@ -2,16 +2,15 @@
 
 Inputs are matched to the model's inputs by name and copied straight from the request's bytes into
 the backend's buffers; outputs are copied once, out of the backend's. Inferences run on a thread
-pool, so the event loop keeps answering health checks and other requests while models compute.
+pool (the runtime's WorkPool: a hand-over costs tens of microseconds less than run_in_executor), so the
+event loop keeps answering health checks and other requests while models compute.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ from wasminfer_runtime import __version__
 from wasminfer_runtime.backends.base import BackendError, Graph, InvalidTensor, Signature, TooLarge, first_line
 from wasminfer_runtime.metrics import Metrics
 from wasminfer_runtime.models import ModelRegistry
+from wasminfer_runtime.workpool import WorkPool
 from wasminfer_runtime.oip.types import (
     InferRequest,
     InferResponse,
@@ -42,11 +42,11 @@ class DataPlane:
         self.registry = registry
         self.metrics = metrics
         self.expected = expected  # the models the configuration names, loaded or not
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="infer")
+        self.pool = WorkPool(threads, "wasminfer-infer")
         self._signatures: dict[str, Signature] = {}
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown(wait=False)
 
     # -- health and metadata -----------------------------------------------------------------------
 
@@ -127,8 +127,7 @@ class DataPlane:
         for index, _ in wanted:
             if sig.outputs[index].etype is None:
                 raise OipError(400, f"output {sig.outputs[index].name!r} has a datatype this server cannot pass")
-        loop = asyncio.get_running_loop()
-        outputs = await loop.run_in_executor(self.pool, self._run, req.model, graph, sig, feeds, wanted)
+        outputs = await self.pool.run(self._run, req.model, graph, sig, feeds, wanted)
         return InferResponse(req.model, MODEL_VERSION, req.id, outputs)
 
     def _run(self, model: str, graph: Graph, sig: Signature, feeds: list[tuple[int, Tensor]],
