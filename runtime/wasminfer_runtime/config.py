@@ -94,8 +94,14 @@ class RemoteModel(_Strict):
     """A named model served by a model server (`wasminfer model-server`, or any server of the Open
     Inference Protocol v2, over REST or gRPC): the guest's calls become inference requests to it."""
 
-    url: Annotated[str, AfterValidator(_model_server_url)] = Field(
-        description="The model server's address: http://HOST:PORT (REST) or grpc://HOST:PORT (gRPC)."
+    url: Annotated[str | None, AfterValidator(lambda v: None if v is None else _model_server_url(v))] = Field(
+        None, description="The model server's address: http://HOST:PORT (REST) or grpc://HOST:PORT (gRPC)."
+    )
+    urls: list[Annotated[str, AfterValidator(_model_server_url)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Several model servers that all hold the model (the replicas of a pool holding it): calls "
+        "spread over them, and go to the next when one cannot be reached. Instead of `url`.",
     )
     model: Annotated[str | None, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")] = Field(
         None, description="The model's name on the server; defaults to this model's name."
@@ -103,6 +109,19 @@ class RemoteModel(_Strict):
     timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
         30.0, description="Longest one inference may take, answer included; the worker's own timeout caps it too."
     )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> RemoteModel:
+        if (self.url is None) == (not self.urls):
+            raise ValueError("set exactly one of url and urls")
+        schemes = {u.split("://", 1)[0] for u in self.addresses}
+        if len(schemes) > 1:
+            raise ValueError("urls: all of one protocol (http:// or grpc://)")
+        return self
+
+    @property
+    def addresses(self) -> list[str]:
+        return [self.url] if self.url is not None else list(self.urls)
 
 
 class ModelConfig(_Strict):

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from wasminfer_runtime.config import LOAD_FAILURE_EXIT, ConfigError, RuntimeConfig, load_runtime_config
 from wasminfer_runtime.metrics import Metrics
+from wasminfer_runtime.modelpool import DEFAULT_COPIES, place
 from wasminfer_runtime.models import ModelLoadError, ModelRegistry
 from wasminfer_runtime.oip.dataplane import DataPlane
 from wasminfer_runtime.oip.rest import build_app
@@ -41,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=default_threads(), help="inferences at once (default: %(default)s)")
     parser.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
                         help="largest inference request body (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--pool-replicas", default="",
+                        help="the replicas of the model pool this server is one of, comma-separated: it loads only "
+                        "the models wasminfer_runtime.modelpool places on it")  # fmt: skip
+    parser.add_argument("--pool-replica", default="", help="this server's name among --pool-replicas")
+    parser.add_argument("--pool-copies", type=int, default=DEFAULT_COPIES, help="replicas holding each model (default: %(default)s)")
     parser.add_argument("--exit-on-load-failure", action="store_true",
                         help=f"exit with code {LOAD_FAILURE_EXIT} when a model fails to load instead of serving the rest")  # fmt: skip
 
@@ -59,13 +65,27 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if cfg.workers:
         log.info("%s: %d worker(s) are not run by the model server", args.config, len(cfg.workers))
-    return asyncio.run(_serve(cfg, args))
+    replicas = [r for r in args.pool_replicas.split(",") if r]
+    if bool(replicas) != bool(args.pool_replica) or (replicas and args.pool_replica not in replicas):
+        log.error("--pool-replica must be one of --pool-replicas (both set, or neither)")
+        return 2
+    if args.pool_copies < 1:
+        log.error("--pool-copies must be at least 1")
+        return 2
+    elsewhere: dict[str, tuple[str, ...]] = {}
+    if replicas:
+        placement = place([m.name for m in cfg.models], replicas, args.pool_copies)
+        elsewhere = {m: holders for m, holders in placement.items() if args.pool_replica not in holders}
+        cfg = cfg.model_copy(update={"models": [m for m in cfg.models if m.name not in elsewhere]})
+        log.info("pool replica %s of %d: %d of %d model(s) are placed here", args.pool_replica, len(replicas),
+                 len(cfg.models), len(placement))  # fmt: skip
+    return asyncio.run(_serve(cfg, args, elsewhere))
 
 
-async def _serve(cfg: RuntimeConfig, args: argparse.Namespace) -> int:
+async def _serve(cfg: RuntimeConfig, args: argparse.Namespace, elsewhere: dict[str, tuple[str, ...]]) -> int:
     metrics = Metrics()
     registry = ModelRegistry(metrics, isolation="in-process")
-    plane = DataPlane(registry, metrics, [m.name for m in cfg.models], threads=args.threads)
+    plane = DataPlane(registry, metrics, [m.name for m in cfg.models], threads=args.threads, elsewhere=elsewhere)
     runner = web.AppRunner(build_app(plane, metrics, args.max_request_bytes), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)

@@ -168,6 +168,6 @@ def test_an_unreachable_server_is_a_clear_error(server: Server) -> None:
     stop.set()
     with pytest.raises(BackendError, match="stopped while waiting"):
         g.wait_ready(stop)
-    meta: Any = g.transport.metadata_if_ready  # the reason it waits
+    meta: Any = g.transports[0].metadata_if_ready  # the reason it waits
     with pytest.raises(BackendError, match="unreachable"):
         meta(1.0)

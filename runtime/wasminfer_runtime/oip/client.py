@@ -47,6 +47,10 @@ RECV_BYTES = 64 * 1024  # per recv: a larger request makes Python allocate (and 
 WAIT_LOG_EVERY_SECONDS = 30.0  # while a model server is not ready yet, say so this often
 
 
+class NotSent(BackendError):
+    """The request never reached the server whole: another server holding the model may take it."""
+
+
 class _Conn:
     """One kept-alive HTTP/1.1 connection to the model server.
 
@@ -88,6 +92,10 @@ class _Conn:
         try:
             sock = self._open(timeout)
             sock.sendall(message)
+        except OSError as err:  # not connected, or not all sent: the server cannot have run it
+            self.close()
+            raise NotSent(f"{self.where} unreachable: {err.strerror or err}") from None
+        try:
             return self._response(sock)
         except TimeoutError:
             self.close()
@@ -328,41 +336,55 @@ class GrpcTransport:
 
 
 class RemoteModelGraph(Graph):
-    """A model on a model server; its signature comes from the server's metadata."""
+    """A model on one model server, or on several that all hold it; its signature comes from the
+    first server's metadata. Contexts take the servers in turn, and a call that could not reach its
+    server goes to the next (REST; over gRPC a call is never moved)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg.name, ShapeBounds(cfg.options))
         assert cfg.remote is not None
-        parts = urlsplit(cfg.remote.url)
-        host, port = parts.hostname or "", parts.port or 80
-        self.transport: RestTransport | GrpcTransport = (
-            GrpcTransport(host, port, cfg.remote_name) if parts.scheme == "grpc" else RestTransport(host, port, cfg.remote_name)
-        )
+        self.transports: list[RestTransport | GrpcTransport] = []
+        for url in cfg.remote.addresses:
+            parts = urlsplit(url)
+            host, port = parts.hostname or "", parts.port or 80
+            make = GrpcTransport if parts.scheme == "grpc" else RestTransport
+            self.transports.append(make(host, port, cfg.remote_name))
         self.timeout = cfg.remote.timeout_seconds
         self.pool_size = cfg.options.pool_size
         self._pool: list[RemoteModelContext] = []
         self._lock = threading.Lock()
+        self._turn = 0
         self._signature: Signature | None = None
 
     def where(self) -> str:
-        return self.transport.where
+        if len(self.transports) == 1:
+            return self.transports[0].where
+        return f"{self.transports[0].where} and {len(self.transports) - 1} more server(s)"
+
+    def next_transport(self) -> int:
+        with self._lock:
+            self._turn = (self._turn + 1) % len(self.transports)
+            return self._turn
 
     def wait_ready(self, stop: threading.Event | None = None) -> None:
-        """Block until the server says the model is ready, then read its metadata (the signature)."""
+        """Block until a server says the model is ready, then read its metadata (the signature)."""
         next_log = time.monotonic()
         delay = 0.1
         while True:
-            try:
-                meta, why = self.transport.metadata_if_ready(self.timeout)
-                if meta is not None:
-                    self._signature = _signature(meta)
-                    return
-            except BackendError as err:
-                why = str(err)
-            except (ValueError, KeyError, TypeError) as err:
-                raise BackendError(f"{self.where()}: its metadata cannot be read: {err}") from None
+            reasons = []
+            for transport in self.transports:
+                try:
+                    meta, why = transport.metadata_if_ready(self.timeout)
+                    if meta is not None:
+                        self._signature = _signature(meta)
+                        return
+                except BackendError as err:
+                    why = str(err)
+                except (ValueError, KeyError, TypeError) as err:
+                    raise BackendError(f"{transport.where}: its metadata cannot be read: {err}") from None
+                reasons.append(why if len(self.transports) == 1 else f"{transport.where}: {why}")
             if time.monotonic() >= next_log:
-                log.info("model %s: waiting for %s (%s)", self.label, self.where(), why)
+                log.info("model %s: waiting for %s (%s)", self.label, self.where(), "; ".join(reasons))
                 next_log = time.monotonic() + WAIT_LOG_EVERY_SECONDS
             if stop is not None and stop.wait(delay):
                 raise BackendError(f"{self.where()}: stopped while waiting for it")
@@ -378,7 +400,7 @@ class RemoteModelGraph(Graph):
     def init_context(self) -> ExecutionContext:
         with self._lock:
             ctx = self._pool.pop() if self._pool else None
-        return ctx if ctx is not None else RemoteModelContext(self)
+        return ctx if ctx is not None else RemoteModelContext(self, self.next_transport())
 
     def release(self, ctx: RemoteModelContext) -> None:
         with self._lock:
@@ -392,7 +414,8 @@ class RemoteModelGraph(Graph):
             pool, self._pool = self._pool, []
         for ctx in pool:
             ctx.link.close()
-        self.transport.close()
+        for transport in self.transports:
+            transport.close()
 
 
 def _signature(meta: dict[str, Any]) -> Signature:
@@ -418,9 +441,10 @@ class _Slot:
 
 
 class RemoteModelContext(ExecutionContext):
-    def __init__(self, graph: RemoteModelGraph) -> None:
+    def __init__(self, graph: RemoteModelGraph, transport: int) -> None:
         self.graph = graph
-        self.link: _RestLink | _GrpcLink = graph.transport.link()
+        self.transport = transport
+        self.link: _RestLink | _GrpcLink = graph.transports[transport].link()
         sig = graph.signature()
         self.inputs = [_Slot(i) for i in sig.inputs]
         self.outputs_info = sig.outputs
@@ -452,7 +476,17 @@ class RemoteModelContext(ExecutionContext):
         if timeout <= 0:
             raise BackendError(f"{self.graph.where()}: no time left for the inference")
         inputs = [(s.info.name, datatype_name(s.etype), s.dims or (), s.data) for s in self.inputs]
-        results = self.link.infer(inputs, self.outputs_info, timeout)
+        for attempt in range(len(self.graph.transports)):
+            try:
+                results = self.link.infer(inputs, self.outputs_info, timeout)
+                break
+            except NotSent as err:
+                if attempt + 1 == len(self.graph.transports):
+                    raise
+                log.info("model %s: %s; trying the next server", self.graph.label, err)
+                self.link.close()
+                self.transport = (self.transport + 1) % len(self.graph.transports)
+                self.link = self.graph.transports[self.transport].link()
         for i, (_, _, _, size) in enumerate(results):
             self.graph.bounds.check_output(i, size)
         outputs = []

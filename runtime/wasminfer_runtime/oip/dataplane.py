@@ -38,10 +38,12 @@ PLATFORMS = {"openvino": "openvino", "onnxruntime": "onnxruntime_onnx"}
 
 
 class DataPlane:
-    def __init__(self, registry: ModelRegistry, metrics: Metrics, expected: list[str], threads: int) -> None:
+    def __init__(self, registry: ModelRegistry, metrics: Metrics, expected: list[str], threads: int,
+                 elsewhere: dict[str, tuple[str, ...]] | None = None) -> None:  # fmt: skip
         self.registry = registry
         self.metrics = metrics
-        self.expected = expected  # the models the configuration names, loaded or not
+        self.expected = expected  # the models this server serves, loaded or not
+        self.elsewhere = elsewhere or {}  # in a pool: models other replicas hold -> those replicas
         self.pool = WorkPool(threads, "wasminfer-infer")
         self._signatures: dict[str, Signature] = {}
 
@@ -85,6 +87,9 @@ class DataPlane:
 
     def _check_known(self, model: str, version: str) -> None:
         if model not in self.expected:
+            holders = self.elsewhere.get(model)
+            if holders:
+                raise OipError(404, f"model {model!r} is not served here: replica(s) {', '.join(holders)} of this pool hold it")
             raise OipError(404, f"model {model!r} is not served here")
         if version not in ("", MODEL_VERSION):
             raise OipError(404, f"model {model!r} has no version {version!r} (versions: {MODEL_VERSION})")
