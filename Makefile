@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup system-packages python guests models cluster-binaries images serve test typecheck bench clean
+.PHONY: setup system-packages python kserve-client guests models cluster-binaries images serve test typecheck bench clean
 
 setup: python guests models
 
@@ -17,6 +17,17 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+# KServe's Python client for the model-server tests, in a virtual environment of its own: its pins
+# (kubernetes among them) clash with the project's.
+KSERVE_VENV ?= .venv-kserve
+kserve-client: $(KSERVE_VENV)/.installed
+
+$(KSERVE_VENV)/.installed: tests/modelserver/kserve-requirements.txt
+	python3 -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/pip install --quiet --upgrade pip
+	$(KSERVE_VENV)/bin/pip install --quiet -r tests/modelserver/kserve-requirements.txt
 	touch $@
 
 guests: python
@@ -39,7 +50,7 @@ serve: setup
 typecheck: python
 	$(VENV)/bin/mypy
 
-test: system-packages setup cluster-binaries images typecheck
+test: system-packages setup kserve-client cluster-binaries images typecheck
 	$(VENV)/bin/pytest -ra
 
 bench: setup

@@ -8,8 +8,10 @@ aiohttp, and answers are compressed when the client accepts it. Errors are {"err
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -26,8 +28,13 @@ MAX_BYTES_KEY = web.AppKey("max_request_bytes", int)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def json_response(doc: Any, status: int = 200) -> web.Response:
+    """JSON with the bare `application/json` type: KServe's client reads an error's message only then."""
+    return web.Response(body=json.dumps(doc, separators=(",", ":")).encode(), status=status, content_type="application/json")
+
+
 def error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+    return json_response({"error": message}, status=status)
 
 
 @web.middleware
@@ -50,26 +57,26 @@ def _model(request: web.Request) -> tuple[str, str]:
 
 async def live(request: web.Request) -> web.Response:
     ok = request.app[PLANE_KEY].live()
-    return web.json_response({"live": ok}, status=200 if ok else 503)
+    return json_response({"live": ok}, status=200 if ok else 503)
 
 
 async def ready(request: web.Request) -> web.Response:
     ok = request.app[PLANE_KEY].ready()
-    return web.json_response({"ready": ok}, status=200 if ok else 503)
+    return json_response({"ready": ok}, status=200 if ok else 503)
 
 
 async def server_metadata(request: web.Request) -> web.Response:
-    return web.json_response(request.app[PLANE_KEY].server_metadata())
+    return json_response(request.app[PLANE_KEY].server_metadata())
 
 
 async def model_metadata(request: web.Request) -> web.Response:
-    return web.json_response(request.app[PLANE_KEY].model_metadata(*_model(request)))
+    return json_response(request.app[PLANE_KEY].model_metadata(*_model(request)))
 
 
 async def model_ready(request: web.Request) -> web.Response:
     model, version = _model(request)
     ok = request.app[PLANE_KEY].model_ready(model, version)
-    return web.json_response({"name": model, "ready": ok}, status=200 if ok else 503)
+    return json_response({"name": model, "ready": ok}, status=200 if ok else 503)
 
 
 async def infer(request: web.Request) -> web.StreamResponse:
