@@ -29,3 +29,9 @@ def fetch_model(name: str) -> Path:
     """The folder of a model from examples/fetch_models.py (made or downloaded once)."""
     subprocess.run([sys.executable, str(ROOT / "examples" / "fetch_models.py"), name], check=True, stdout=sys.stderr)
     return MODELS / name
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """The q-quantile of samples (0 <= q <= 1), by rank."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from harness import ROOT, build_guest, fetch_model, say
+from harness import ROOT, build_guest, fetch_model, percentile, say
 
 TARGET_REST_US = 150.0
 TARGET_GRPC_US = 100.0
@@ -67,11 +67,6 @@ def start_model_server(config: Path, log: Path, grpc_port: int) -> tuple[subproc
         except OSError:
             time.sleep(0.1)
     raise SystemExit(f"the model server was not ready in 120 s:\n{log.read_text()[-2000:]}")
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main() -> int:

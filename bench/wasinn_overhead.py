@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import ROOT, build_guest, fetch_model, say
+from harness import ROOT, build_guest, fetch_model, percentile, say
 
 TARGET_OVERHEAD_US = 20.0
 TARGET_BOUNDARY_US = 30.0
@@ -40,11 +40,6 @@ POLL_US = 1000  # server.model_host_poll_us of the third row
 
 def prepare() -> tuple[Path, Path]:
     return build_guest(ROOT / "bench" / "guests" / "nn_loop.c"), fetch_model("fc256")
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main() -> int:
