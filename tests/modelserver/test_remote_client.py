@@ -49,6 +49,9 @@ class Server:
         if self.mode == "refuse":
             return web.json_response({"error": "input 'x': values must be finite"}, status=400)
         y = (2 * x).astype("<f4").tobytes()
+        if self.mode == "huge":  # far more than the model's outputs may take
+            y = y * 65536
+            inp["shape"] = [inp["shape"][0] * 65536, 4]
         header = json.dumps({"model_name": "double", "outputs": [
             {"name": "y", "datatype": "FP32", "shape": inp["shape"], "parameters": {"binary_data_size": len(y)}}]}).encode()
         headers = {"Inference-Header-Content-Length": str(len(header))}
@@ -159,6 +162,23 @@ def test_refusals_and_broken_answers_are_errors_with_the_reason(server: Server, 
     assert server.requests == before + 1, "sent once, not again"
     server.mode = "plain"
     assert run(graph, x)[0].tolist() == [2.0] * 4, "the next call connects again"
+
+
+def test_an_answer_larger_than_the_outputs_may_be_is_refused_unread(server: Server) -> None:
+    cfg = ModelConfig.model_validate({"name": "double", "format": "onnx", "options": {"max_output_bytes": 1024},
+                                      "remote": {"url": f"http://127.0.0.1:{server.port}", "timeout_seconds": 5}})  # fmt: skip
+    g = RemoteModelGraph(cfg)
+    g.wait_ready()
+    x = np.ones((1, 4), dtype=np.float32)
+    try:
+        server.mode = "huge"
+        with pytest.raises(BackendError, match=r"an answer of 1048\d+ bytes, more than the 66560 it may take"):
+            run(g, x)
+        server.mode = "plain"
+        assert run(g, x)[0].tolist() == [2.0] * 4
+    finally:
+        server.mode = "plain"
+        g.close()
 
 
 def test_an_unreachable_server_is_a_clear_error(server: Server) -> None:

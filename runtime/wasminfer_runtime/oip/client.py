@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_SECONDS = 5.0
 MAX_HEADER_BYTES = 64 * 1024
 RECV_BYTES = 64 * 1024  # per recv: a larger request makes Python allocate (and the kernel map) that much each time
+MAX_GRPC_OUTPUTS = 16  # the gRPC answer's cap counts this many outputs of max_output_bytes
 WAIT_LOG_EVERY_SECONDS = 30.0  # while a model server is not ready yet, say so this often
 
 
@@ -84,8 +85,10 @@ class _Conn:
             self.sock = None
             self.buf = b""
 
-    def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str], timeout: float) -> tuple[int, dict[str, str], bytes]:
-        """One request; never sent twice (once sent, the model may have run it)."""
+    def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str], timeout: float,
+                max_body: int = 1 << 30) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+        """One request; never sent twice (once sent, the model may have run it). An answer longer than
+        `max_body` is refused before it is read."""
         head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {len(body or b'')}"]
         head += [f"{k}: {v}" for k, v in headers.items()]
         message = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (body or b"")
@@ -96,7 +99,7 @@ class _Conn:
             self.close()
             raise NotSent(f"{self.where} unreachable: {err.strerror or err}") from None
         try:
-            return self._response(sock)
+            return self._response(sock, max_body)
         except TimeoutError:
             self.close()
             raise BackendError(f"{self.where} did not answer within {timeout:.3g} s") from None
@@ -116,7 +119,7 @@ class _Conn:
             raise EOFError("connection closed")
         self.buf += chunk
 
-    def _response(self, sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    def _response(self, sock: socket.socket, max_body: int) -> tuple[int, dict[str, str], bytes]:
         while (end := self.buf.find(b"\r\n\r\n")) < 0:
             if len(self.buf) > MAX_HEADER_BYTES:
                 raise ValueError("headers too long")
@@ -131,9 +134,11 @@ class _Conn:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
         if headers.get("transfer-encoding", "").lower() == "chunked":
-            data = self._chunked(sock)
+            data = self._chunked(sock, max_body)
         else:
             length = int(headers.get("content-length", "0"))
+            if length > max_body:
+                raise ValueError(f"an answer of {length} bytes, more than the {max_body} it may take")
             while len(self.buf) < length:
                 self._fill(sock)
             data, self.buf = self.buf[:length], self.buf[length:]
@@ -149,9 +154,13 @@ class _Conn:
         line, self.buf = self.buf[:eol], self.buf[eol + 2 :]
         return line
 
-    def _chunked(self, sock: socket.socket) -> bytes:
+    def _chunked(self, sock: socket.socket, max_body: int) -> bytes:
         parts = []
+        total = 0
         while (size := int(self._line(sock).split(b";")[0], 16)) > 0:
+            total += size
+            if total > max_body:
+                raise ValueError(f"an answer of more than the {max_body} bytes it may take")
             while len(self.buf) < size + 2:
                 self._fill(sock)
             parts.append(self.buf[:size])
@@ -177,8 +186,9 @@ Inputs = Sequence[tuple[str, str, tuple[int, ...], bytes]]
 class _RestLink:
     """A context's way to the server over REST: its own kept-alive connection."""
 
-    def __init__(self, transport: RestTransport) -> None:
+    def __init__(self, transport: RestTransport, max_output_bytes: int) -> None:
         self.t = transport
+        self.max_output_bytes = max_output_bytes
         self.conn = _Conn(transport.host, transport.port, transport.where)
 
     def infer(self, inputs: Inputs, outputs: Sequence[TensorInfo], timeout: float) -> Outputs:
@@ -189,7 +199,9 @@ class _RestLink:
         }, separators=(",", ":")).encode()  # fmt: skip
         body = b"".join([header, *(data for *_, data in inputs)])
         headers = {HEADER_LENGTH: str(len(header)), "Content-Type": "application/octet-stream"}
-        status, resp_headers, data = self.conn.request("POST", self.t.path + "/infer", body, headers, timeout)
+        # The outputs may take max_output_bytes each (checked once they are read), plus their JSON.
+        limit = self.max_output_bytes * len(outputs) + MAX_HEADER_BYTES
+        status, resp_headers, data = self.conn.request("POST", self.t.path + "/infer", body, headers, timeout, limit)
         if status != 200:
             reason = f"{self.t.where} answered {status}: {_error_text(data)}"
             if status == 400:
@@ -243,8 +255,8 @@ class RestTransport:
         finally:
             conn.close()
 
-    def link(self) -> _RestLink:
-        return _RestLink(self)
+    def link(self, max_output_bytes: int) -> _RestLink:
+        return _RestLink(self, max_output_bytes)
 
     def close(self) -> None:
         pass
@@ -293,14 +305,14 @@ class _GrpcLink:
 
 
 class GrpcTransport:
-    def __init__(self, host: str, port: int, remote_name: str) -> None:
+    def __init__(self, host: str, port: int, remote_name: str, max_receive: int) -> None:
         import grpc
 
         from wasminfer_runtime.oip.grpc_schema import SERVICE, message
 
         self.remote_name = remote_name
         self.where = f"model {remote_name!r} on grpc://{host}:{port}"
-        self.channel = grpc.insecure_channel(f"{host}:{port}", options=[("grpc.max_receive_message_length", -1)])
+        self.channel = grpc.insecure_channel(f"{host}:{port}", options=[("grpc.max_receive_message_length", max_receive)])
 
         def rpc(method: str, request: str, response: str) -> Any:
             return self.channel.unary_unary(f"/{SERVICE}/{method}", request_serializer=message(request).SerializeToString,
@@ -328,7 +340,7 @@ class GrpcTransport:
 
         return {"inputs": tensors(meta.inputs), "outputs": tensors(meta.outputs)}, ""
 
-    def link(self) -> _GrpcLink:
+    def link(self, max_output_bytes: int) -> _GrpcLink:
         return _GrpcLink(self)
 
     def close(self) -> None:
@@ -347,8 +359,12 @@ class RemoteModelGraph(Graph):
         for url in cfg.remote.addresses:
             parts = urlsplit(url)
             host, port = parts.hostname or "", parts.port or 80
-            make = GrpcTransport if parts.scheme == "grpc" else RestTransport
-            self.transports.append(make(host, port, cfg.remote_name))
+            if parts.scheme == "grpc":
+                # A model's outputs, each within max_output_bytes; gRPC takes at most 2 GiB - 1.
+                limit = min((1 << 31) - 1, cfg.options.max_output_bytes * MAX_GRPC_OUTPUTS + MAX_HEADER_BYTES)
+                self.transports.append(GrpcTransport(host, port, cfg.remote_name, limit))
+            else:
+                self.transports.append(RestTransport(host, port, cfg.remote_name))
         self.timeout = cfg.remote.timeout_seconds
         self.pool_size = cfg.options.pool_size
         self._pool: list[RemoteModelContext] = []
@@ -444,7 +460,7 @@ class RemoteModelContext(ExecutionContext):
     def __init__(self, graph: RemoteModelGraph, transport: int) -> None:
         self.graph = graph
         self.transport = transport
-        self.link: _RestLink | _GrpcLink = graph.transports[transport].link()
+        self.link: _RestLink | _GrpcLink = graph.transports[transport].link(graph.bounds.max_output_bytes)
         sig = graph.signature()
         self.inputs = [_Slot(i) for i in sig.inputs]
         self.outputs_info = sig.outputs
@@ -486,7 +502,7 @@ class RemoteModelContext(ExecutionContext):
                 log.info("model %s: %s; trying the next server", self.graph.label, err)
                 self.link.close()
                 self.transport = (self.transport + 1) % len(self.graph.transports)
-                self.link = self.graph.transports[self.transport].link()
+                self.link = self.graph.transports[self.transport].link(self.graph.bounds.max_output_bytes)
         for i, (_, _, _, size) in enumerate(results):
             self.graph.bounds.check_output(i, size)
         outputs = []
