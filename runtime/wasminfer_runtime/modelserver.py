@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=default_threads(), help="inferences at once (default: %(default)s)")
     parser.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
                         help="largest inference request body (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--max-requests", type=int, default=None,
+                        help="inference requests in hand at once, per transport; more get 503 (gRPC: RESOURCE_EXHAUSTED) "
+                        "before their bodies are read (default: 4 x --threads)")  # fmt: skip
     parser.add_argument("--pool-replicas", default="",
                         help="the replicas of the model pool this server is one of, comma-separated: it loads only "
                         "the models wasminfer_runtime.modelpool places on it")  # fmt: skip
@@ -60,8 +63,10 @@ def main(args: argparse.Namespace) -> int:
     if not cfg.models:
         log.error("%s: no models to serve (add them under `models:`)", args.config)
         return 2
-    if args.threads < 1 or args.max_request_bytes < 1:
-        log.error("--threads and --max-request-bytes must be at least 1")
+    if args.max_requests is None:
+        args.max_requests = 4 * args.threads
+    if args.threads < 1 or args.max_request_bytes < 1 or args.max_requests < 1:
+        log.error("--threads, --max-request-bytes and --max-requests must be at least 1")
         return 2
     if cfg.workers:
         log.info("%s: %d worker(s) are not run by the model server", args.config, len(cfg.workers))
@@ -86,7 +91,7 @@ async def _serve(cfg: RuntimeConfig, args: argparse.Namespace, elsewhere: dict[s
     metrics = Metrics()
     registry = ModelRegistry(metrics, isolation="in-process")
     plane = DataPlane(registry, metrics, [m.name for m in cfg.models], threads=args.threads, elsewhere=elsewhere)
-    runner = web.AppRunner(build_app(plane, metrics, args.max_request_bytes), access_log=None)
+    runner = web.AppRunner(build_app(plane, metrics, args.max_request_bytes, args.max_requests), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
     try:
@@ -101,7 +106,7 @@ async def _serve(cfg: RuntimeConfig, args: argparse.Namespace, elsewhere: dict[s
     if args.grpc_port >= 0:
         from wasminfer_runtime.oip.grpc_server import build_server  # grpc loads only where it serves
 
-        grpc_server = build_server(plane, args.max_request_bytes)
+        grpc_server = build_server(plane, args.max_request_bytes, args.max_requests)
         try:
             grpc_port = grpc_server.add_insecure_port(f"{args.host}:{args.grpc_port}")
         except RuntimeError as err:

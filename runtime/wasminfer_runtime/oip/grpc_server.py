@@ -119,10 +119,12 @@ def _handler(fn: Callable[[Msg, grpc.aio.ServicerContext], Awaitable[Msg]], requ
     )
 
 
-def build_server(plane: DataPlane, max_message_bytes: int) -> grpc.aio.Server:
+def build_server(plane: DataPlane, max_message_bytes: int, max_requests: int) -> grpc.aio.Server:
     servicer = Servicer(plane)
     handlers = {name: _handler(getattr(servicer, name), req, resp) for name, (req, resp) in METHODS.items()}
+    # Calls beyond max_requests at once get RESOURCE_EXHAUSTED from grpc itself, before their messages are held.
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes),
-                                      ("grpc.max_send_message_length", max_message_bytes)])  # fmt: skip
+                                      ("grpc.max_send_message_length", max_message_bytes)],
+                             maximum_concurrent_rpcs=max_requests)  # fmt: skip
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
     return server

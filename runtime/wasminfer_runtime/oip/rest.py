@@ -25,6 +25,18 @@ log = logging.getLogger(__name__)
 PLANE_KEY = web.AppKey("plane", DataPlane)
 METRICS_KEY = web.AppKey("metrics", Metrics)
 MAX_BYTES_KEY = web.AppKey("max_request_bytes", int)
+
+
+class Gate:
+    """At most `limit` inference requests at a time, from reading the body to the answer: bodies may
+    be large, so a flood of them is answered 503 before it is read, not held in memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+
+GATE_KEY = web.AppKey("gate", Gate)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -80,6 +92,19 @@ async def model_ready(request: web.Request) -> web.Response:
 
 
 async def infer(request: web.Request) -> web.StreamResponse:
+    gate = request.app[GATE_KEY]
+    if gate.active >= gate.limit:
+        busy = error(503, f"the server already has {gate.active} inference request(s) in hand (--max-requests)")
+        busy.headers["Retry-After"] = "1"
+        return busy
+    gate.active += 1
+    try:
+        return await _infer(request)
+    finally:
+        gate.active -= 1
+
+
+async def _infer(request: web.Request) -> web.StreamResponse:
     model, version = _model(request)
     body = await request.read()
     length = request.headers.get(HEADER_LENGTH)
@@ -109,11 +134,12 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=request.app[METRICS_KEY].exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def build_app(plane: DataPlane, metrics_: Metrics, max_request_bytes: int) -> web.Application:
+def build_app(plane: DataPlane, metrics_: Metrics, max_request_bytes: int, max_requests: int) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=max_request_bytes)
     app[PLANE_KEY] = plane
     app[METRICS_KEY] = metrics_
     app[MAX_BYTES_KEY] = max_request_bytes
+    app[GATE_KEY] = Gate(max_requests)
     for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
         app.router.add_get(prefix, model_metadata)
         app.router.add_get(prefix + "/ready", model_ready)
