@@ -155,11 +155,10 @@ class ModelRegistry:
         """Stop every model host (each exits once its lifeline closes), and every wait for a model server."""
         self._closing.set()
         with self._lock:
-            for graph in self._graphs.values():
-                if self._configs[graph.label].remote is not None:
-                    graph.close()
-        with self._lock:
+            remote = [g for name, g in self._graphs.items() if self._configs[name].remote is not None]
             hosts = list(self._hosts.values()) + list(self._guest_hosts.values())
+        for graph in remote:
+            graph.close()
         for h in hosts:  # all at once: shutdown has a grace period to keep
             h.stop()
         end = time.monotonic() + STOP_SECONDS

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import math
 import select
 import socket
 import threading
@@ -471,12 +472,8 @@ class RemoteModelContext(ExecutionContext):
         slot = input_slot(self.inputs, index, etype)
         if dims != slot.dims:
             self.graph.bounds.check_input(f"input {index} ({slot.info.name})", slot.info.dims, etype, dims, nbytes)
-        else:
-            count = 1
-            for d in dims:
-                count *= d
-            if count * etype.size != nbytes:
-                raise InvalidTensor(f"input {index} of shape {list(dims)} takes {count * etype.size} bytes, not {nbytes}")
+        elif math.prod(dims) * etype.size != nbytes:  # dims already set were checked then; the size may not be
+            raise InvalidTensor(f"input {index} of shape {list(dims)} takes {math.prod(dims) * etype.size} bytes, not {nbytes}")
         slot.dims = dims
         slot.data = ctypes.string_at(src, nbytes)
 

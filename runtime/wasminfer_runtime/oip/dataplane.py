@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from wasminfer_runtime import __version__
-from wasminfer_runtime.backends.base import BackendError, Graph, InvalidTensor, Signature, TooLarge, first_line
+from wasminfer_runtime.backends.base import BackendError, Graph, InvalidTensor, Signature, first_line
 from wasminfer_runtime.metrics import Metrics
 from wasminfer_runtime.models import ModelRegistry
 from wasminfer_runtime.workpool import WorkPool
@@ -107,7 +107,8 @@ class DataPlane:
         graph = self._graph(req.model)
         sig = self.signature(req.model)
         by_name = {t.name: t for t in req.inputs}
-        unknown = [n for n in by_name if n not in {i.name for i in sig.inputs}]
+        known = {i.name for i in sig.inputs}
+        unknown = [n for n in by_name if n not in known]
         if unknown:
             names = ", ".join(i.name for i in sig.inputs)
             raise OipError(400, f"model {req.model!r} has no input {unknown[0]!r} (inputs: {names})")
@@ -152,9 +153,7 @@ class DataPlane:
                 assert info.etype is not None
                 out.append((Tensor(info.name, info.etype, ctx.output_dims(index), ctypes.string_at(addr, nbytes)), binary))
             return out
-        except TooLarge as err:
-            raise OipError(400, str(err)) from None
-        except InvalidTensor as err:
+        except InvalidTensor as err:  # TooLarge included
             raise OipError(400, str(err)) from None
         except BackendError as err:
             log.warning("model %s: inference failed: %s", model, first_line(err))

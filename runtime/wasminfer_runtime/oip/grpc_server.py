@@ -8,6 +8,7 @@ over REST, with the gRPC code for the REST status.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ from wasminfer_runtime.oip.types import (
     Tensor,
     byte_size,
     check_shape,
+    check_unique,
     element_type,
 )
 
@@ -62,17 +64,12 @@ def to_request(msg: Msg) -> InferRequest:
             if field is None:
                 raise OipError(400, f"{what}: {inp.datatype} travels in raw_input_contents only")
             values = getattr(inp.contents, field)
-            count = 1
-            for d in shape:
-                count *= d
+            count = math.prod(shape)
             if len(values) != count:
                 raise OipError(400, f"{what}: contents has {len(values)} elements; shape {list(shape)} takes {count}")
             data = np.asarray(values, dtype=NUMPY_DTYPE[etype]).tobytes()
         inputs.append(Tensor(inp.name, etype, shape, data, {k: parameter(v) for k, v in inp.parameters.items()}))
-    names = [t.name for t in inputs]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise OipError(400, f"input(s) given twice: {', '.join(dupes)}")
+    check_unique(inputs)
     outputs = [RequestedOutput(o.name, True) for o in msg.outputs] if len(msg.outputs) else None
     params = {k: parameter(v) for k, v in msg.parameters.items()}
     return InferRequest(msg.model_name, msg.model_version, msg.id or None, inputs, outputs, True, params)

@@ -125,8 +125,7 @@ async def _infer(request: web.Request) -> web.StreamResponse:
     out = web.Response(body=payload, content_type="application/octet-stream" if json_length is not None else "application/json")
     if json_length is not None:
         out.headers[HEADER_LENGTH] = str(json_length)
-    if "gzip" in request.headers.get("Accept-Encoding", "") or "deflate" in request.headers.get("Accept-Encoding", ""):
-        out.enable_compression()
+    out.enable_compression()  # aiohttp compresses only what the request's Accept-Encoding takes
     return out
 
 

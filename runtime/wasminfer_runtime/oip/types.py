@@ -155,6 +155,13 @@ def check_shape(shape: Sequence[int], what: str) -> tuple[int, ...]:
     return tuple(int(d) for d in shape)
 
 
+def check_unique(inputs: Sequence[Tensor]) -> None:
+    names = [t.name for t in inputs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise OipError(400, f"input(s) given twice: {', '.join(dupes)}")
+
+
 def byte_size(etype: ElementType, shape: Sequence[int]) -> int:
     return math.prod(shape) * etype.size
 
@@ -209,10 +216,7 @@ def parse_rest_request(model: str, version: str, header: bytes, binary: memoryvi
         inputs.append(Tensor(inp.name, etype, shape, data, inp.parameters))
     if binary is not None and offset != len(binary):
         raise OipError(400, f"{len(binary) - offset} bytes after the JSON header belong to no input")
-    names = [t.name for t in inputs]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise OipError(400, f"input(s) given twice: {', '.join(dupes)}")
+    check_unique(inputs)
     binary_default = _flag(doc.parameters.get(BINARY_DATA_OUTPUT, False), f"parameters.{BINARY_DATA_OUTPUT}")
     outputs = None
     if doc.outputs is not None:
