@@ -142,4 +142,9 @@ async def _load_all(cfg: RuntimeConfig, registry: ModelRegistry, failed: list[st
     log.info("%d of %d model(s) loaded", len(cfg.models) - len(failed), len(cfg.models))
     if failed and stop is not None:
         log.error("exiting with code %d: %d model(s) failed to load", LOAD_FAILURE_EXIT, len(failed))
+        if cfg.server.termination_log is not None:  # where Kubernetes puts it into the pod's status
+            try:
+                cfg.server.termination_log.write_text(f"failed to load: {'; '.join(failed)}"[:4000])
+            except OSError as err:
+                log.warning("cannot write the termination log %s: %s", cfg.server.termination_log, err)
         stop.set()
