@@ -34,6 +34,7 @@ from wasminfer_runtime.config import VAR_NAME_RE, check_var_name
 from wasminfer_runtime.config import Limits as RuntimeLimits
 from wasminfer_runtime.config import ModelConfig as RuntimeModel
 from wasminfer_runtime.config import ModelOptions as RuntimeModelOptions
+from wasminfer_runtime.config import RemoteModel
 from wasminfer_runtime.config import WorkerConfig as RuntimeWorker
 from wasminfer_runtime.routing import RESERVED_PATHS, RESERVED_RE, ROUTE_RE, check_route
 
@@ -370,7 +371,8 @@ def table_rules() -> list[tuple[str, str, str]]:
 
 
 class InferenceModelSpec(_Api):
-    """A named model, compiled once in every runtime pod of the workers that use it."""
+    """A named model, compiled once in every runtime pod of the workers that use it, or served by model
+    servers of its own (`serving`) that those workers call."""
 
     model_config = ConfigDict(
         json_schema_extra=rules(
@@ -395,6 +397,12 @@ class InferenceModelSpec(_Api):
         RuntimeModel, "memory_mib", alias="memoryMiB",
         description="Memory cap of the model's host process in each runtime pod, beyond what the backend's libraries "
         "take; past it the model's loads and inferences fail and the pod serves on. Unset: only the pod's limit applies.",
+    )
+    serving: ModelServing | None = Field(
+        default=None,
+        description="Serve the model from model servers of its own (`wasminfer model-server`, Open Inference Protocol "
+        "v2) on the nodes of its device profile. WasmWorkers using it then call them over the network instead of "
+        "loading a copy, so they run on CPU nodes. Unset: every runtime pod of those workers loads the model.",
     )
 
     @model_validator(mode="after")
@@ -651,6 +659,54 @@ class Placement(_Api):
         return self
 
 
+SERVING_NAME_MAX = 50  # "-model-server" makes the Service's name, a DNS-1035 label of at most 63
+SERVING_NAME_MESSAGE = f"a model with spec.serving has a name of at most {SERVING_NAME_MAX} characters (its Service is NAME-model-server)"
+
+
+class ModelServing(_Api):
+    """Model servers of the model's own: a Deployment and a Service rendered by the operator."""
+
+    replicas: int = Field(
+        default=1, ge=0, le=1000,
+        description="Model-server pods. `kubectl scale inferencemodel` and HorizontalPodAutoscalers set it (the "
+        "/scale subresource); 0 stops serving, and the workers using the model wait.",
+    )  # fmt: skip
+    placement: Placement = Field(
+        default_factory=Placement,
+        description="Device profile of the model-server pods (the one the model's device needs when unset), "
+        "fallbacks and scheduling constraints.",
+    )
+    resources: ResourceRequirements = Field(
+        default_factory=ResourceRequirements, description="Compute resources of the model-server container; the profile adds its devices."
+    )
+    image: str | None = Field(
+        default=None, max_length=512, json_schema_extra={"pattern": IMAGE_RE},
+        description="Model-server container image (the runtime's image); the profile's or the operator's default when unset.",
+    )  # fmt: skip
+    threads: int | None = Field(
+        default=None, ge=1, le=256, description="Inferences at once in each model-server pod; 2 per CPU the pod sees (at least 4) when unset."
+    )
+    protocol: Literal["rest", "grpc"] = Field(
+        default="rest", description="How workers call the model servers: rest (HTTP/1.1 with binary tensors) or grpc."
+    )
+    timeout_seconds: float = Field(
+        default=_runtime_default(RemoteModel, "timeout_seconds"),
+        **_runtime_bounds(RemoteModel, "timeout_seconds"),
+        description="Longest one inference called by a worker may take, answer included; the worker's own "
+        "limits.timeoutSeconds caps it too.",
+    )
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str | None) -> str | None:
+        if v is not None and not full_match(IMAGE_RE, v):
+            raise ValueError(f"{v!r} is not an image reference ([host[:port]/]path[:tag][@digest], the path in lowercase)")
+        return v
+
+
+InferenceModelSpec.model_rebuild()
+
+
 class WasmWorkerSpec(_Api):
     """A Wasm worker served by runtime pods, with the named models it may use."""
 
@@ -781,12 +837,35 @@ class Condition(_Api):
 _CONDITIONS_EXTRA: JsonDict = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
 
 
+class ServerState(_Api):
+    """One model-server pod and where loading the model stands in it."""
+
+    pod: str = Field(description="Name of the pod.")
+    node: str | None = Field(default=None, description="Node it runs on, once scheduled.")
+    state: Literal["Pending", "Loading", "Ready", "Failed", "Terminating"] = Field(
+        description="Pending (not scheduled), Loading (fetching or loading the model), Ready (serving it), Failed "
+        "(will not get ready by waiting; see message) or Terminating."
+    )
+    message: str = Field(default="", max_length=4096, description="Why it is Pending or Failed.")
+
+
 class InferenceModelStatus(_Api):
     """What the operator observed; written only by the operator."""
 
     observed_generation: int | None = Field(default=None, description="Latest metadata.generation acted on.")
     backend: str | None = Field(default=None, description="Resolved backend.")
-    profile: str | None = Field(default=None, description="Device profile workers need to run this model.")
+    profile: str | None = Field(
+        default=None, description="Device profile the model runs on: that of the workers using it, or with spec.serving that of its model servers."
+    )
+    endpoint: str | None = Field(default=None, description="With spec.serving: the model servers' address in the cluster (Open Inference Protocol v2 over REST).")
+    grpc_endpoint: str | None = Field(default=None, description="With spec.serving: the same over gRPC.")
+    replicas: int = Field(default=0, description="With spec.serving: model-server pods that exist (the /scale subresource reads this).")
+    ready_replicas: int = Field(default=0, description="With spec.serving: model-server pods that have the model loaded and serve it.")
+    ready_summary: str | None = Field(default=None, description="With spec.serving: ready/desired model-server pods, for kubectl get.")
+    selector: str | None = Field(default=None, description="With spec.serving: label selector of the model-server pods (for the /scale subresource).")
+    servers: list[ServerState] = Field(
+        default_factory=list, description="With spec.serving: each model-server pod and whether it has the model loaded (at most 20 listed)."
+    )
     workers: list[str] = Field(default_factory=list, description="WasmWorkers of the namespace that use this model (at most 100 listed).")
     worker_count: int = Field(default=0, description="How many WasmWorkers use this model.")
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_CONDITIONS_EXTRA, description="Ready, with its reason; Deleting (InUse) while a deletion waits for the WasmWorkers using the model.")

@@ -89,6 +89,12 @@ NAME_RULE = {
     "message": "metadata.name must be a DNS-1035 label (lowercase letters, digits, '-', starting with a letter) of at most 63 characters",
 }
 
+SERVING_NAME_RULE = {
+    "rule": f"!has(self.spec.serving) || self.metadata.name.size() <= {api.SERVING_NAME_MAX}",
+    "message": api.SERVING_NAME_MESSAGE,
+    "fieldPath": ".spec.serving",
+}
+
 
 def crd(
     *,
@@ -99,15 +105,14 @@ def crd(
     spec: type[BaseModel],
     status: type[BaseModel],
     columns: list[dict[str, Any]],
-    scale: bool,
+    spec_replicas: str,
+    root_rules: tuple[dict[str, str], ...] = (),
 ) -> dict[str, Any]:
-    subresources: dict[str, Any] = {"status": {}}
-    if scale:
-        subresources["scale"] = {
-            "specReplicasPath": ".spec.replicas",
-            "statusReplicasPath": ".status.replicas",
-            "labelSelectorPath": ".status.selector",
-        }
+    """`spec_replicas`: the field the /scale subresource sets."""
+    subresources: dict[str, Any] = {
+        "status": {},
+        "scale": {"specReplicasPath": spec_replicas, "statusReplicasPath": ".status.replicas", "labelSelectorPath": ".status.selector"},
+    }
     root: dict[str, Any] = {
         "description": description,
         "type": "object",
@@ -119,7 +124,7 @@ def crd(
             "spec": schema_of(spec),
             "status": schema_of(status),
         },
-        "x-kubernetes-validations": [NAME_RULE],
+        "x-kubernetes-validations": [NAME_RULE, *root_rules],
     }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -155,9 +160,11 @@ def inference_model_crd() -> dict[str, Any]:
         kind="InferenceModel",
         plural="inferencemodels",
         short="im",
-        description="A named model (OpenVINO IR or ONNX) that WasmWorkers of the same namespace preload and share. "
-        "Ready means its definition is valid and its source can be resolved (ConfigMap keys present and matching "
-        "their sha256, claim present); https files are checked against their sha256 when pods fetch them.",
+        description="A named model (OpenVINO IR or ONNX) that WasmWorkers of the same namespace preload and share, or "
+        "call on model servers of its own (spec.serving). Ready means its definition is valid and its source can be "
+        "resolved (ConfigMap keys present and matching their sha256, claim present; https files are checked against "
+        "their sha256 when pods fetch them), and with spec.serving that a model server has it loaded. The /scale "
+        "subresource sets spec.serving.replicas.",
         spec=api.InferenceModelSpec,
         status=api.InferenceModelStatus,
         columns=[
@@ -168,9 +175,12 @@ def inference_model_crd() -> dict[str, Any]:
             _condition_column("Ready", "status", "Whether the model can be used."),
             _condition_column("Reason", "reason", "Why the model is (not) ready."),
             {"name": "Workers", "type": "integer", "jsonPath": ".status.workerCount", "description": "WasmWorkers using the model."},
+            {"name": "Serving", "type": "string", "jsonPath": ".status.readySummary", "description": "Ready/desired model-server pods."},
+            {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1, "description": "Model servers' address."},
             _AGE,
         ],
-        scale=False,
+        spec_replicas=".spec.serving.replicas",
+        root_rules=(SERVING_NAME_RULE,),
     )
 
 
@@ -192,7 +202,7 @@ def wasm_worker_crd() -> dict[str, Any]:
             _condition_column("Reason", "reason", "Why the worker is (not) ready."),
             _AGE,
         ],
-        scale=True,
+        spec_replicas=".spec.replicas",
     )
 
 

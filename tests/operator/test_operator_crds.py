@@ -75,7 +75,14 @@ def test_names_categories_subresources_and_columns() -> None:
         "status": {},
         "scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas", "labelSelectorPath": ".status.selector"},
     }
-    assert im["versions"][0]["subresources"] == {"status": {}}
+    # Scaling a model scales its model servers.
+    assert im["versions"][0]["subresources"] == {
+        "status": {},
+        "scale": {"specReplicasPath": ".spec.serving.replicas", "statusReplicasPath": ".status.replicas", "labelSelectorPath": ".status.selector"},
+    }
+    assert [c["name"] for c in im["versions"][0]["additionalPrinterColumns"]] == [
+        "Format", "Backend", "Device", "Profile", "Ready", "Reason", "Workers", "Serving", "Endpoint", "Age"
+    ]
     columns = [c["name"] for c in ww["versions"][0]["additionalPrinterColumns"]]
     assert columns == ["Ready", "Models", "Profile", "URL", "Reason", "Age"]
     reason = next(c for c in ww["versions"][0]["additionalPrinterColumns"] if c["name"] == "Reason")
@@ -93,6 +100,7 @@ def test_cel_rules_cover_what_the_schema_cannot_say() -> None:
         "format onnx takes exactly one file",
         "module takes exactly one file",
         "metadata.name must be a DNS-1035 label",
+        "a model with spec.serving has a name of at most 50 characters",
     ):
         assert message in text, message
 
