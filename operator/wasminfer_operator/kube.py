@@ -34,9 +34,11 @@ PERMISSIONS: list[tuple[str, str, tuple[str, ...]]] = [
     (GROUP, "wasmworkers/status", ("patch",)),
     (GROUP, "inferencemodels/status", ("patch",)),
     (GROUP, "wasmworkers/finalizers", ("update",)),  # ownerReferences with blockOwnerDeletion on children
-    ("apps", "deployments", ("list", "watch", "create", "patch")),  # server-side apply creates or patches
-    ("", "services", ("list", "watch", "create", "patch")),
-    ("", "configmaps", ("get", "list", "watch", "create", "patch")),  # get: InferenceModel ConfigMap sources
+    (GROUP, "inferencemodels/finalizers", ("update",)),  # the same on a model's model servers (spec.serving)
+    # Server-side apply creates or patches; delete: a model's model servers once spec.serving is removed.
+    ("apps", "deployments", ("list", "watch", "create", "patch", "delete")),
+    ("", "services", ("list", "watch", "create", "patch", "delete")),
+    ("", "configmaps", ("get", "list", "watch", "create", "patch", "delete")),  # get: InferenceModel ConfigMap sources
     ("", "pods", ("list", "watch")),  # also across namespaces, by node: the capacity check before a move back
     ("", "nodes", ("list",)),  # the capacity check before a move back from a fallback profile
     ("", "persistentvolumeclaims", ("get",)),  # InferenceModel claim sources
@@ -112,6 +114,20 @@ class Kube:
         method = methods[kind]
         resp = await self._call(lambda: method(name, ns, obj, **kw))
         return self._json(resp)
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Delete a ConfigMap, Service or Deployment; one already gone is no error."""
+        methods: dict[str, Callable[..., Any]] = {
+            "ConfigMap": self.core.delete_namespaced_config_map,
+            "Service": self.core.delete_namespaced_service,
+            "Deployment": self.apps.delete_namespaced_deployment,
+        }
+        method = methods[kind]
+        try:
+            await self._call(lambda: method(name, namespace, propagation_policy="Background", _preload_content=False))
+        except KubeError as err:
+            if err.status != 404:
+                raise
 
     async def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         body = {"status": status}

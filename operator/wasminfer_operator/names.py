@@ -21,6 +21,8 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 PART_OF_LABEL = "app.kubernetes.io/part-of"
 RUNTIME_APP = "wasminfer-runtime"
 WORKER_LABEL = f"{GROUP}/worker"  # the owning WasmWorker's name: the pods' selector
+MODEL_SERVER_APP = "wasminfer-model-server"
+MODEL_SERVER_LABEL = f"{GROUP}/model-server"  # the served InferenceModel's name: its model servers' selector
 PROFILE_LABEL = f"{GROUP}/profile"  # on pods: the device profile they were rendered for
 
 # Annotations: a hash of each rendered child (applied only when it differs), of the runtime
@@ -46,3 +48,17 @@ def config_map_name(worker: str) -> str:
 
 def child_name(kind: str, worker: str) -> str:
     return config_map_name(worker) if kind == "ConfigMap" else worker
+
+
+def model_server_name(model: str) -> str:
+    """The Deployment, Service and ConfigMap of a model's own model servers (spec.serving)."""
+    return f"{model}-model-server"
+
+
+# A model's model servers are cached beside the workers' children, grouped under this prefix and the
+# model's name: no worker name contains '/'.
+SERVER_GROUP_PREFIX = "model-server/"
+
+
+def server_group(model: str) -> str:
+    return SERVER_GROUP_PREFIX + model

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from wasminfer_operator.names import API_VERSION, PROFILE_LABEL, RENDER_HASH, TEMPLATE_HASH, WORKER_LABEL
+from wasminfer_operator.names import API_VERSION, MODEL_SERVER_LABEL, PROFILE_LABEL, RENDER_HASH, TEMPLATE_HASH, WORKER_LABEL, server_group
 from wasminfer_runtime.config import LOAD_FAILURE_EXIT
 
 # Container states that mean the pod will not get ready by waiting.
@@ -95,7 +95,7 @@ class ChildView:
 
     kind: str
     name: str
-    worker: str
+    worker: str  # the WasmWorker it belongs to, or ""
     owner_uid: str | None
     render_hash: str | None
     generation: int = 0
@@ -108,6 +108,12 @@ class ChildView:
     failure: str | None = None  # a ReplicaFailure condition's message (quota, admission)
     stalled: tuple[str, str] | None = None  # (reason, message) of Progressing=False: ProgressDeadlineExceeded
     template_hash: str | None = None  # the pod template's TEMPLATE_HASH: pods with another one are older
+    server: str = ""  # the InferenceModel whose model servers it is, or ""
+
+    @property
+    def group(self) -> str:
+        """What it is cached under: its worker, or its model's model servers."""
+        return self.worker or (server_group(self.server) if self.server else "")
 
 
 def child_view(body: Mapping[str, Any]) -> ChildView:
@@ -120,6 +126,7 @@ def child_view(body: Mapping[str, Any]) -> ChildView:
         worker=str(labels.get(WORKER_LABEL, "")),
         owner_uid=controller_uid(meta),
         render_hash=annotations.get(RENDER_HASH),
+        server=str(labels.get(MODEL_SERVER_LABEL, "")),
     )
     if view.kind != "Deployment":
         return view
@@ -145,6 +152,7 @@ def child_view(body: Mapping[str, Any]) -> ChildView:
         failure=str(failure.get("message", "")) if failure and failure.get("status") == "True" else None,
         stalled=stalled,
         template_hash=(_get(body, "spec", "template", "metadata", "annotations") or {}).get(TEMPLATE_HASH),
+        server=view.server,
     )
 
 
@@ -160,6 +168,12 @@ class PodView:
     terminating: bool
     problem: tuple[str, str] | None  # (reason, message) when the pod cannot get ready by waiting
     template_hash: str | None = None  # the TEMPLATE_HASH it was created with (None: older operator)
+    server: str = ""  # the InferenceModel it serves (a model server's pod), or ""
+    node: str = ""
+
+    @property
+    def group(self) -> str:
+        return self.worker or (server_group(self.server) if self.server else "")
 
 
 def _container_problem(statuses: list[Mapping[str, Any]], init: bool) -> tuple[str, str] | None:
@@ -251,4 +265,6 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
         terminating=bool(meta.get("deletionTimestamp")),
         problem=problem,
         template_hash=annotations.get(TEMPLATE_HASH),
+        server=str(labels.get(MODEL_SERVER_LABEL, "")),
+        node=str(_get(body, "spec", "nodeName") or ""),
     )

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Protocol
 
-from wasminfer_operator.api import WasmWorkerSpec
+from wasminfer_operator.api import Placement
 from wasminfer_operator.observe import PodView
 from wasminfer_operator.profiles import OperatorConfig
 from wasminfer_operator.render import NamedModel
@@ -49,7 +50,7 @@ def derived_profile(models: list[NamedModel], cfg: OperatorConfig) -> tuple[str 
     """The profile the models need; (None, failure) when no profile serves one or two disagree."""
     needs: dict[str, list[str]] = {}
     for m in models:
-        if needs_no_profile(m.spec.device):
+        if needs_no_profile(m.spec.device) or m.spec.serving is not None:  # served elsewhere: called, not loaded
             continue
         backend = m.spec.resolved_backend
         name = cfg.profile_for_model(m.spec.device, backend)
@@ -67,8 +68,15 @@ def derived_profile(models: list[NamedModel], cfg: OperatorConfig) -> tuple[str 
     return cfg.default_profile, None
 
 
+class Placed(Protocol):
+    """A spec with a placement: a WasmWorker's, or an InferenceModel's serving."""
+
+    @property
+    def placement(self) -> Placement: ...
+
+
 def decide(
-    spec: WasmWorkerSpec,
+    spec: Placed,
     models: list[NamedModel],
     cfg: OperatorConfig,
     current: str | None,

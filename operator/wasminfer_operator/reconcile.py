@@ -189,13 +189,18 @@ class Reconciler:
 
     def child_event(self, event_type: str, namespace: str, view: ChildView) -> None:
         if event_type == "DELETED":
-            self.workers.child_deleted(view.kind, namespace, view.name)
-        if view.worker:
-            self.queue.add((WORKER, namespace, view.worker))
+            owner = self.workers if view.worker else self.models
+            owner.applier.child_deleted(view.kind, namespace, view.name)
+        self._owner_changed(namespace, view)
 
     def pod_event(self, event_type: str, namespace: str, view: PodView) -> None:
+        self._owner_changed(namespace, view)
+
+    def _owner_changed(self, namespace: str, view: ChildView | PodView) -> None:
         if view.worker:
             self.queue.add((WORKER, namespace, view.worker))
+        elif view.server:
+            self.queue.add((MODEL, namespace, view.server))
 
     def _wake_users(self, namespace: str, model: str) -> None:
         for worker in all_of(self.ix.model_users, (namespace, model)):

@@ -29,6 +29,7 @@ from wasminfer_operator.names import (
     TEMPLATE_HASH,
     WORKER_LABEL,
     config_map_name,
+    model_server_name,
 )
 from wasminfer_operator.profiles import DeviceProfile, OperatorConfig
 from wasminfer_runtime.config import (
@@ -40,6 +41,7 @@ from wasminfer_runtime.config import (
     Limits,
     ModelConfig,
     ModelOptions,
+    RemoteModel,
     RuntimeConfig,
     ServerConfig,
     WasiNnConfig,
@@ -52,6 +54,8 @@ from wasminfer_runtime.formats import needs_no_profile
 
 HTTP_PORT = 8080
 SERVICE_PORT = 80
+MODEL_SERVER_HTTP_PORT = 8000  # the protocol's usual ports (wasminfer model-server's defaults)
+MODEL_SERVER_GRPC_PORT = 8001
 CONFIG_DIR = PurePosixPath("/etc/wasminfer")
 DATA_DIR = PurePosixPath("/var/lib/wasminfer")
 SOURCES_DIR = PurePosixPath("/var/run/wasminfer/sources")
@@ -64,11 +68,12 @@ TERMINATION_LOG = "/dev/termination-log"
 
 @dataclass(frozen=True)
 class ObjectRef:
-    """Identity of the WasmWorker that owns the children."""
+    """Identity of the object that owns the children: a WasmWorker, or an InferenceModel's model servers."""
 
     name: str
     namespace: str
     uid: str
+    kind: str = "WasmWorker"
 
 
 @dataclass(frozen=True)
@@ -119,7 +124,7 @@ def common_labels(worker: str) -> dict[str, str]:
 def owner_reference(ref: ObjectRef) -> dict[str, Any]:
     return {
         "apiVersion": api.API_VERSION,
-        "kind": "WasmWorker",
+        "kind": ref.kind,
         "name": ref.name,
         "uid": ref.uid,
         "controller": True,
@@ -127,16 +132,16 @@ def owner_reference(ref: ObjectRef) -> dict[str, Any]:
     }
 
 
-def _metadata(ref: ObjectRef, name: str) -> dict[str, Any]:
+def child_metadata(ref: ObjectRef, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "name": name,
         "namespace": ref.namespace,
-        "labels": common_labels(ref.name),
+        "labels": labels if labels is not None else common_labels(ref.name),
         "ownerReferences": [owner_reference(ref)],
     }
 
 
-def _stamp(obj: dict[str, Any]) -> dict[str, Any]:
+def stamp(obj: dict[str, Any]) -> dict[str, Any]:
     obj["metadata"].setdefault("annotations", {})[RENDER_HASH] = content_hash(obj)
     return obj
 
@@ -144,7 +149,7 @@ def _stamp(obj: dict[str, Any]) -> dict[str, Any]:
 # --- artifacts: where each file comes from and where the runtime finds it ------------------------
 
 
-class _Volumes:
+class Volumes:
     """Pod volumes for sources, one per ConfigMap and one per claim, shared by module and models."""
 
     def __init__(self) -> None:
@@ -184,7 +189,7 @@ class _Volumes:
         return [m for m in self.mounts() if m["name"].startswith("claim-")]
 
 
-def _place(source: api.Source, dest_dir: PurePosixPath, vols: _Volumes) -> tuple[list[FetchFile], list[PurePosixPath]]:
+def place_source(source: api.Source, dest_dir: PurePosixPath, vols: Volumes) -> tuple[list[FetchFile], list[PurePosixPath]]:
     """Fetch steps for one source and the paths the runtime reads afterwards (in source order)."""
     steps: list[FetchFile] = []
     paths: list[PurePosixPath] = []
@@ -217,6 +222,26 @@ def model_device(spec: api.InferenceModelSpec, profile: DeviceProfile) -> Device
     return Device.CPU
 
 
+def model_server_urls(namespace: str, model: str) -> tuple[str, str]:
+    """The REST and gRPC addresses of a model's own model servers, through their Service."""
+    host = f"{model_server_name(model)}.{namespace}.svc"
+    return f"http://{host}:{MODEL_SERVER_HTTP_PORT}", f"grpc://{host}:{MODEL_SERVER_GRPC_PORT}"
+
+
+def remote_model_config(namespace: str, m: NamedModel) -> ModelConfig:
+    """A worker's entry for a model its own model servers serve (spec.serving)."""
+    serving = m.spec.serving
+    assert serving is not None
+    rest, grpc = model_server_urls(namespace, m.name)
+    return ModelConfig(
+        name=m.name,
+        format=m.spec.format,
+        backend=m.spec.resolved_backend,
+        device=Device.CPU,  # nothing of the model runs in the worker's pod
+        remote=RemoteModel(url=grpc if serving.protocol == "grpc" else rest, timeout_seconds=serving.timeout_seconds),
+    )
+
+
 def allowed_backends(spec: api.WasmWorkerSpec, models: list[NamedModel]) -> list[BackendName]:
     if spec.allowed_backends is not None:
         return sorted(spec.allowed_backends, key=lambda b: b.value)
@@ -236,13 +261,16 @@ def http_requests_config(grant: api.HttpRequests | None) -> HttpRequestsConfig |
 
 def runtime_config(
     ref: ObjectRef, spec: api.WasmWorkerSpec, models: list[NamedModel], profile: DeviceProfile
-) -> tuple[RuntimeConfig, FetchPlan, _Volumes]:
+) -> tuple[RuntimeConfig, FetchPlan, Volumes]:
     """The runtime.yaml contract for one worker, and the fetch plan that fills in its files."""
-    vols = _Volumes()
+    vols = Volumes()
     steps: list[FetchFile] = []
     model_cfgs: list[ModelConfig] = []
     for m in models:
-        s, paths = _place(m.spec.source, DATA_DIR / "models" / m.name, vols)
+        if m.spec.serving is not None:  # its own model servers hold it: called, not loaded here
+            model_cfgs.append(remote_model_config(ref.namespace, m))
+            continue
+        s, paths = place_source(m.spec.source, DATA_DIR / "models" / m.name, vols)
         steps += s
         o = m.spec.options
         model_cfgs.append(
@@ -259,7 +287,7 @@ def runtime_config(
                 memory_mib=m.spec.memory_mib,
             )
         )
-    s, module_paths = _place(spec.module, DATA_DIR / "modules", vols)
+    s, module_paths = place_source(spec.module, DATA_DIR / "modules", vols)
     steps += s
     vars_ = dict(spec.vars)
     for e in spec.env:
@@ -304,22 +332,22 @@ def runtime_config(
 
 
 def render_config_map(ref: ObjectRef, runtime_yaml: str, fetch_yaml: str) -> dict[str, Any]:
-    return _stamp(
+    return stamp(
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": _metadata(ref, config_map_name(ref.name)),
+            "metadata": child_metadata(ref, config_map_name(ref.name)),
             "data": {RUNTIME_YAML: runtime_yaml, FETCH_YAML: fetch_yaml},
         }
     )
 
 
 def render_service(ref: ObjectRef) -> dict[str, Any]:
-    return _stamp(
+    return stamp(
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": _metadata(ref, ref.name),
+            "metadata": child_metadata(ref, ref.name),
             "spec": {
                 "type": "ClusterIP",
                 "selector": selector_labels(ref.name),
@@ -343,10 +371,10 @@ def _quantity(v: int | str) -> str:
     return str(v)
 
 
-def container_resources(spec: api.WasmWorkerSpec, profile: DeviceProfile) -> dict[str, Any]:
-    """The worker's resources plus the profile's device resources (requested and limited alike)."""
-    requests = {k: _quantity(v) for k, v in spec.resources.requests.items()}
-    limits = {k: _quantity(v) for k, v in spec.resources.limits.items()}
+def container_resources(resources: api.ResourceRequirements, profile: DeviceProfile) -> dict[str, Any]:
+    """The spec's resources plus the profile's device resources (requested and limited alike)."""
+    requests = {k: _quantity(v) for k, v in resources.requests.items()}
+    limits = {k: _quantity(v) for k, v in resources.limits.items()}
     for name, qty in profile.resources.items():
         requests[name] = limits[name] = _quantity(qty)
     out: dict[str, Any] = {}
@@ -378,18 +406,18 @@ def _folder_volume(i: int, f: api.Folder) -> dict[str, Any]:
     return {"name": name, "emptyDir": f.empty_dir.wire()}
 
 
-def _tolerations(spec: api.WasmWorkerSpec, profile: DeviceProfile) -> list[dict[str, Any]]:
+def _tolerations(placement: api.Placement, profile: DeviceProfile) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for t in [*profile.tolerations, *spec.placement.tolerations]:
+    for t in [*profile.tolerations, *placement.tolerations]:
         w = t.wire()
         if w not in out:
             out.append(w)
     return out
 
 
-def _affinity(spec: api.WasmWorkerSpec, profile: DeviceProfile) -> dict[str, Any]:
-    """The worker's affinity with the profile's required node expressions added to every term."""
-    affinity = copy.deepcopy(spec.placement.affinity or {})
+def _affinity(placement: api.Placement, profile: DeviceProfile) -> dict[str, Any]:
+    """The spec's affinity with the profile's required node expressions added to every term."""
+    affinity = copy.deepcopy(placement.affinity or {})
     required = [r.wire() for r in profile.node_affinity]
     if required:
         node = affinity.setdefault("nodeAffinity", {})
@@ -399,23 +427,9 @@ def _affinity(spec: api.WasmWorkerSpec, profile: DeviceProfile) -> dict[str, Any
     return affinity
 
 
-def render_deployment(
-    ref: ObjectRef,
-    spec: api.WasmWorkerSpec,
-    profile_name: str,
-    profile: DeviceProfile,
-    cfg: OperatorConfig,
-    vols: _Volumes,
-    config_hash: str,
-) -> dict[str, Any]:
-    image = cfg.image_for(profile_name, spec.image)
-    config_mount = {"name": "config", "mountPath": str(CONFIG_DIR), "readOnly": True}
-    data_mount = {"name": "data", "mountPath": str(DATA_DIR)}
-    tmp_mount = {"name": "tmp", "mountPath": "/tmp"}
-    folder_mounts = [
-        {"name": f"folder-{i}", "mountPath": str(FOLDERS_DIR / str(i)), "readOnly": not f.writable} for i, f in enumerate(spec.folders)
-    ]
-    fetch = {
+def fetch_container(image: str, cfg: OperatorConfig, vols: Volumes) -> dict[str, Any]:
+    """The init container that fetches and verifies the files named in the fetch plan."""
+    return {
         "name": "fetch",
         "image": image,
         "imagePullPolicy": cfg.image_pull_policy,
@@ -424,8 +438,83 @@ def render_deployment(
         "env": [{"name": "HOME", "value": "/tmp"}],
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
         "securityContext": hardened_container_security(),
-        "volumeMounts": [config_mount, data_mount, tmp_mount, *vols.mounts()],
+        "volumeMounts": [CONFIG_MOUNT, DATA_MOUNT, TMP_MOUNT, *vols.mounts()],
     }
+
+
+CONFIG_MOUNT = {"name": "config", "mountPath": str(CONFIG_DIR), "readOnly": True}
+DATA_MOUNT = {"name": "data", "mountPath": str(DATA_DIR)}
+TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
+
+
+def pod_spec(
+    cfg: OperatorConfig, config_map: str, placement: api.Placement, profile: DeviceProfile, vols: Volumes,
+    init: dict[str, Any], main: dict[str, Any], extra_volumes: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """A hardened pod: the fetch step, the main container, the configuration and data volumes, and
+    the scheduling constraints of the profile and the spec's placement."""
+    out: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": cfg.run_as_user,
+            "runAsGroup": cfg.run_as_user,
+            "fsGroup": cfg.run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "initContainers": [init],
+        "containers": [main],
+        "volumes": [
+            {"name": "config", "configMap": {"name": config_map}},
+            {"name": "data", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+            *vols.volumes(),
+            *extra_volumes,
+        ],
+    }  # fmt: skip
+    node_selector = {**profile.node_selector, **placement.node_selector}
+    if node_selector:
+        out["nodeSelector"] = dict(sorted(node_selector.items()))
+    tolerations = _tolerations(placement, profile)
+    if tolerations:
+        out["tolerations"] = tolerations
+    affinity = _affinity(placement, profile)
+    if affinity:
+        out["affinity"] = affinity
+    return out
+
+
+def deployment_spec(
+    replicas: int, selector: dict[str, str], labels: dict[str, str], spec: dict[str, Any], profile: DeviceProfile,
+    cfg: OperatorConfig, config_hash: str,
+) -> dict[str, Any]:
+    """A Deployment's spec whose pod template carries the configuration's hash and its own."""
+    template: dict[str, Any] = {"metadata": {"labels": labels, "annotations": {CONFIG_HASH: config_hash}}, "spec": spec}
+    template["metadata"]["annotations"][TEMPLATE_HASH] = content_hash(template)
+    return {
+        "replicas": replicas,
+        "revisionHistoryLimit": 3,
+        "progressDeadlineSeconds": cfg.progress_deadline_seconds,
+        "selector": {"matchLabels": selector},
+        "strategy": profile.deployment_strategy(),
+        "template": template,
+    }
+
+
+def render_deployment(
+    ref: ObjectRef,
+    spec: api.WasmWorkerSpec,
+    profile_name: str,
+    profile: DeviceProfile,
+    cfg: OperatorConfig,
+    vols: Volumes,
+    config_hash: str,
+) -> dict[str, Any]:
+    image = cfg.image_for(profile_name, spec.image)
+    folder_mounts = [
+        {"name": f"folder-{i}", "mountPath": str(FOLDERS_DIR / str(i)), "readOnly": not f.writable} for i, f in enumerate(spec.folders)
+    ]
     # A busy node may take more than the default second to answer; a probe that times out there
     # would take a serving pod out of its Service.
     probe = {"httpGet": {"path": "/healthz", "port": "http"}, "timeoutSeconds": 5}
@@ -444,52 +533,16 @@ def render_deployment(
         "startupProbe": {**probe, "periodSeconds": 1, "failureThreshold": 600},
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": hardened_container_security(),
-        "volumeMounts": [config_mount, data_mount, tmp_mount, *vols.claim_mounts(), *folder_mounts],
+        "volumeMounts": [CONFIG_MOUNT, DATA_MOUNT, TMP_MOUNT, *vols.claim_mounts(), *folder_mounts],
     }
-    resources = container_resources(spec, profile)
+    resources = container_resources(spec.resources, profile)
     if resources:
         runtime["resources"] = resources
-    pod_spec: dict[str, Any] = {
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": cfg.run_as_user,
-            "runAsGroup": cfg.run_as_user,
-            "fsGroup": cfg.run_as_user,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "initContainers": [fetch],
-        "containers": [runtime],
-        "volumes": [
-            {"name": "config", "configMap": {"name": config_map_name(ref.name)}},
-            {"name": "data", "emptyDir": {}},
-            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
-            *vols.volumes(),
-            *(_folder_volume(i, f) for i, f in enumerate(spec.folders)),
-        ],
-    }
-    node_selector = {**profile.node_selector, **spec.placement.node_selector}
-    if node_selector:
-        pod_spec["nodeSelector"] = dict(sorted(node_selector.items()))
-    tolerations = _tolerations(spec, profile)
-    if tolerations:
-        pod_spec["tolerations"] = tolerations
-    affinity = _affinity(spec, profile)
-    if affinity:
-        pod_spec["affinity"] = affinity
+    folders = [_folder_volume(i, f) for i, f in enumerate(spec.folders)]
+    pod = pod_spec(cfg, config_map_name(ref.name), spec.placement, profile, vols, fetch_container(image, cfg, vols), runtime, folders)
     pod_labels = {**common_labels(ref.name), PROFILE_LABEL: profile_name}
-    template: dict[str, Any] = {"metadata": {"labels": pod_labels, "annotations": {CONFIG_HASH: config_hash}}, "spec": pod_spec}
-    template["metadata"]["annotations"][TEMPLATE_HASH] = content_hash(template)
-    deployment_spec: dict[str, Any] = {
-        "replicas": spec.replicas,
-        "revisionHistoryLimit": 3,
-        "progressDeadlineSeconds": cfg.progress_deadline_seconds,
-        "selector": {"matchLabels": selector_labels(ref.name)},
-        "strategy": profile.deployment_strategy(),
-        "template": template,
-    }
-    return _stamp({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _metadata(ref, ref.name), "spec": deployment_spec})
+    body = deployment_spec(spec.replicas, selector_labels(ref.name), pod_labels, pod, profile, cfg, config_hash)
+    return stamp({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": child_metadata(ref, ref.name), "spec": body})
 
 
 def render_worker(

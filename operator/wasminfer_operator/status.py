@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from wasminfer_operator.api import Condition, InferenceModelStatus, WasmWorkerStatus
+from wasminfer_operator.api import Condition, InferenceModelStatus, ServerState, WasmWorkerStatus
 from wasminfer_operator.observe import ChildView, PodView
 from wasminfer_operator.placement import Decision
 
@@ -128,7 +128,9 @@ def transitions(old: Sequence[Mapping[str, Any]], new: Sequence[Condition]) -> l
 
 # Status fields that change without any condition changing: counts, messages, who uses a model.
 # A change to these alone may wait a few seconds and go out with the next write (`StatusWriter`).
-DETAIL_FIELDS = frozenset({"replicas", "readyReplicas", "updatedReplicas", "readySummary", "modelsSummary", "workers", "workerCount"})
+DETAIL_FIELDS = frozenset(
+    {"replicas", "readyReplicas", "updatedReplicas", "readySummary", "modelsSummary", "workers", "workerCount", "servers"}
+)
 
 
 def details_only(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
@@ -427,6 +429,27 @@ def worker_status(obs: WorkerObservation, old: Mapping[str, Any], now: datetime)
 
 
 @dataclass(frozen=True)
+class ServingObservation:
+    """A model's own model servers (spec.serving): what was decided and what the caches show."""
+
+    replicas: int  # desired
+    endpoint: str
+    grpc_endpoint: str
+    selector: str
+    decision: Decision
+    pods: Sequence[PodView] = ()
+    apply_error: tuple[str, str] | None = None
+
+    @property
+    def live(self) -> list[PodView]:
+        return [p for p in self.pods if not p.terminating]
+
+    @property
+    def ready(self) -> int:
+        return sum(1 for p in self.live if p.ready)
+
+
+@dataclass(frozen=True)
 class ModelObservation:
     generation: int
     spec_error: str | None = None
@@ -436,9 +459,11 @@ class ModelObservation:
     source: tuple[bool, str, str] = (True, "SourceDeclared", "")  # (ok, reason, message)
     workers: Sequence[str] = ()
     deleting: bool = False  # deletion requested; `workers` (those not being deleted) hold it back
+    serving: ServingObservation | None = None
 
 
 MAX_LISTED_WORKERS = 100
+MAX_LISTED_SERVERS = 20
 
 
 def model_condition(obs: ModelObservation) -> Cond:
@@ -447,7 +472,48 @@ def model_condition(obs: ModelObservation) -> Cond:
     if obs.profile_failure is not None:
         return Cond(READY, "False", obs.profile_failure[0], obs.profile_failure[1])
     ok, reason, message = obs.source
+    if ok and obs.serving is not None:
+        return serving_condition(obs.serving)
     return Cond(READY, "True" if ok else "False", reason, message)
+
+
+def serving_condition(sv: ServingObservation) -> Cond:
+    """Ready once a model-server pod has the model loaded; else what keeps them from it."""
+    d = sv.decision
+    if d.failure is not None:
+        return Cond(READY, "False", *d.failure)
+    if sv.apply_error is not None:
+        return Cond(READY, "False", *sv.apply_error)
+    if sv.replicas == 0:
+        return Cond(READY, "False", "ScaledToZero", "spec.serving.replicas is 0: no model server serves the model, and the workers using it wait")
+    if sv.ready:
+        return Cond(READY, "True", "Serving", f"{sv.ready} of {_plural(sv.replicas, 'model-server pod')} serve the model at {sv.endpoint}")
+    problem = next(((p.name, p.problem) for p in sv.live if p.problem is not None), None)
+    if problem is not None:
+        return Cond(READY, "False", problem[1][0], f"model-server pod {problem[0]}: {problem[1][1]}")
+    if d.unschedulable is not None:
+        then = ""
+        if d.fallback_due is not None and d.profile in d.chain[:-1]:
+            then = f"; profile {d.chain[d.chain.index(d.profile) + 1]} is tried at {d.fallback_due}"
+        return Cond(READY, "False", "Unschedulable", f"model-server pods cannot be placed with profile {d.profile}: {d.unschedulable[1]}{then}")
+    return Cond(READY, "False", "ServerStarting", f"waiting for a model-server pod to load the model (0 of {sv.replicas} ready)")
+
+
+def server_states(pods: Sequence[PodView]) -> list[ServerState]:
+    out = []
+    for p in sorted(pods, key=lambda p: p.name)[:MAX_LISTED_SERVERS]:
+        if p.terminating:
+            state, message = "Terminating", ""
+        elif p.ready:
+            state, message = "Ready", ""
+        elif p.problem is not None:
+            state, message = "Failed", f"{p.problem[0]}: {p.problem[1]}"
+        elif not p.scheduled:
+            state, message = "Pending", p.unschedulable_message
+        else:
+            state, message = "Loading", ""
+        out.append(ServerState(pod=p.name, node=p.node or None, state=state, message=message[:4096]))
+    return out
 
 
 def deleting_condition(obs: ModelObservation) -> Cond | None:
@@ -477,4 +543,11 @@ def model_status(obs: ModelObservation, old: Mapping[str, Any], now: datetime) -
         worker_count=len(workers),
         conditions=conditions,
     )
+    sv = obs.serving
+    if sv is not None:
+        status.profile = sv.decision.profile or obs.profile
+        status.endpoint, status.grpc_endpoint, status.selector = sv.endpoint, sv.grpc_endpoint, sv.selector
+        status.replicas, status.ready_replicas = len(sv.live), sv.ready
+        status.ready_summary = f"{sv.ready}/{sv.replicas}"
+        status.servers = server_states(sv.pods)
     return status, transitions(old_conditions, conditions)

@@ -272,9 +272,11 @@ def required_access(clusterwide: bool) -> dict[Access, str]:
             for access in _accesses_of(call, plurals):
                 need.setdefault(access, f"{call.where} {call.api.__name__}.{call.method}")
 
-    ref = render.owner_reference(render.ObjectRef("w", "ns", "uid"))
-    if ref.get("blockOwnerDeletion"):
-        need[Access(wasminfer_operator_group(), "wasmworkers/finalizers", "update")] = "ownerReferences with blockOwnerDeletion"
+    # Children of both kinds: a worker's, and a model's model servers (spec.serving).
+    for kind, plural in (("WasmWorker", "wasmworkers"), ("InferenceModel", "inferencemodels")):
+        ref = render.owner_reference(render.ObjectRef("w", "ns", "uid", kind=kind))
+        if ref.get("blockOwnerDeletion"):
+            need[Access(wasminfer_operator_group(), f"{plural}/finalizers", "update")] = f"{kind} ownerReferences with blockOwnerDeletion"
 
     run = kopf_run_keywords()
     if run.get("standalone") is not True:

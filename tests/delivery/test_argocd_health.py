@@ -154,6 +154,29 @@ MODEL_CASES: list[tuple[str, st.ModelObservation, str]] = [
 ]
 
 
+def _served(replicas: int, *pods: PodView, decision: Decision | None = None, apply_error: tuple[str, str] | None = None) -> st.ModelObservation:
+    sv = st.ServingObservation(
+        replicas, "http://m-model-server.ns.svc:8000", "grpc://m-model-server.ns.svc:8001", "wasminfer.dev/model-server=m",
+        decision or Decision(profile="nvidia-gpu", chain=("nvidia-gpu",)), pods, apply_error,
+    )  # fmt: skip
+    return st.ModelObservation(generation=1, source=(True, "SourceDeclared", "1 https file(s)"), serving=sv)
+
+
+def _server_pod(ready: bool = False, problem: tuple[str, str] | None = None) -> PodView:
+    return PodView("m-model-server-1", "", "nvidia-gpu", True, None, "", ready, False, problem, server="m")
+
+
+MODEL_CASES += [
+    ("serving", _served(1, _server_pod(ready=True)), "Healthy"),
+    ("server-starting", _served(1, _server_pod()), "Progressing"),
+    ("scaled-to-zero", _served(0), "Progressing"),
+    ("server-fetch-failed", _served(1, _server_pod(problem=("FetchFailed", "sha256 mismatch"))), "Degraded"),
+    ("server-crashing", _served(1, _server_pod(problem=("CrashLoopBackOff", "failed to load: model m"))), "Degraded"),
+    ("server-child-conflict", _served(1, apply_error=("ChildConflict", "Service m-model-server exists")), "Degraded"),
+    ("server-unknown-profile", _served(1, decision=Decision(profile=None, failure=("UnknownProfile", "tpu not configured"))), "Degraded"),
+]
+
+
 @pytest.mark.parametrize(("case", "obs", "state"), MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
 def test_model_health_for_each_reason(case: str, obs: st.ModelObservation, state: str) -> None:
     obj = model_object(obs)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from opbuilders import worker_spec
 
-from wasminfer_operator.controllers import worker as worker_module
+from wasminfer_operator.controllers import shared
 from wasminfer_operator.controllers.model import ModelController
 from wasminfer_operator.controllers.shared import Indexes, SpecCache, StatusWriter
 from wasminfer_operator.controllers.worker import WorkerController
@@ -58,8 +58,8 @@ async def test_an_apply_the_watch_has_not_shown_is_trusted_only_for_the_grace(co
     assert kube.applied == ["ConfigMap", "Service", "Deployment"]
     assert controller.queue.delayed == 1, "looked at again once the grace is over"
     # but once the grace is over, a child still missing is applied again.
-    grace = worker_module.APPLIED_GRACE_SECONDS + 1
-    controller._applied = {k: (applied, at - grace) for k, (applied, at) in controller._applied.items()}
+    grace = shared.APPLIED_GRACE_SECONDS + 1
+    controller.applier._applied = {k: (applied, at - grace) for k, (applied, at) in controller.applier._applied.items()}
     await controller.reconcile("ns", "w")
     assert kube.applied == ["ConfigMap", "Service", "Deployment"] * 2
     controller.queue.close()

@@ -1,7 +1,9 @@
 -- Argo CD health of a wasminfer.dev InferenceModel, from the Ready condition the operator writes.
--- Healthy when the model's source is resolved for the current generation; Degraded when the model
--- needs a fix (invalid spec, no device profile, wrong checksum, missing key); Progressing while the
--- operator has not looked yet or the source is not there yet (a ConfigMap or claim created later).
+-- Healthy when the model's source is resolved for the current generation (with spec.serving: when a
+-- model server has it loaded); Degraded when the model needs a fix (invalid spec, no device profile,
+-- wrong checksum, missing key, a model server that cannot start); Progressing while the operator has
+-- not looked yet, the source is not there yet (a ConfigMap or claim created later) or model servers
+-- are starting.
 local hs = {}
 
 -- Ready=False reasons that waiting will not cure.
@@ -10,6 +12,16 @@ local failures = {
   NoDeviceProfile = true,
   KeyNotFound = true,
   ChecksumMismatch = true,
+  -- spec.serving: the model servers
+  UnknownProfile = true,
+  ApplyFailed = true,
+  ChildConflict = true,
+  FetchFailed = true,
+  InvalidImageName = true,
+  ImagePullBackOff = true,
+  ErrImagePull = true,
+  CrashLoopBackOff = true,
+  CreateContainerConfigError = true,
 }
 
 local function find(conditions, kind)

@@ -1,5 +1,6 @@
-"""InferenceModels: status from the spec, a device profile and the source's reachability, and the
-in-use finalizer that keeps a model while WasmWorkers of its namespace use it."""
+"""InferenceModels: status from the spec, a device profile and the source's reachability, the in-use
+finalizer that keeps a model while WasmWorkers of its namespace use it, and with spec.serving the
+model's own model servers (a ConfigMap, Service and Deployment, placed like a worker's pods)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,28 @@ import hashlib
 import logging
 import time
 
-from wasminfer_operator.api import InferenceModelSpec
-from wasminfer_operator.controllers.shared import MODEL, Controller, Indexes, Key, SpecCache, StatusWriter, all_of, one_of
+from wasminfer_operator.api import SERVING_NAME_MAX, SERVING_NAME_MESSAGE, InferenceModelSpec
+from wasminfer_operator.controllers.shared import (
+    CHILD_KINDS,
+    MODEL,
+    ChildApplier,
+    Controller,
+    Indexes,
+    Key,
+    SpecCache,
+    StatusWriter,
+    all_of,
+    one_of,
+)
 from wasminfer_operator.handmade.workqueue import WorkQueue
 from wasminfer_operator.kube import Kube, KubeError
-from wasminfer_operator.names import MODEL_FINALIZER
+from wasminfer_operator.names import MODEL_FINALIZER, RENDER_HASH, model_server_name, server_group
 from wasminfer_operator.observe import ObjectView
+from wasminfer_operator.placement import decide
 from wasminfer_operator.profiles import OperatorConfig
-from wasminfer_operator.status import ModelObservation, model_condition, model_status
+from wasminfer_operator.render import NamedModel, ObjectRef, model_server_urls
+from wasminfer_operator.render_serving import render_model_server, server_selector_string
+from wasminfer_operator.status import ModelObservation, ServingObservation, model_condition, model_status
 
 log = logging.getLogger("wasminfer.operator")
 
@@ -29,6 +44,7 @@ SourceState = tuple[bool, str, str]  # (ok, reason, message)
 class ModelController(Controller):
     def __init__(self, cfg: OperatorConfig, kube: Kube, ix: Indexes, specs: SpecCache, writer: StatusWriter, queue: WorkQueue[Key]) -> None:
         super().__init__(cfg, kube, ix, specs, writer, queue)
+        self.applier = ChildApplier(kube, queue)  # the model servers' children (spec.serving)
         self._sources: dict[tuple[str, int], tuple[float, SourceState]] = {}  # (uid, generation) -> (until, state)
         self._finalizers_sent: dict[str, str] = {}  # model uid -> resourceVersion its finalizers were patched at
         self.terminating: set[str] = set()  # namespaces being deleted: their models are not held
@@ -42,17 +58,66 @@ class ModelController(Controller):
         spec = self.specs.parse(view, InferenceModelSpec)
         if isinstance(spec, str):
             return None, ModelObservation(generation=view.generation, spec_error=spec)
+        if spec.serving is not None and len(view.name) > SERVING_NAME_MAX:  # the CEL rule's twin
+            return None, ModelObservation(generation=view.generation, spec_error=f"spec.serving: {SERVING_NAME_MESSAGE}")
         backend = spec.resolved_backend
         profile = self.cfg.profile_for_model(spec.device, backend)
         failure = None
         source: SourceState = (False, "NoDeviceProfile", "")
-        if profile is None:
+        serving = None
+        if spec.serving is not None:
+            serving = self._serving(view, spec)
+            profile = serving.decision.profile or profile
+            source = await self._source_state(view, spec)
+        elif profile is None:
             failure = ("NoDeviceProfile", f"no device profile provides device {spec.device.value} with backend {backend.value}")
         else:
             source = await self._source_state(view, spec)
         return spec, ModelObservation(
-            generation=view.generation, backend=backend.value, profile=profile, profile_failure=failure, source=source
+            generation=view.generation, backend=backend.value, profile=profile, profile_failure=failure, source=source, serving=serving
         )
+
+    def _serving(self, view: ObjectView, spec: InferenceModelSpec) -> ServingObservation:
+        """Where the model servers go (the model's device profile, or a fallback) and what the caches show."""
+        assert spec.serving is not None
+        pods = all_of(self.ix.pods, (view.namespace, server_group(view.name)))
+        decision = decide(spec.serving, [NamedModel(view.name, spec.model_copy(update={"serving": None}))], self.cfg, self.writer.old(view).get("profile"), pods, self.writer.clock())
+        rest, grpc = model_server_urls(view.namespace, view.name)
+        return ServingObservation(
+            replicas=spec.serving.replicas, endpoint=rest, grpc_endpoint=grpc, selector=server_selector_string(view.name),
+            decision=decision, pods=pods,
+        )  # fmt: skip
+
+    async def _serve(self, view: ObjectView, spec: InferenceModelSpec, obs: ModelObservation) -> ModelObservation:
+        """Apply the model servers' children where they differ from the render; removes them when
+        spec.serving is gone. Returns the observation with any apply failure."""
+        group = (view.namespace, server_group(view.name))
+        children = {c.kind: c for index in (self.ix.config_maps, self.ix.services, self.ix.deployments) for c in all_of(index, group)}
+        sv = obs.serving
+        if sv is None:
+            for kind, child in children.items():
+                if child.owner_uid == view.uid:
+                    await self.kube.delete(kind, view.namespace, child.name)
+                    log.info("InferenceModel %s/%s: spec.serving removed; deleted %s %s", view.namespace, view.name, kind, child.name)
+            return obs
+        key = (MODEL, view.namespace, view.name)
+        d = sv.decision
+        if d.retry_after is not None:
+            self.queue.add_after(key, d.retry_after)
+        if d.profile is None or not obs.source[0]:
+            return obs
+        if d.switched_from is not None:
+            log.warning("InferenceModel %s/%s: model servers unschedulable with profile %s, falling back to %s",
+                        view.namespace, view.name, d.switched_from, d.profile)  # fmt: skip
+        ref = ObjectRef(view.name, view.namespace, view.uid, kind="InferenceModel")
+        profile = d.profile
+        rendered = render_model_server(ref, spec, profile, self.cfg)
+        hashes = {c["kind"]: c["metadata"]["annotations"][RENDER_HASH] for c in rendered.children}
+        names = {kind: model_server_name(view.name) for kind in CHILD_KINDS}
+        error = await self.applier.apply(key, view.uid, hashes, names, children, lambda: rendered)
+        if error is None:
+            return obs
+        return dataclasses.replace(obs, serving=dataclasses.replace(sv, apply_error=error))
 
     async def _source_state(self, view: ObjectView, spec: InferenceModelSpec) -> SourceState:
         """Can the pods get the files? Checked against the API for ConfigMap and claim sources."""
@@ -123,6 +188,8 @@ class ModelController(Controller):
             await self._set_finalizers(view, [*view.finalizers, MODEL_FINALIZER])
         spec, obs = await self.evaluate(view)
         obs = dataclasses.replace(obs, workers=workers)
+        if spec is not None:
+            obs = await self._serve(view, spec, obs)
         status, changes = model_status(obs, self.writer.old(view), self.writer.clock())
         await self.write_status(key, view, "inferencemodels", status.wire(), changes)
         if not model_condition(obs).status == "True":

@@ -12,12 +12,16 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from wasminfer_operator.handmade.workqueue import WorkQueue
-from wasminfer_operator.kube import Kube
+from wasminfer_operator.kube import Kube, KubeError
 from wasminfer_operator.observe import ChildView, ObjectView, PodView
 from wasminfer_operator.profiles import OperatorConfig
+from wasminfer_operator.render import Rendered
 from wasminfer_operator.status import Transition, details_only
 
 log = logging.getLogger("wasminfer.operator")
+
+APPLIED_GRACE_SECONDS = 10.0  # how long an apply the watch has not shown yet counts as done
+CHILD_KINDS = ("ConfigMap", "Service", "Deployment")  # in apply order: new pods never start with an old configuration
 
 WORKER = "worker"
 MODEL = "model"
@@ -165,3 +169,60 @@ class Controller:
         wait = await self.writer.write(view, plural, new, changes)
         if wait is not None:
             self.queue.add_after(key, wait)
+
+
+class ChildApplier:
+    """Applies the rendered children (ConfigMap, Service, Deployment) that differ from what the watch
+    caches show, remembering each apply until the watch shows it (or a grace period passes)."""
+
+    def __init__(self, kube: Kube, queue: WorkQueue[Key]) -> None:
+        self.kube = kube
+        self.queue = queue
+        # (kind, ns, name) -> ("uid/render hash" applied, when): an apply the watch has not shown yet.
+        self._applied: dict[tuple[str, str, str], tuple[str, float]] = {}
+
+    def child_deleted(self, kind: str, namespace: str, name: str) -> None:
+        self._applied.pop((kind, namespace, name), None)
+
+    async def apply(
+        self,
+        key: Key,
+        uid: str,
+        hashes: Mapping[str, str],
+        names: Mapping[str, str],
+        children: Mapping[str, ChildView],
+        render: Callable[[], Rendered],
+    ) -> tuple[str, str] | None:
+        """Apply each child whose render hash (`hashes`) the cached one lacks; None, or (reason,
+        message) when the API refuses one. `render` is called only when something is applied."""
+        rendered: Rendered | None = None
+        namespace = key[1]
+        for kind in CHILD_KINDS:
+            current = children.get(kind)
+            want = hashes[kind]
+            if current is not None and current.render_hash == want and current.owner_uid == uid:
+                continue
+            name = names[kind]
+            if current is None:
+                applied, at = self._applied.get((kind, namespace, name), ("", 0.0))
+                wait = at + APPLIED_GRACE_SECONDS - time.monotonic()
+                if applied == f"{uid}/{want}" and wait > 0:
+                    # Applied moments ago; the watch has not shown it yet. Looked at again after the
+                    # grace: a child deleted as it was applied (the garbage collector taking the
+                    # previous owner's) is applied again then.
+                    self.queue.add_after(key, wait)
+                    continue
+            if rendered is None:
+                rendered = render()
+            obj = next(c for c in rendered.children if c["kind"] == kind)
+            try:
+                await self.kube.apply(obj, force=current is not None)
+            except KubeError as err:
+                if err.status == 409:
+                    return ("ChildConflict", f"{kind} {name} exists and is not managed by this {key[0]}: {err.message}")
+                if err.status in (400, 403, 422):
+                    return ("ApplyFailed", f"{kind} {name}: {err.message}")
+                raise
+            self._applied[(kind, namespace, name)] = (f"{uid}/{want}", time.monotonic())
+            log.info("%s %s/%s: applied %s %s", key[0], namespace, key[2], kind, name)
+        return None

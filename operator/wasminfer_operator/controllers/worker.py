@@ -4,27 +4,25 @@ differ, and status from the models, the Deployment and the pods."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 
 from wasminfer_operator.api import WasmWorkerSpec
 from wasminfer_operator.controllers.model import ModelController
-from wasminfer_operator.controllers.shared import WORKER, Controller, Indexes, Key, SpecCache, StatusWriter, all_of, one_of
+from wasminfer_operator.controllers.shared import CHILD_KINDS, WORKER, ChildApplier, Controller, Indexes, Key, SpecCache, StatusWriter, all_of, one_of
 from wasminfer_operator.handmade.workqueue import WorkQueue
-from wasminfer_operator.kube import Kube, KubeError
+from wasminfer_operator.kube import Kube
 from wasminfer_operator.moveback import MoveBackChecks
 from wasminfer_operator.names import RENDER_HASH, child_name
 from wasminfer_operator.observe import ChildView
 from wasminfer_operator.placement import decide
 from wasminfer_operator.profiles import OperatorConfig
-from wasminfer_operator.render import NamedModel, ObjectRef, Rendered, render_worker, selector_string, worker_url
+from wasminfer_operator.render import NamedModel, ObjectRef, render_worker, selector_string, worker_url
 from wasminfer_operator.status import Cond, ModelState, Transition, WorkerObservation, model_condition, worker_status
 
 log = logging.getLogger("wasminfer.operator")
 
 RENDER_CACHE_LIMIT = 20000
-APPLIED_GRACE_SECONDS = 10.0  # how long an apply the watch has not shown yet counts as done
 
 
 class WorkerController(Controller):
@@ -34,15 +32,11 @@ class WorkerController(Controller):
         super().__init__(cfg, kube, ix, specs, writer, queue)
         self.models = models  # a worker's models are evaluated as their own controller does
         self.move_backs = MoveBackChecks(cfg, kube)
-        # (kind, ns, name) -> ("uid/render hash" applied, when): an apply the watch has not shown yet.
-        self._applied: dict[tuple[str, str, str], tuple[str, float]] = {}
+        self.applier = ChildApplier(kube, queue)
         self._render_hashes: dict[tuple[Any, ...], dict[str, str]] = {}  # render inputs -> each child's hash
 
     def forget(self, uid: str) -> None:
         self.move_backs.forget(uid)
-
-    def child_deleted(self, kind: str, namespace: str, name: str) -> None:
-        self._applied.pop((kind, namespace, name), None)
 
     async def _model_states(
         self, namespace: str, names: list[str]
@@ -130,42 +124,17 @@ class WorkerController(Controller):
     ) -> tuple[dict[str, str], tuple[str, str] | None]:
         """Apply the children that differ from the render; (their hashes, a reason/message on failure)."""
         hashes = self._render_hashes.get(rkey)
-        rendered: Rendered | None = None
         if hashes is None:
-            rendered = render_worker(ref, spec, named, profile, self.cfg)
-            hashes = {c["kind"]: c["metadata"]["annotations"][RENDER_HASH] for c in rendered.children}
+            hashes = {c["kind"]: c["metadata"]["annotations"][RENDER_HASH] for c in render_worker(ref, spec, named, profile, self.cfg).children}
             if len(self._render_hashes) > RENDER_CACHE_LIMIT:
                 self._render_hashes.clear()
             self._render_hashes[rkey] = hashes
-        for kind in ("ConfigMap", "Service", "Deployment"):
-            current = children.get(kind)
-            want = hashes[kind]
-            if current is not None and current.render_hash == want and current.owner_uid == ref.uid:
-                continue
-            name = child_name(kind, ref.name)
-            if current is None:
-                applied, at = self._applied.get((kind, ref.namespace, name), ("", 0.0))
-                wait = at + APPLIED_GRACE_SECONDS - time.monotonic()
-                if applied == f"{ref.uid}/{want}" and wait > 0:
-                    # Applied moments ago; the watch has not shown it yet. Looked at again after the
-                    # grace: a child deleted as it was applied (the garbage collector taking the
-                    # previous owner's) is applied again then.
-                    self.queue.add_after((WORKER, ref.namespace, ref.name), wait)
-                    continue
-            if rendered is None:
-                rendered = render_worker(ref, spec, named, profile, self.cfg)
-            obj = next(c for c in rendered.children if c["kind"] == kind)
-            try:
-                await self.kube.apply(obj, force=current is not None)
-            except KubeError as err:
-                if err.status == 409:
-                    return hashes, ("ChildConflict", f"{kind} {name} exists and is not managed by this WasmWorker: {err.message}")
-                if err.status in (400, 403, 422):
-                    return hashes, ("ApplyFailed", f"{kind} {name}: {err.message}")
-                raise
-            self._applied[(kind, ref.namespace, name)] = (f"{ref.uid}/{want}", time.monotonic())
-            log.info("worker %s/%s: applied %s %s", ref.namespace, ref.name, kind, name)
-        return hashes, None
+        names = {kind: child_name(kind, ref.name) for kind in CHILD_KINDS}
+        error = await self.applier.apply(
+            (WORKER, ref.namespace, ref.name), ref.uid, hashes, names, children,
+            lambda: render_worker(ref, spec, named, profile, self.cfg),
+        )  # fmt: skip
+        return hashes, error
 
 
 def _wire(result: tuple[Any, list[Transition]]) -> tuple[dict[str, Any], list[Transition]]:

@@ -38,14 +38,15 @@ class View(Protocol):
     def name(self) -> str: ...
 
     @property
-    def worker(self) -> str: ...
+    def group(self) -> str: ...
 
 
 V = TypeVar("V", bound=View)
 
 
 class ByWorker(Mapping[NsName, list[V]], Generic[V]):
-    """(namespace, worker) -> the views of that worker's objects of one kind."""
+    """(namespace, group) -> the views of one kind of that group: a worker's objects, or a model's model
+    servers' (`names.server_group`)."""
 
     def __init__(self) -> None:
         self._groups: dict[NsName, dict[str, V]] = {}
@@ -62,8 +63,8 @@ class ByWorker(Mapping[NsName, list[V]], Generic[V]):
 
     def put(self, namespace: str, view: V) -> None:
         self.remove(namespace, view.name)
-        if view.worker:
-            group = (namespace, view.worker)
+        if view.group:
+            group = (namespace, view.group)
             self._groups.setdefault(group, {})[view.name] = view
             self._where[(namespace, view.name)] = group
 
@@ -214,7 +215,7 @@ class Informer(Generic[V]):
 
 
 class ChildCaches:
-    """The four kinds of children, cached per worker; informers per namespace, or one for all."""
+    """The four kinds of children, cached per worker (or model server); informers per namespace, or one for all."""
 
     SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"  # only what this operator rendered
 

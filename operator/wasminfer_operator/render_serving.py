@@ -1,0 +1,170 @@
+"""Pure rendering of an InferenceModel's own model servers (spec.serving): the model and a device
+profile in; a ConfigMap, a Service and a Deployment running `wasminfer model-server` out.
+
+The pods fetch the model's files as a worker's pods do, load it on the profile's device, and serve it
+over the Open Inference Protocol: REST on port 8000, gRPC on 8001. The readiness probe asks
+`/v2/health/ready`, true once the model is loaded, so the Service sends calls only to pods holding it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from wasminfer_operator import api
+from wasminfer_operator.names import (
+    COMPONENT_LABEL,
+    INSTANCE_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    MODEL_SERVER_APP,
+    MODEL_SERVER_LABEL,
+    NAME_LABEL,
+    PROFILE_LABEL,
+    model_server_name,
+)
+from wasminfer_operator.profiles import DeviceProfile, OperatorConfig
+from wasminfer_operator.render import (
+    CONFIG_DIR,
+    CONFIG_MOUNT,
+    DATA_DIR,
+    DATA_MOUNT,
+    FETCH_YAML,
+    MODEL_SERVER_GRPC_PORT,
+    MODEL_SERVER_HTTP_PORT,
+    RUNTIME_YAML,
+    TERMINATION_LOG,
+    TMP_MOUNT,
+    ObjectRef,
+    Rendered,
+    Volumes,
+    child_metadata,
+    container_resources,
+    content_hash,
+    deployment_spec,
+    fetch_container,
+    hardened_container_security,
+    model_device,
+    place_source,
+    pod_spec,
+    stamp,
+)
+from wasminfer_runtime.config import ModelConfig, ModelOptions, RuntimeConfig, ServerConfig, dump_runtime_config
+from wasminfer_runtime.fetch import FetchPlan, dump_fetch_plan
+
+
+def server_selector(model: str) -> dict[str, str]:
+    return {MODEL_SERVER_LABEL: model}
+
+
+def server_selector_string(model: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in server_selector(model).items())
+
+
+def server_labels(model: str) -> dict[str, str]:
+    return {
+        NAME_LABEL: MODEL_SERVER_APP,
+        INSTANCE_LABEL: model,
+        COMPONENT_LABEL: "model-server",
+        MANAGED_BY_LABEL: MANAGED_BY,
+        MODEL_SERVER_LABEL: model,
+    }
+
+
+def server_config(ref: ObjectRef, spec: api.InferenceModelSpec, profile: Any) -> tuple[RuntimeConfig, FetchPlan, Volumes]:
+    """The model server's runtime.yaml (the one model, no workers) and the fetch plan of its files."""
+    vols = Volumes()
+    steps, paths = place_source(spec.source, DATA_DIR / "models" / ref.name, vols)
+    o = spec.options
+    model = ModelConfig(
+        name=ref.name,
+        format=spec.format,
+        backend=spec.resolved_backend,
+        device=model_device(spec, profile),
+        files=[Path(p) for p in paths],
+        options=ModelOptions(
+            precision=o.precision, performance_hint=o.performance_hint, streams=o.streams, pool_size=o.pool_size,
+            max_dynamic_dim=o.max_dynamic_dim, max_output_bytes=o.max_output_bytes,
+        ),
+        memory_mib=spec.memory_mib,
+    )  # fmt: skip
+    server = ServerConfig.model_validate(
+        {"cache_dir": str(DATA_DIR / "cache"), "exit_on_load_failure": True, "termination_log": TERMINATION_LOG}
+    )
+    return RuntimeConfig(server=server, models=[model], workers=[]), FetchPlan(files=steps, allow_http=False), vols
+
+
+def render_server_service(ref: ObjectRef) -> dict[str, Any]:
+    return stamp(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": child_metadata(ref, model_server_name(ref.name), server_labels(ref.name)),
+            "spec": {
+                "type": "ClusterIP",
+                "selector": server_selector(ref.name),
+                "ports": [
+                    {"name": "http", "port": MODEL_SERVER_HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                    {"name": "grpc", "port": MODEL_SERVER_GRPC_PORT, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"},
+                ],
+            },
+        }
+    )
+
+
+def render_model_server(ref: ObjectRef, spec: api.InferenceModelSpec, profile_name: str, cfg: OperatorConfig) -> Rendered:
+    """All children of a model's serving, placed on `profile_name`."""
+    serving = spec.serving
+    assert serving is not None
+    profile = cfg.profiles[profile_name]
+    name = model_server_name(ref.name)
+    runtime_cfg, plan, vols = server_config(ref, spec, profile)
+    runtime_yaml, fetch_yaml = dump_runtime_config(runtime_cfg), dump_fetch_plan(plan)
+    config_hash = content_hash([runtime_yaml, fetch_yaml, serving.threads])
+    labels = server_labels(ref.name)
+    config_map = stamp(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": child_metadata(ref, name, labels),
+            "data": {RUNTIME_YAML: runtime_yaml, FETCH_YAML: fetch_yaml},
+        }
+    )
+    image = cfg.image_for(profile_name, serving.image)
+    command = [
+        "wasminfer", "model-server", str(CONFIG_DIR / RUNTIME_YAML), "--host", "0.0.0.0",
+        "--port", str(MODEL_SERVER_HTTP_PORT), "--grpc-port", str(MODEL_SERVER_GRPC_PORT), "--exit-on-load-failure",
+    ]  # fmt: skip
+    if serving.threads is not None:
+        command += ["--threads", str(serving.threads)]
+    live = {"httpGet": {"path": "/v2/health/live", "port": "http"}, "timeoutSeconds": 5}
+    server: dict[str, Any] = {
+        "name": "model-server",
+        "image": image,
+        "imagePullPolicy": cfg.image_pull_policy,
+        "command": command,
+        "ports": [
+            {"name": "http", "containerPort": MODEL_SERVER_HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": MODEL_SERVER_GRPC_PORT, "protocol": "TCP"},
+        ],
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        # Ready once the model is loaded: the Service sends calls only to pods that hold it.
+        "readinessProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": "http"}, "timeoutSeconds": 5, "periodSeconds": 2, "failureThreshold": 3,
+        },  # fmt: skip
+        "livenessProbe": {**live, "periodSeconds": 10, "failureThreshold": 3},
+        "startupProbe": {**live, "periodSeconds": 1, "failureThreshold": 600},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": hardened_container_security(),
+        "volumeMounts": [CONFIG_MOUNT, DATA_MOUNT, TMP_MOUNT, *vols.claim_mounts()],
+    }
+    resources = container_resources(serving.resources, profile)
+    if resources:
+        server["resources"] = resources
+    pod = pod_spec(cfg, name, serving.placement, profile, vols, fetch_container(image, cfg, vols), server, [])
+    body = deployment_spec(
+        serving.replicas, server_selector(ref.name), {**labels, PROFILE_LABEL: profile_name}, pod, profile, cfg, config_hash
+    )
+    deployment = stamp({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": child_metadata(ref, name, labels), "spec": body})
+    return Rendered(config_map=config_map, service=render_server_service(ref), deployment=deployment, config_hash=config_hash)
+

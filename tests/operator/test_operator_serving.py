@@ -1,0 +1,187 @@
+"""An InferenceModel with spec.serving: its model servers rendered on the model's device profile (with
+fallbacks), workers using it given a remote entry and placed on CPU, and the model's status telling
+how many model servers hold it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import yaml
+from opbuilders import https_source, worker_spec
+
+from wasminfer_operator import api
+from wasminfer_operator.controllers.model import ModelController
+from wasminfer_operator.controllers.shared import Indexes, SpecCache, StatusWriter
+from wasminfer_operator.handmade.informer import ByWorker
+from wasminfer_operator.handmade.workqueue import WorkQueue
+from wasminfer_operator.names import MODEL_SERVER_LABEL
+from wasminfer_operator.observe import ChildView, PodView, object_view
+from wasminfer_operator.placement import decide
+from wasminfer_operator.profiles import OperatorConfig, load_operator_config
+from wasminfer_operator.render import NamedModel, ObjectRef, render_worker
+from wasminfer_operator.render_serving import render_model_server
+from wasminfer_operator.status import ModelObservation, ServingObservation, model_condition, model_status
+from wasminfer_runtime.config import parse_runtime_config
+
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
+NV = {"format": "onnx", "backend": "onnxruntime", "device": "GPU", "source": https_source("resnet.onnx")}
+
+
+@pytest.fixture
+def cfg() -> OperatorConfig:
+    return load_operator_config(env={})
+
+
+def served(**serving: Any) -> api.InferenceModelSpec:
+    return api.InferenceModelSpec.model_validate({**NV, "serving": serving})
+
+
+def test_the_model_servers_land_on_the_models_device_profile(cfg: OperatorConfig) -> None:
+    spec = served(replicas=2, threads=3)
+    d = decide(spec.serving, [NamedModel("resnet", spec.model_copy(update={"serving": None}))], cfg, None, [], NOW)  # type: ignore[arg-type]
+    assert d.profile == "nvidia-gpu"
+    r = render_model_server(ObjectRef("resnet", "team-a", "uid-m", kind="InferenceModel"), spec, "nvidia-gpu", cfg)
+    dep = r.deployment
+    assert dep["metadata"]["name"] == r.service["metadata"]["name"] == r.config_map["metadata"]["name"] == "resnet-model-server"
+    assert dep["metadata"]["ownerReferences"][0]["kind"] == "InferenceModel"
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["selector"]["matchLabels"] == {MODEL_SERVER_LABEL: "resnet"}
+    pod = dep["spec"]["template"]["spec"]
+    server = pod["containers"][0]
+    assert server["command"][:3] == ["wasminfer", "model-server", "/etc/wasminfer/runtime.yaml"]
+    assert "--exit-on-load-failure" in server["command"] and server["command"][-2:] == ["--threads", "3"]
+    assert server["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert server["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert [p["port"] for p in r.service["spec"]["ports"]] == [8000, 8001]
+    runtime = parse_runtime_config(yaml.safe_load(r.config_map["data"]["runtime.yaml"]), "runtime.yaml")
+    assert [(m.name, m.device.value, m.backend.value if m.backend else None) for m in runtime.models] == [("resnet", "GPU", "onnxruntime")]
+    assert runtime.workers == [] and runtime.server.exit_on_load_failure
+    assert "resnet.onnx" in r.config_map["data"]["fetch.yaml"]
+
+
+def test_a_fallback_to_cpu_loads_the_model_on_the_cpu(cfg: OperatorConfig) -> None:
+    spec = served(placement={"fallbacks": ["cpu"], "fallbackAfterSeconds": 30})
+    stuck = PodView("resnet-model-server-1", "", "nvidia-gpu", False, (NOW - timedelta(seconds=31)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "0/3 nodes are available: 3 Insufficient nvidia.com/gpu", False, False, None, server="resnet")  # fmt: skip
+    d = decide(spec.serving, [NamedModel("resnet", spec.model_copy(update={"serving": None}))], cfg, "nvidia-gpu", [stuck], NOW)  # type: ignore[arg-type]
+    assert (d.profile, d.switched_from) == ("cpu", "nvidia-gpu")
+    r = render_model_server(ObjectRef("resnet", "team-a", "uid-m", kind="InferenceModel"), spec, "cpu", cfg)
+    runtime = parse_runtime_config(yaml.safe_load(r.config_map["data"]["runtime.yaml"]), "runtime.yaml")
+    assert runtime.models[0].device.value == "CPU"
+    pod = r.deployment["spec"]["template"]["spec"]
+    assert "nvidia.com/gpu" not in str(pod["containers"]) and "tolerations" not in pod
+
+
+def test_a_worker_using_a_served_model_calls_it_and_runs_on_cpu(cfg: OperatorConfig) -> None:
+    model = NamedModel("resnet", served(protocol="grpc", timeoutSeconds=4))
+    spec = api.WasmWorkerSpec.model_validate(worker_spec(models=["resnet"]))
+    d = decide(spec, [model], cfg, None, [], NOW)
+    assert d.profile == "cpu", "the model's GPU is the model servers' business"
+    r = render_worker(ObjectRef("classify", "team-a", "uid-w"), spec, [model], "cpu", cfg)
+    runtime = parse_runtime_config(yaml.safe_load(r.config_map["data"]["runtime.yaml"]), "runtime.yaml")
+    remote = runtime.models[0].remote
+    assert remote is not None and runtime.models[0].files == []
+    assert remote.url == "grpc://resnet-model-server.team-a.svc:8001" and remote.timeout_seconds == 4
+    assert "resnet.onnx" not in r.config_map["data"]["fetch.yaml"], "nothing of the model is fetched by the worker"
+    assert "nvidia.com/gpu" not in str(r.deployment["spec"]["template"]["spec"]["containers"])
+    rest = NamedModel("resnet", served())
+    r = render_worker(ObjectRef("classify", "team-a", "uid-w"), spec, [rest], "cpu", cfg)
+    runtime = parse_runtime_config(yaml.safe_load(r.config_map["data"]["runtime.yaml"]), "runtime.yaml")
+    assert runtime.models[0].remote is not None and runtime.models[0].remote.url == "http://resnet-model-server.team-a.svc:8000"
+
+
+def pod(name: str, *, ready: bool = False, scheduled: bool = True, problem: tuple[str, str] | None = None, terminating: bool = False) -> PodView:
+    return PodView(name, "", "nvidia-gpu", scheduled, None, "", ready, terminating, problem, server="resnet", node="gpu-nvidia-1" if scheduled else "")
+
+
+def observation(cfg: OperatorConfig, replicas: int, pods: list[PodView]) -> ModelObservation:
+    spec = served(replicas=replicas)
+    d = decide(spec.serving, [NamedModel("resnet", spec.model_copy(update={"serving": None}))], cfg, None, pods, NOW)  # type: ignore[arg-type]
+    sv = ServingObservation(replicas, "http://resnet-model-server.ns.svc:8000", "grpc://resnet-model-server.ns.svc:8001",
+                            "wasminfer.dev/model-server=resnet", d, pods)  # fmt: skip
+    return ModelObservation(generation=1, backend="onnxruntime", profile="nvidia-gpu", serving=sv)
+
+
+def test_ready_once_a_model_server_holds_the_model(cfg: OperatorConfig) -> None:
+    starting = model_condition(observation(cfg, 2, [pod("a"), pod("b", scheduled=False)]))
+    assert (starting.status, starting.reason) == ("False", "ServerStarting")
+    failed = model_condition(observation(cfg, 2, [pod("a", problem=("FetchFailed", "sha256 mismatch")), pod("b")]))
+    assert (failed.status, failed.reason) == ("False", "FetchFailed") and "model-server pod a: sha256 mismatch" in failed.message
+    obs = observation(cfg, 2, [pod("a", ready=True), pod("b"), pod("old", ready=True, terminating=True)])
+    ready = model_condition(obs)
+    assert (ready.status, ready.reason) == ("True", "Serving")
+    assert ready.message == "1 of 2 model-server pods serve the model at http://resnet-model-server.ns.svc:8000"
+    status, _ = model_status(obs, {}, NOW)
+    wire = status.wire()
+    assert (wire["replicas"], wire["readyReplicas"], wire["readySummary"]) == (2, 1, "1/2")
+    assert wire["selector"] == "wasminfer.dev/model-server=resnet"
+    assert wire["grpcEndpoint"] == "grpc://resnet-model-server.ns.svc:8001"
+    assert [(s["pod"], s["state"]) for s in wire["servers"]] == [("a", "Ready"), ("b", "Loading"), ("old", "Terminating")]
+    zero = model_condition(observation(cfg, 0, []))
+    assert (zero.status, zero.reason) == ("False", "ScaledToZero")
+
+
+class RecordingKube:
+    def __init__(self) -> None:
+        self.applied: list[dict[str, Any]] = []
+        self.deleted: list[tuple[str, str]] = []
+        self.statuses: list[dict[str, Any]] = []
+
+    async def apply(self, obj: dict[str, Any], force: bool = False) -> None:
+        self.applied.append(obj)
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        self.deleted.append((kind, name))
+
+    async def patch_status(self, plural: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        self.statuses.append(patch)
+
+    async def set_model_finalizers(self, *_: Any) -> None:
+        pass
+
+
+def controller_for(spec: dict[str, Any], name: str = "resnet") -> tuple[ModelController, RecordingKube, ByWorker[ChildView]]:
+    view = object_view({
+        "apiVersion": "wasminfer.dev/v1alpha1", "kind": "InferenceModel", "spec": spec,
+        "metadata": {"namespace": "ns", "name": name, "uid": "uid-m", "generation": 1, "resourceVersion": "1",
+                     "finalizers": ["wasminfer.dev/in-use-protection"]},
+    })  # fmt: skip
+    deployments: ByWorker[ChildView] = ByWorker()
+    ix = Indexes(workers={}, models={view.key: [view]}, model_users={},
+                 deployments=deployments, services=ByWorker(), config_maps=ByWorker(), pods=ByWorker())  # fmt: skip
+    kube = RecordingKube()
+    writer = StatusWriter(kube, lambda: NOW, post_event=lambda *_: None)  # type: ignore[arg-type]
+    queue: WorkQueue[tuple[str, str, str]] = WorkQueue()
+    return ModelController(load_operator_config(env={}), kube, ix, SpecCache(), writer, queue), kube, deployments  # type: ignore[arg-type]
+
+
+async def test_the_controller_applies_the_model_servers_and_removes_them_with_spec_serving() -> None:
+    controller, kube, _ = controller_for({**NV, "serving": {"replicas": 1}})
+    await controller.reconcile("ns", "resnet")
+    assert [(o["kind"], o["metadata"]["name"]) for o in kube.applied] == [
+        ("ConfigMap", "resnet-model-server"), ("Service", "resnet-model-server"), ("Deployment", "resnet-model-server")
+    ]
+    ready = next(c for c in kube.statuses[-1]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ServerStarting")
+    assert kube.statuses[-1]["profile"] == "nvidia-gpu" and kube.statuses[-1]["endpoint"].startswith("http://resnet-model-server.ns.svc")
+    controller.queue.close()
+
+    plain, kube, deployments = controller_for(dict(NV))
+    deployments.put("ns", ChildView("Deployment", "resnet-model-server", "", "uid-m", "h", server="resnet"))
+    await plain.reconcile("ns", "resnet")
+    assert kube.applied == []
+    assert kube.deleted == [("Deployment", "resnet-model-server")]
+    assert "endpoint" not in kube.statuses[-1] or kube.statuses[-1]["endpoint"] is None
+    plain.queue.close()
+
+
+async def test_a_name_too_long_for_the_service_is_an_invalid_spec() -> None:
+    controller, kube, _ = controller_for({**NV, "serving": {}}, name="m" * 51)
+    await controller.reconcile("ns", "m" * 51)
+    ready = next(c for c in kube.statuses[-1]["conditions"] if c["type"] == "Ready")
+    assert (ready["reason"], kube.applied) == ("InvalidSpec", [])
+    assert "at most 50 characters" in ready["message"]
+    controller.queue.close()
