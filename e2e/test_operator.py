@@ -169,7 +169,7 @@ def test_kubectl_get_shows_the_state(cluster: Cluster, ns: str) -> None:
     assert out[0].split() == ["NAME", "READY", "MODELS", "PROFILE", "URL", "REASON", "AGE"]
     assert out[1].split()[:6] == ["shown", "2/2", "1/1", "cpu", f"http://shown.{ns}.svc/shown", "Available"]
     out = cluster.kubectl("get", "im", "-n", ns).stdout.splitlines()
-    assert out[0].split() == ["NAME", "FORMAT", "BACKEND", "DEVICE", "READY", "REASON", "WORKERS", "AGE"]
+    assert out[0].split() == ["NAME", "FORMAT", "BACKEND", "DEVICE", "READY", "REASON", "WORKERS", "SERVING", "AGE"]
     assert out[1].split()[:7] == ["m1", "onnx", "openvino", "CPU", "True", "SourceDeclared", "1"]
     both = cluster.kubectl("get", "wasminfer", "-n", ns, "-o", "name").stdout.split()
     assert sorted(both) == ["inferencemodel.wasminfer.dev/m1", "wasmworker.wasminfer.dev/shown"]
@@ -191,9 +191,76 @@ def test_kubectl_wait_and_scale(cluster: Cluster, ns: str) -> None:
     assert c["observedGeneration"] == cluster.get_json("ww", "scaled", namespace=ns)["metadata"]["generation"]
 
 
+def server_pods(cluster: Cluster, ns: str, model: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = cluster.get_json("pods", "-l", f"wasminfer.dev/model-server={model}", namespace=ns)["items"]
+    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+
+def test_a_served_gpu_model_runs_its_model_server_on_the_nvidia_node_and_its_worker_on_cpu_mocked_gpu(cluster: Cluster, ns: str) -> None:
+    cluster.apply(
+        model_yaml("resnet", backend="onnxruntime", device="GPU", serving={"replicas": 1}) + "---\n" + worker_yaml("tagger", ["resnet"]),
+        namespace=ns,
+    )
+    c = wait_condition(cluster, ns, "inferencemodel", "resnet", "Ready", "True", "Serving", timeout=90)
+    endpoint = f"http://resnet-model-server.{ns}.svc:8000"
+    assert c["message"] == f"1 of 1 model-server pod serve the model at {endpoint}"
+    ready(cluster, ns, "tagger")
+    (server,) = server_pods(cluster, ns, "resnet")
+    assert server["spec"]["nodeName"] == "gpu-nvidia-1"
+    container = server["spec"]["containers"][0]
+    assert container["command"][:2] == ["wasminfer", "model-server"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    (worker_pod,) = pods(cluster, ns, "tagger")
+    assert worker_pod["spec"]["nodeName"] in cpu_nodes(cluster), "the worker calls the model: no GPU for it"
+    assert "nvidia.com/gpu" not in json.dumps(worker_pod["spec"]["containers"])
+    runtime_yaml = yaml.safe_load(cluster.get_json("configmap", "tagger-runtime", namespace=ns)["data"]["runtime.yaml"])
+    assert runtime_yaml["models"][0]["remote"]["url"] == endpoint and not runtime_yaml["models"][0].get("files")
+    assert cluster.get_json("service", "resnet-model-server", namespace=ns)["spec"]["selector"] == {"wasminfer.dev/model-server": "resnet"}
+    s = status(cluster, ns, "inferencemodel", "resnet")
+    assert (s["profile"], s["endpoint"], s["readySummary"]) == ("nvidia-gpu", endpoint, "1/1")
+    assert [(x["state"], x["node"]) for x in s["servers"]] == [("Ready", "gpu-nvidia-1")]
+    assert status(cluster, ns, "wasmworker", "tagger")["profile"] == "cpu"
+
+    # kubectl scale works on the model: it scales its model servers.
+    cluster.kubectl("scale", "inferencemodel/resnet", "--replicas=3", "-n", ns)
+    cluster.wait_until(lambda: status(cluster, ns, "inferencemodel", "resnet").get("readySummary") == "3/3", 90, "3/3 model servers")
+    scale = cluster.get_json("inferencemodel", "resnet", "--subresource=scale", namespace=ns)
+    assert scale["spec"]["replicas"] == 3 and scale["status"]["replicas"] == 3
+    assert scale["status"]["selector"] == "wasminfer.dev/model-server=resnet"
+    assert cluster.get_json("deployment", "resnet-model-server", namespace=ns)["spec"]["replicas"] == 3
+    row = cluster.kubectl("get", "im", "resnet", "-n", ns, "--no-headers").stdout.split()
+    assert row[:8] == ["resnet", "onnx", "onnxruntime", "GPU", "True", "Serving", "1", "3/3"], row
+    # Scaled to zero, nothing serves it: said on the model and on the worker waiting for it.
+    cluster.kubectl("scale", "im/resnet", "--replicas=0", "-n", ns)
+    wait_condition(cluster, ns, "inferencemodel", "resnet", "Ready", "False", "ScaledToZero")
+    c = wait_condition(cluster, ns, "wasmworker", "tagger", "ModelsReady", "False", "ModelNotReady")
+    assert "resnet: ScaledToZero" in c["message"]
+
+
+def test_a_served_model_falls_back_to_cpu_and_removing_serving_removes_its_servers(cluster: Cluster, ns: str) -> None:
+    serving = {"placement": {"profile": "amd-gpu", "fallbacks": ["cpu"], "fallbackAfterSeconds": 4}}
+    cluster.apply(model_yaml("fbm", backend="onnxruntime", device="GPU", serving=serving), namespace=ns)
+    c = wait_condition(cluster, ns, "inferencemodel", "fbm", "Ready", "False", "Unschedulable")
+    assert "amd.com/gpu" in c["message"] and "profile cpu is tried at" in c["message"]
+    wait_condition(cluster, ns, "inferencemodel", "fbm", "Ready", "True", "Serving", timeout=90)
+    assert status(cluster, ns, "inferencemodel", "fbm")["profile"] == "cpu"
+    (server,) = server_pods(cluster, ns, "fbm")
+    assert server["spec"]["nodeName"] in cpu_nodes(cluster)
+    runtime_yaml = yaml.safe_load(cluster.get_json("configmap", "fbm-model-server", namespace=ns)["data"]["runtime.yaml"])
+    assert runtime_yaml["models"][0]["device"] == "CPU", "on the fallback the model loads on the CPU"
+    cluster.kubectl("patch", "im/fbm", "-n", ns, "--type=json", "-p", '[{"op": "remove", "path": "/spec/serving"}]')
+    cluster.wait_until(lambda: not cluster.exists("deployment", "fbm-model-server", namespace=ns), 60, "model servers removed")
+    assert not cluster.exists("service", "fbm-model-server", namespace=ns)
+    assert not cluster.exists("configmap", "fbm-model-server", namespace=ns)
+    wait_condition(cluster, ns, "inferencemodel", "fbm", "Ready", "True", "SourceDeclared")
+    s = status(cluster, ns, "inferencemodel", "fbm")
+    assert "endpoint" not in s and "servers" not in s and s["profile"] == "nvidia-gpu", s
+
+
 @pytest.mark.parametrize(
     ("doc", "needles"),
     [
+        (model_yaml("m" * 51, serving={}), ["spec.serving", "at most 50 characters"]),
         (worker_yaml("bad", route="hello"), ["spec.route", "route must start with '/'"]),
         (worker_yaml("bad", replicas=-1), ["spec.replicas"]),
         (

