@@ -196,45 +196,45 @@ def server_pods(cluster: Cluster, ns: str, model: str) -> list[dict[str, Any]]:
     return [p for p in items if not p["metadata"].get("deletionTimestamp")]
 
 
-def test_a_served_gpu_model_runs_its_model_server_on_the_nvidia_node_and_its_worker_on_cpu_mocked_gpu(cluster: Cluster, ns: str) -> None:
-    cluster.apply(
-        model_yaml("resnet", backend="onnxruntime", device="GPU", serving={"replicas": 1}) + "---\n" + worker_yaml("tagger", ["resnet"]),
-        namespace=ns,
-    )
-    c = wait_condition(cluster, ns, "inferencemodel", "resnet", "Ready", "True", "Serving", timeout=90)
-    endpoint = f"http://resnet-model-server.{ns}.svc:8000"
-    assert c["message"] == f"1 of 1 model-server pod serve the model at {endpoint}"
-    ready(cluster, ns, "tagger")
-    (server,) = server_pods(cluster, ns, "resnet")
-    assert server["spec"]["nodeName"] == "gpu-nvidia-1"
-    container = server["spec"]["containers"][0]
+def test_a_served_gpu_model_runs_its_model_servers_on_the_nvidia_node_and_its_worker_on_cpu_mocked_gpu(cluster: Cluster, ns: str) -> None:
+    cluster.apply((EXAMPLES / "served-model.yaml").read_text(), namespace=ns)
+    model, worker = "resnet50-served", "resnet-remote"
+    c = wait_condition(cluster, ns, "inferencemodel", model, "Ready", "True", "Serving", timeout=90)
+    endpoint = f"http://{model}-model-server.{ns}.svc:8000"
+    assert c["message"].endswith(f"of 2 model-server pods serve the model at {endpoint}"), c
+    ready(cluster, ns, worker)
+    servers = server_pods(cluster, ns, model)
+    assert [p["spec"]["nodeName"] for p in servers] == ["gpu-nvidia-1"] * 2
+    container = servers[0]["spec"]["containers"][0]
     assert container["command"][:2] == ["wasminfer", "model-server"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    (worker_pod,) = pods(cluster, ns, "tagger")
-    assert worker_pod["spec"]["nodeName"] in cpu_nodes(cluster), "the worker calls the model: no GPU for it"
-    assert "nvidia.com/gpu" not in json.dumps(worker_pod["spec"]["containers"])
-    runtime_yaml = yaml.safe_load(cluster.get_json("configmap", "tagger-runtime", namespace=ns)["data"]["runtime.yaml"])
-    assert runtime_yaml["models"][0]["remote"]["url"] == endpoint and not runtime_yaml["models"][0].get("files")
-    assert cluster.get_json("service", "resnet-model-server", namespace=ns)["spec"]["selector"] == {"wasminfer.dev/model-server": "resnet"}
-    s = status(cluster, ns, "inferencemodel", "resnet")
-    assert (s["profile"], s["endpoint"], s["readySummary"]) == ("nvidia-gpu", endpoint, "1/1")
-    assert [(x["state"], x["node"]) for x in s["servers"]] == [("Ready", "gpu-nvidia-1")]
-    assert status(cluster, ns, "wasmworker", "tagger")["profile"] == "cpu"
+    workers = pods(cluster, ns, worker)
+    assert len(workers) == 2 and {p["spec"]["nodeName"] for p in workers} <= cpu_nodes(cluster), "the worker calls the model: no GPU for it"
+    assert "nvidia.com/gpu" not in json.dumps([p["spec"]["containers"] for p in workers])
+    runtime_yaml = yaml.safe_load(cluster.get_json("configmap", f"{worker}-runtime", namespace=ns)["data"]["runtime.yaml"])
+    remote = runtime_yaml["models"][0]["remote"]
+    assert (remote["url"], remote["timeout_seconds"]) == (endpoint, 10) and not runtime_yaml["models"][0].get("files")
+    assert cluster.get_json("service", f"{model}-model-server", namespace=ns)["spec"]["selector"] == {"wasminfer.dev/model-server": model}
+    cluster.wait_until(lambda: status(cluster, ns, "inferencemodel", model).get("readySummary") == "2/2", 60, "2/2 model servers")
+    s = status(cluster, ns, "inferencemodel", model)
+    assert (s["profile"], s["endpoint"], s["grpcEndpoint"]) == ("nvidia-gpu", endpoint, f"grpc://{model}-model-server.{ns}.svc:8001")
+    assert [(x["state"], x["node"]) for x in s["servers"]] == [("Ready", "gpu-nvidia-1")] * 2
+    assert status(cluster, ns, "wasmworker", worker)["profile"] == "cpu"
 
     # kubectl scale works on the model: it scales its model servers.
-    cluster.kubectl("scale", "inferencemodel/resnet", "--replicas=3", "-n", ns)
-    cluster.wait_until(lambda: status(cluster, ns, "inferencemodel", "resnet").get("readySummary") == "3/3", 90, "3/3 model servers")
-    scale = cluster.get_json("inferencemodel", "resnet", "--subresource=scale", namespace=ns)
+    cluster.kubectl("scale", f"inferencemodel/{model}", "--replicas=3", "-n", ns)
+    cluster.wait_until(lambda: status(cluster, ns, "inferencemodel", model).get("readySummary") == "3/3", 90, "3/3 model servers")
+    scale = cluster.get_json("inferencemodel", model, "--subresource=scale", namespace=ns)
     assert scale["spec"]["replicas"] == 3 and scale["status"]["replicas"] == 3
-    assert scale["status"]["selector"] == "wasminfer.dev/model-server=resnet"
-    assert cluster.get_json("deployment", "resnet-model-server", namespace=ns)["spec"]["replicas"] == 3
-    row = cluster.kubectl("get", "im", "resnet", "-n", ns, "--no-headers").stdout.split()
-    assert row[:8] == ["resnet", "onnx", "onnxruntime", "GPU", "True", "Serving", "1", "3/3"], row
+    assert scale["status"]["selector"] == f"wasminfer.dev/model-server={model}"
+    assert cluster.get_json("deployment", f"{model}-model-server", namespace=ns)["spec"]["replicas"] == 3
+    row = cluster.kubectl("get", "im", model, "-n", ns, "--no-headers").stdout.split()
+    assert row[:8] == [model, "onnx", "onnxruntime", "GPU", "True", "Serving", "1", "3/3"], row
     # Scaled to zero, nothing serves it: said on the model and on the worker waiting for it.
-    cluster.kubectl("scale", "im/resnet", "--replicas=0", "-n", ns)
-    wait_condition(cluster, ns, "inferencemodel", "resnet", "Ready", "False", "ScaledToZero")
-    c = wait_condition(cluster, ns, "wasmworker", "tagger", "ModelsReady", "False", "ModelNotReady")
-    assert "resnet: ScaledToZero" in c["message"]
+    cluster.kubectl("scale", f"im/{model}", "--replicas=0", "-n", ns)
+    wait_condition(cluster, ns, "inferencemodel", model, "Ready", "False", "ScaledToZero")
+    c = wait_condition(cluster, ns, "wasmworker", worker, "ModelsReady", "False", "ModelNotReady")
+    assert f"{model}: ScaledToZero" in c["message"]
 
 
 def test_a_served_model_falls_back_to_cpu_and_removing_serving_removes_its_servers(cluster: Cluster, ns: str) -> None:
@@ -255,6 +255,28 @@ def test_a_served_model_falls_back_to_cpu_and_removing_serving_removes_its_serve
     wait_condition(cluster, ns, "inferencemodel", "fbm", "Ready", "True", "SourceDeclared")
     s = status(cluster, ns, "inferencemodel", "fbm")
     assert "endpoint" not in s and "servers" not in s and s["profile"] == "nvidia-gpu", s
+
+
+def test_a_horizontal_pod_autoscaler_scales_a_served_model_through_its_scale_subresource(cluster: Cluster, ns: str) -> None:
+    """The controller manager's HPA controller reads and writes /scale of an InferenceModel: below its
+    minReplicas it scales the model servers up, as it would on a request-rate metric."""
+    cluster.apply(model_yaml("auto", serving={"replicas": 1}), namespace=ns)
+    wait_condition(cluster, ns, "inferencemodel", "auto", "Ready", "True", "Serving")
+    hpa = {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "auto"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "wasminfer.dev/v1alpha1", "kind": "InferenceModel", "name": "auto"},
+            "minReplicas": 2, "maxReplicas": 4,
+            "metrics": [{"type": "Pods", "pods": {"metric": {"name": "wasminfer_inferences_per_second"},
+                                                  "target": {"type": "AverageValue", "averageValue": "50"}}}],
+        },
+    }  # fmt: skip
+    cluster.apply(json.dumps(hpa), namespace=ns)
+    cluster.wait_until(lambda: status(cluster, ns, "inferencemodel", "auto").get("readySummary") == "2/2", 120, "the HPA's 2 model servers")
+    assert cluster.get_json("inferencemodel", "auto", namespace=ns)["spec"]["serving"]["replicas"] == 2
+    got = cluster.get_json("hpa", "auto", namespace=ns)["status"]
+    able = next(c for c in got["conditions"] if c["type"] == "AbleToScale")
+    assert able["status"] == "True", got
 
 
 @pytest.mark.parametrize(

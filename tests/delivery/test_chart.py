@@ -165,20 +165,22 @@ def test_single_replica_without_leader_election(render: Render) -> None:
     assert not by_kind(objs, "Role") and not by_kind(objs, "PodDisruptionBudget")
 
 
-def test_service_monitor_scrapes_runtime_services(render: Render) -> None:
+def test_service_monitors_scrape_runtime_and_model_server_services(render: Render) -> None:
     objs = render("--set", "serviceMonitor.enabled=true", "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor")
-    sm = one(objs, "ServiceMonitor")
-    assert sm["spec"]["selector"]["matchLabels"] == {
-        "app.kubernetes.io/name": "wasminfer-runtime",
-        "app.kubernetes.io/managed-by": "wasminfer-operator",
-    }
-    assert sm["spec"]["endpoints"][0]["port"] == "http" and sm["spec"]["endpoints"][0]["path"] == "/metrics"
-    assert sm["spec"]["namespaceSelector"] == {"any": True}
+    runtime, server = by_kind(objs, "ServiceMonitor")
+    for sm, app in ((runtime, "wasminfer-runtime"), (server, "wasminfer-model-server")):
+        assert sm["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": app, "app.kubernetes.io/managed-by": "wasminfer-operator"}
+        assert sm["spec"]["endpoints"][0]["port"] == "http" and sm["spec"]["endpoints"][0]["path"] == "/metrics"
+        assert sm["spec"]["namespaceSelector"] == {"any": True}
+    assert (runtime["spec"]["targetLabels"], server["spec"]["targetLabels"]) == (["wasminfer.dev/worker"], ["wasminfer.dev/model-server"])
 
 
-def test_runtime_service_labels_match_the_service_monitor() -> None:
-    """The selector above must match what the operator puts on the Services it renders."""
+def test_service_labels_match_the_service_monitors() -> None:
+    """The selectors above must match what the operator puts on the Services it renders."""
+    from wasminfer_operator import api
+    from wasminfer_operator.profiles import load_operator_config
     from wasminfer_operator.render import ObjectRef, render_service
+    from wasminfer_operator.render_serving import render_model_server
 
     labels = render_service(ObjectRef("w", "ns", "uid"))["metadata"]["labels"]
     assert labels["app.kubernetes.io/name"] == "wasminfer-runtime"
@@ -186,6 +188,14 @@ def test_runtime_service_labels_match_the_service_monitor() -> None:
     assert "wasminfer.dev/worker" in labels
     ports = render_service(ObjectRef("w", "ns", "uid"))["spec"]["ports"]
     assert [p["name"] for p in ports] == ["http"]
+    spec = api.InferenceModelSpec.model_validate(
+        {"format": "onnx", "source": {"https": {"files": [{"url": "https://e.com/m.onnx", "sha256": "ab" * 32}]}}, "serving": {}}
+    )
+    service = render_model_server(ObjectRef("m", "ns", "uid", kind="InferenceModel"), spec, "cpu", load_operator_config(env={})).service
+    labels = service["metadata"]["labels"]
+    assert (labels["app.kubernetes.io/name"], labels["wasminfer.dev/model-server"]) == ("wasminfer-model-server", "m")
+    assert labels["app.kubernetes.io/managed-by"] == "wasminfer-operator"
+    assert [p["name"] for p in service["spec"]["ports"]] == ["http", "grpc"]
 
 
 def test_default_runtime_images_match_the_operator_defaults(render: Render) -> None:
