@@ -36,6 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from wasminfer_runtime.config import format_validation_error, read_yaml_file
+from wasminfer_runtime.modelpool import PoolArgsError, add_pool_arguments, pool_share
 
 log = logging.getLogger("wasminfer.fetch")
 
@@ -62,6 +63,7 @@ class FetchFile(BaseModel):
     path: Path | None = None
     sha256: Sha256 | None = None
     dest: Path | None = None
+    model: str | None = Field(None, description="The named model the file belongs to: a pool replica fetches only its models' files.")
 
     @model_validator(mode="after")
     def _check(self) -> FetchFile:
@@ -269,6 +271,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, help="seconds without progress before an attempt fails")
     parser.add_argument("--ca-file", type=Path, help="extra CA bundle for https")
     parser.add_argument("--termination-log", type=Path, help="write the failure summary here (e.g. /dev/termination-log)")
+    add_pool_arguments(parser, "fetches the files of")
 
 
 def _plan_from_args(args: argparse.Namespace) -> FetchPlan:
@@ -290,6 +293,13 @@ def _plan_from_args(args: argparse.Namespace) -> FetchPlan:
         updates["timeout_seconds"] = args.timeout
     if args.ca_file is not None:
         updates["ca_file"] = args.ca_file
+    try:
+        elsewhere = pool_share(args, sorted({f.model for f in plan.files if f.model is not None}))
+    except PoolArgsError as err:
+        raise FetchError(str(err)) from None
+    if elsewhere:
+        updates["files"] = [f for f in plan.files if f.model not in elsewhere]
+        log.info("pool replica %s: the files of %d model(s) placed elsewhere are left out", args.pool_replica, len(elsewhere))
     return plan.model_copy(update=updates)
 
 

@@ -15,6 +15,7 @@ stored or exchanged.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -83,3 +84,34 @@ def loads(placement: Mapping[str, Sequence[str]], replicas: Sequence[str]) -> di
 def moved_copies(before: Mapping[str, Sequence[str]], after: Mapping[str, Sequence[str]]) -> int:
     """Copies that must load somewhere new going from `before` to `after`."""
     return sum(len(set(after[m]) - set(before.get(m, ()))) for m in after)
+
+
+# --- the command-line options of a pool replica (`wasminfer model-server`, `wasminfer fetch`) -------
+
+
+class PoolArgsError(ValueError):
+    pass
+
+
+def add_pool_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """--pool-replicas, --pool-replica, --pool-copies: this process is one replica of a pool and
+    `what` (loads, fetches) only the models placed on it."""
+    parser.add_argument("--pool-replicas", default="",
+                        help=f"the replicas of the model pool this process is one of, comma-separated: it {what} "
+                        "only the models wasminfer_runtime.modelpool places on it")  # fmt: skip
+    parser.add_argument("--pool-replica", default="", help="this replica's name among --pool-replicas")
+    parser.add_argument("--pool-copies", type=int, default=DEFAULT_COPIES, help="replicas holding each model (default: %(default)s)")
+
+
+def pool_share(args: argparse.Namespace, models: Sequence[str]) -> dict[str, tuple[str, ...]] | None:
+    """With pool options: each model of `models` NOT placed on this replica, with its holders; None
+    without them. PoolArgsError for options that do not go together."""
+    replicas = [r for r in args.pool_replicas.split(",") if r]
+    if bool(replicas) != bool(args.pool_replica) or (replicas and args.pool_replica not in replicas):
+        raise PoolArgsError("--pool-replica must be one of --pool-replicas (both set, or neither)")
+    if args.pool_copies < 1:
+        raise PoolArgsError("--pool-copies must be at least 1")
+    if not replicas:
+        return None
+    placement = place(models, replicas, args.pool_copies)
+    return {m: holders for m, holders in placement.items() if args.pool_replica not in holders}

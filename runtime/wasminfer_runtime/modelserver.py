@@ -19,7 +19,7 @@ from aiohttp import web
 
 from wasminfer_runtime.config import LOAD_FAILURE_EXIT, ConfigError, RuntimeConfig, load_runtime_config
 from wasminfer_runtime.metrics import Metrics
-from wasminfer_runtime.modelpool import DEFAULT_COPIES, place
+from wasminfer_runtime.modelpool import PoolArgsError, add_pool_arguments, pool_share
 from wasminfer_runtime.models import ModelLoadError, ModelRegistry
 from wasminfer_runtime.oip.dataplane import DataPlane
 from wasminfer_runtime.oip.rest import build_app
@@ -45,11 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-requests", type=int, default=None,
                         help="inference requests in hand at once, per transport; more get 503 (gRPC: RESOURCE_EXHAUSTED) "
                         "before their bodies are read (default: 4 x --threads)")  # fmt: skip
-    parser.add_argument("--pool-replicas", default="",
-                        help="the replicas of the model pool this server is one of, comma-separated: it loads only "
-                        "the models wasminfer_runtime.modelpool places on it")  # fmt: skip
-    parser.add_argument("--pool-replica", default="", help="this server's name among --pool-replicas")
-    parser.add_argument("--pool-copies", type=int, default=DEFAULT_COPIES, help="replicas holding each model (default: %(default)s)")
+    add_pool_arguments(parser, "loads")
     parser.add_argument("--exit-on-load-failure", action="store_true",
                         help=f"exit with code {LOAD_FAILURE_EXIT} when a model fails to load instead of serving the rest")  # fmt: skip
 
@@ -70,21 +66,17 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if cfg.workers:
         log.info("%s: %d worker(s) are not run by the model server", args.config, len(cfg.workers))
-    replicas = [r for r in args.pool_replicas.split(",") if r]
-    if bool(replicas) != bool(args.pool_replica) or (replicas and args.pool_replica not in replicas):
-        log.error("--pool-replica must be one of --pool-replicas (both set, or neither)")
+    try:
+        elsewhere = pool_share(args, [m.name for m in cfg.models])
+    except PoolArgsError as err:
+        log.error("%s", err)
         return 2
-    if args.pool_copies < 1:
-        log.error("--pool-copies must be at least 1")
-        return 2
-    elsewhere: dict[str, tuple[str, ...]] = {}
-    if replicas:
-        placement = place([m.name for m in cfg.models], replicas, args.pool_copies)
-        elsewhere = {m: holders for m, holders in placement.items() if args.pool_replica not in holders}
+    if elsewhere is not None:
+        total = len(cfg.models)
         cfg = cfg.model_copy(update={"models": [m for m in cfg.models if m.name not in elsewhere]})
-        log.info("pool replica %s of %d: %d of %d model(s) are placed here", args.pool_replica, len(replicas),
-                 len(cfg.models), len(placement))  # fmt: skip
-    return asyncio.run(_serve(cfg, args, elsewhere))
+        log.info("pool replica %s of %d: %d of %d model(s) are placed here", args.pool_replica,
+                 len(args.pool_replicas.split(",")), len(cfg.models), total)  # fmt: skip
+    return asyncio.run(_serve(cfg, args, elsewhere or {}))
 
 
 async def _serve(cfg: RuntimeConfig, args: argparse.Namespace, elsewhere: dict[str, tuple[str, ...]]) -> int:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from wasminfer_runtime import fetch
+from wasminfer_runtime import fetch, modelpool
 from wasminfer_runtime.fetch import FetchPlan, fetch_all
 
 MODEL = bytes(range(256)) * 4096  # 1 MiB
@@ -248,3 +248,21 @@ def test_cli_refuses_bad_plans_naming_the_key(tmp_path: Path, caplog: pytest.Log
 def test_cli_needs_a_plan_or_a_source(caplog: pytest.LogCaptureFixture) -> None:
     assert run_cli() == 2
     assert "give either --plan FILE or one SOURCE" in caplog.text
+
+
+def test_a_pool_replica_fetches_only_the_files_of_the_models_placed_on_it(tmp_path: Path) -> None:
+    models = [f"m{i}" for i in range(12)]
+    lines = ["files:"]
+    for m in models:
+        (tmp_path / f"{m}.onnx").write_bytes(m.encode())
+        lines += [f"  - path: {tmp_path / f'{m}.onnx'}", f"    dest: {tmp_path / 'dst' / m / 'model.onnx'}", f"    model: {m}"]
+    (tmp_path / "w.wasm").write_bytes(SMALL)  # a file of no model (a worker's module) is always fetched
+    lines += [f"  - path: {tmp_path / 'w.wasm'}", f"    dest: {tmp_path / 'dst' / 'w.wasm'}"]
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("\n".join(lines) + "\n")
+    replicas = ["pool-0", "pool-1", "pool-2"]
+    assert run_cli("--plan", str(plan), "--pool-replicas", ",".join(replicas), "--pool-replica", "pool-1") == 0
+    fetched = sorted(p.parent.name for p in (tmp_path / "dst").glob("*/model.onnx"))
+    assert fetched == sorted(modelpool.held_by(modelpool.place(models, replicas), "pool-1"))
+    assert 0 < len(fetched) < len(models) and (tmp_path / "dst" / "w.wasm").exists()
+    assert run_cli("--plan", str(plan), "--pool-replicas", "pool-0", "--pool-replica", "pool-9") == 2
