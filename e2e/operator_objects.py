@@ -17,7 +17,7 @@ SHA = "ab" * 32  # kwok runs no containers, so nothing is ever downloaded
 
 def install_crds(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    for crd in ("inferencemodels.wasminfer.dev", "wasmworkers.wasminfer.dev"):
+    for crd in ("inferencemodels.wasminfer.dev", "wasmworkers.wasminfer.dev", "modelpools.wasminfer.dev"):
         cluster.wait(f"crd/{crd}", "Established", timeout=60)
 
 

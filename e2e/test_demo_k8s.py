@@ -90,7 +90,7 @@ class OperatorProcess:
 def operator_for(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
     """The CRDs installed and the operator running outside the cluster, watching `namespace`."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    for crd in ("inferencemodels.wasminfer.dev", "wasmworkers.wasminfer.dev"):
+    for crd in ("inferencemodels.wasminfer.dev", "wasmworkers.wasminfer.dev", "modelpools.wasminfer.dev"):
         cluster.wait(f"crd/{crd}", "Established", timeout=60)
     log = tmp_path / "operator.log"
     command = [

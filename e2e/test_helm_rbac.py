@@ -43,7 +43,7 @@ def test_helm_install_creates_everything(cluster: Cluster) -> None:
         for o in objs:
             ns = o["metadata"].get("namespace")
             assert cluster.exists(f"{o['kind'].lower()}/{o['metadata']['name']}", namespace=ns), o["metadata"]
-        for crd in ("inferencemodels.wasminfer.dev", "wasmworkers.wasminfer.dev"):
+        for crd in ("inferencemodels.wasminfer.dev", "wasmworkers.wasminfer.dev", "modelpools.wasminfer.dev"):
             cluster.wait(f"crd/{crd}", "Established", timeout=30)
         dep = cluster.get_json(f"deployment/{rel.fullname}", namespace=rel.namespace)
         assert dep["status"].get("readyReplicas") == 2, dep["status"]

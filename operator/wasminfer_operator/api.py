@@ -318,6 +318,7 @@ def _ir_files_cel() -> str:
     )
 
 
+_ONE_SERVING = "set at most one of serving (model servers of its own) and pool (a ModelPool's)"
 _IR_FILES = "format openvino takes two files: the model's .xml, then its .bin (pods fetch only the files named)"
 
 
@@ -379,6 +380,7 @@ class InferenceModelSpec(_Api):
             *table_rules(),
             (f"self.format != 'onnx' || {_FILE_COUNT_CEL} == 1", "format onnx takes exactly one file", ".source"),
             (_ir_files_cel(), _IR_FILES, ".source"),
+            ("!has(self.serving) || !has(self.pool)", _ONE_SERVING, ".pool"),
         )
     )
 
@@ -397,6 +399,13 @@ class InferenceModelSpec(_Api):
         RuntimeModel, "memory_mib", alias="memoryMiB",
         description="Memory cap of the model's host process in each runtime pod, beyond what the backend's libraries "
         "take; past it the model's loads and inferences fail and the pod serves on. Unset: only the pod's limit applies.",
+    )
+    pool: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=DNS_LABEL_RE,
+        description="Name of a ModelPool of the same namespace whose replicas serve the model, instead of model servers "
+        "of its own (serving). WasmWorkers using it call the replicas that hold it.",
     )
     serving: ModelServing | None = Field(
         default=None,
@@ -420,7 +429,14 @@ class InferenceModelSpec(_Api):
         names = self.source.named_paths()
         if self.format is ModelFormat.openvino and not (n == 2 and names[0].endswith(".xml") and names[1].endswith(".bin")):
             raise ValueError(f"source: {_IR_FILES}")
+        if self.serving is not None and self.pool is not None:
+            raise ValueError(f"pool: {_ONE_SERVING}")
         return self
+
+    @property
+    def served(self) -> bool:
+        """Loaded by model servers (its own, or a pool's) rather than by the workers using it."""
+        return self.serving is not None or self.pool is not None
 
     @property
     def resolved_backend(self) -> BackendName:
@@ -663,17 +679,12 @@ SERVING_NAME_MAX = 50  # "-model-server" makes the Service's name, a DNS-1035 la
 SERVING_NAME_MESSAGE = f"a model with spec.serving has a name of at most {SERVING_NAME_MAX} characters (its Service is NAME-model-server)"
 
 
-class ModelServing(_Api):
-    """Model servers of the model's own: a Deployment and a Service rendered by the operator."""
+class ServerOptions(_Api):
+    """What model-server pods run with: shared by a model's own serving and a model pool."""
 
-    replicas: int = Field(
-        default=1, ge=0, le=1000,
-        description="Model-server pods. `kubectl scale inferencemodel` and HorizontalPodAutoscalers set it (the "
-        "/scale subresource); 0 stops serving, and the workers using the model wait.",
-    )  # fmt: skip
     placement: Placement = Field(
         default_factory=Placement,
-        description="Device profile of the model-server pods (the one the model's device needs when unset), "
+        description="Device profile of the model-server pods (the one the models' devices need when unset), "
         "fallbacks and scheduling constraints.",
     )
     resources: ResourceRequirements = Field(
@@ -702,6 +713,36 @@ class ModelServing(_Api):
         if v is not None and not full_match(IMAGE_RE, v):
             raise ValueError(f"{v!r} is not an image reference ([host[:port]/]path[:tag][@digest], the path in lowercase)")
         return v
+
+
+class ModelServing(ServerOptions):
+    """Model servers of the model's own: a Deployment and a Service rendered by the operator."""
+
+    replicas: int = Field(
+        default=1, ge=0, le=1000,
+        description="Model-server pods. `kubectl scale inferencemodel` and HorizontalPodAutoscalers set it (the "
+        "/scale subresource); 0 stops serving, and the workers using the model wait.",
+    )  # fmt: skip
+
+
+POOL_NAME_MAX = 47  # its StatefulSet is NAME-pool, and a StatefulSet's name takes at most 52 characters
+POOL_NAME_MESSAGE = f"a ModelPool has a name of at most {POOL_NAME_MAX} characters (its StatefulSet is NAME-pool)"
+
+
+class ModelPoolSpec(ServerOptions):
+    """Model-server replicas shared by many InferenceModels (those naming the pool in spec.pool): each model
+    is loaded by `copies` of them, chosen by consistent hashing with bounded load."""
+
+    replicas: int = Field(
+        default=2, ge=0, le=256,
+        description="Model-server replicas (pods NAME-pool-0, NAME-pool-1, ...). Adding or removing one moves only "
+        "about its share of the models; `kubectl scale modelpool` sets it.",
+    )  # fmt: skip
+    copies: int = Field(
+        default=2, ge=1, le=16,
+        description="Replicas that load each model: one can restart while another serves. A model is Ready once "
+        "that many replicas hold it (all the replicas, when there are fewer).",
+    )  # fmt: skip
 
 
 InferenceModelSpec.model_rebuild()
@@ -847,6 +888,7 @@ class ServerState(_Api):
         "(will not get ready by waiting; see message) or Terminating."
     )
     message: str = Field(default="", max_length=4096, description="Why it is Pending or Failed.")
+    models: int | None = Field(default=None, description="In a ModelPool: how many models are placed on this replica.")
 
 
 class InferenceModelStatus(_Api):
@@ -859,16 +901,37 @@ class InferenceModelStatus(_Api):
     )
     endpoint: str | None = Field(default=None, description="With spec.serving: the model servers' address in the cluster (Open Inference Protocol v2 over REST).")
     grpc_endpoint: str | None = Field(default=None, description="With spec.serving: the same over gRPC.")
-    replicas: int | None = Field(default=None, description="With spec.serving: model-server pods that exist (the /scale subresource reads this).")
-    ready_replicas: int | None = Field(default=None, description="With spec.serving: model-server pods that have the model loaded and serve it.")
-    ready_summary: str | None = Field(default=None, description="With spec.serving: ready/desired model-server pods, for kubectl get.")
+    replicas: int | None = Field(default=None, description="With spec.serving: model-server pods that exist (the /scale subresource reads this); with spec.pool: replicas holding it that exist.")
+    ready_replicas: int | None = Field(default=None, description="With spec.serving or spec.pool: model-server pods that have the model loaded and serve it.")
+    ready_summary: str | None = Field(default=None, description="With spec.serving or spec.pool: ready/desired model-server pods (for a pool: the replicas that should hold it), for kubectl get.")
     selector: str | None = Field(default=None, description="With spec.serving: label selector of the model-server pods (for the /scale subresource).")
     servers: list[ServerState] | None = Field(
-        default=None, description="With spec.serving: each model-server pod and whether it has the model loaded (at most 20 listed)."
+        default=None, description="With spec.serving: each model-server pod and whether it has the model loaded; with spec.pool: the replicas placed to hold it (at most 20 listed)."
     )
     workers: list[str] = Field(default_factory=list, description="WasmWorkers of the namespace that use this model (at most 100 listed).")
     worker_count: int = Field(default=0, description="How many WasmWorkers use this model.")
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_CONDITIONS_EXTRA, description="Ready, with its reason; Deleting (InUse) while a deletion waits for the WasmWorkers using the model.")
+
+
+class ModelPoolStatus(_Api):
+    """What the operator observed; written only by the operator."""
+
+    observed_generation: int | None = Field(default=None, description="Latest metadata.generation acted on.")
+    profile: str | None = Field(default=None, description="Device profile the replicas are placed with.")
+    replicas: int = Field(default=0, description="Replica pods that exist (the /scale subresource reads this).")
+    ready_replicas: int = Field(default=0, description="Replica pods that have loaded every model placed on them.")
+    ready_summary: str | None = Field(default=None, description="ready/desired replicas, for kubectl get.")
+    selector: str | None = Field(default=None, description="Label selector of the replica pods (for the /scale subresource).")
+    model_count: int = Field(default=0, description="InferenceModels placed on the replicas.")
+    models: list[str] = Field(
+        default_factory=list,
+        description="InferenceModels placed on the replicas, in order: the placement follows from this list, the "
+        "replica names and spec.copies. A model whose source is not ready yet joins once it is.",
+    )
+    servers: list[ServerState] = Field(
+        default_factory=list, description="Each replica pod, where loading its share stands, and how many models are placed on it (at most 20 listed)."
+    )
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_CONDITIONS_EXTRA, description="Ready, with its reason.")
 
 
 class WasmWorkerStatus(_Api):

@@ -206,10 +206,37 @@ def wasm_worker_crd() -> dict[str, Any]:
     )
 
 
+POOL_NAME_RULE = {"rule": f"self.metadata.name.size() <= {api.POOL_NAME_MAX}", "message": api.POOL_NAME_MESSAGE}
+
+
+def model_pool_crd() -> dict[str, Any]:
+    return crd(
+        kind="ModelPool",
+        plural="modelpools",
+        short="mp",
+        description="Model-server replicas shared by many InferenceModels of the namespace (those naming the pool in "
+        "spec.pool): each model is loaded by spec.copies of the replicas, chosen by consistent hashing with bounded "
+        "load, and WasmWorkers using a model call the replicas holding it. The operator renders a StatefulSet, a "
+        "headless Service and a ConfigMap; status reports the replicas, the models and each replica's share.",
+        spec=api.ModelPoolSpec,
+        status=api.ModelPoolStatus,
+        columns=[
+            {"name": "Ready", "type": "string", "jsonPath": ".status.readySummary", "description": "Ready/desired replicas."},
+            {"name": "Models", "type": "integer", "jsonPath": ".status.modelCount", "description": "InferenceModels in the pool."},
+            {"name": "Copies", "type": "integer", "jsonPath": ".spec.copies", "description": "Replicas holding each model."},
+            {"name": "Profile", "type": "string", "jsonPath": ".status.profile", "description": "Device profile in use."},
+            _condition_column("Reason", "reason", "Why the pool is (not) ready."),
+            _AGE,
+        ],
+        spec_replicas=".spec.replicas",
+        root_rules=(POOL_NAME_RULE,),
+    )
+
+
 def render_all() -> dict[str, str]:
     """File name -> YAML text of every generated CRD."""
     out = {}
-    for doc in (inference_model_crd(), wasm_worker_crd()):
+    for doc in (inference_model_crd(), wasm_worker_crd(), model_pool_crd()):
         name = f"{doc['metadata']['name']}.yaml"
         out[name] = HEADER + yaml.safe_dump(doc, sort_keys=False, width=120, allow_unicode=True)
     return out

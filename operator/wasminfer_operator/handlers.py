@@ -29,6 +29,7 @@ from wasminfer_operator.reconcile import Reconciler
 
 WW = (api.GROUP, api.VERSION, "wasmworkers")
 IM = (api.GROUP, api.VERSION, "inferencemodels")
+MP = (api.GROUP, api.VERSION, "modelpools")
 
 
 @dataclass
@@ -94,6 +95,9 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
             services=caches.services,
             config_maps=caches.config_maps,
             pods=caches.pods,
+            pools=kwargs["modelpools_by_name"],
+            pool_members=kwargs["models_by_pool"],
+            stateful_sets=caches.stateful_sets,
         )
         r = op.reconciler = Reconciler(op.cfg, op.kube, indexes, concurrency=op.concurrency, post_event=events)
         r.cache_filled = caches.start(op.kube.api_client, op.namespaces, asyncio.get_running_loop(), r.child_event, r.pod_event)
@@ -136,6 +140,17 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
         view = object_view(body)
         return {view.key: view}
 
+    @kopf.index(*IM, registry=registry, id="models_by_pool")
+    async def models_by_pool(body: kopf.Body, **_: Any) -> dict[tuple[str, str], str]:
+        view = object_view(body)
+        pool = view.spec.get("pool")
+        return {(view.namespace, str(pool)): view.name} if pool else {}
+
+    @kopf.index(*MP, registry=registry, id="modelpools_by_name")
+    async def modelpools_by_name(body: kopf.Body, **_: Any) -> dict[tuple[str, str], ObjectView]:
+        view = object_view(body)
+        return {view.key: view}
+
     # --- events: queue the keys they concern ---
 
     @kopf.on.event(*WW, registry=registry, id="worker_changed")
@@ -147,6 +162,11 @@ def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
     async def model_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
         events.capture()
         rec().model_event(type, object_view(body))
+
+    @kopf.on.event(*MP, registry=registry, id="pool_changed")
+    async def pool_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
+        events.capture()
+        rec().pool_event(type, object_view(body))
 
     if op.namespaces:
         # Watching namespaces by name or pattern, kopf stops watching a namespace once its deletion

@@ -35,8 +35,12 @@ PERMISSIONS: list[tuple[str, str, tuple[str, ...]]] = [
     (GROUP, "inferencemodels/status", ("patch",)),
     (GROUP, "wasmworkers/finalizers", ("update",)),  # ownerReferences with blockOwnerDeletion on children
     (GROUP, "inferencemodels/finalizers", ("update",)),  # the same on a model's model servers (spec.serving)
+    (GROUP, "modelpools", ("list", "watch")),
+    (GROUP, "modelpools/status", ("patch",)),
+    (GROUP, "modelpools/finalizers", ("update",)),  # the same on a pool's replicas
     # Server-side apply creates or patches; delete: a model's model servers once spec.serving is removed.
     ("apps", "deployments", ("list", "watch", "create", "patch", "delete")),
+    ("apps", "statefulsets", ("list", "watch", "create", "patch", "delete")),  # a model pool's replicas
     ("", "services", ("list", "watch", "create", "patch", "delete")),
     ("", "configmaps", ("get", "list", "watch", "create", "patch", "delete")),  # get: InferenceModel ConfigMap sources
     ("", "pods", ("list", "watch")),  # also across namespaces, by node: the capacity check before a move back
@@ -110,6 +114,7 @@ class Kube:
             "ConfigMap": self.core.patch_namespaced_config_map,
             "Service": self.core.patch_namespaced_service,
             "Deployment": self.apps.patch_namespaced_deployment,
+            "StatefulSet": self.apps.patch_namespaced_stateful_set,
         }
         method = methods[kind]
         resp = await self._call(lambda: method(name, ns, obj, **kw))
@@ -121,6 +126,7 @@ class Kube:
             "ConfigMap": self.core.delete_namespaced_config_map,
             "Service": self.core.delete_namespaced_service,
             "Deployment": self.apps.delete_namespaced_deployment,
+            "StatefulSet": self.apps.delete_namespaced_stateful_set,
         }
         method = methods[kind]
         try:

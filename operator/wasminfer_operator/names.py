@@ -23,6 +23,7 @@ RUNTIME_APP = "wasminfer-runtime"
 WORKER_LABEL = f"{GROUP}/worker"  # the owning WasmWorker's name: the pods' selector
 MODEL_SERVER_APP = "wasminfer-model-server"
 MODEL_SERVER_LABEL = f"{GROUP}/model-server"  # the served InferenceModel's name: its model servers' selector
+MODEL_POOL_LABEL = f"{GROUP}/model-pool"  # the ModelPool's name: its replicas' selector
 PROFILE_LABEL = f"{GROUP}/profile"  # on pods: the device profile they were rendered for
 
 # Annotations: a hash of each rendered child (applied only when it differs), of the runtime
@@ -62,3 +63,20 @@ SERVER_GROUP_PREFIX = "model-server/"
 
 def server_group(model: str) -> str:
     return SERVER_GROUP_PREFIX + model
+
+
+POOL_GROUP_PREFIX = "model-pool/"
+
+
+def pool_group(pool: str) -> str:
+    return POOL_GROUP_PREFIX + pool
+
+
+def pool_name(pool: str) -> str:
+    """The StatefulSet, headless Service and ConfigMap of a ModelPool; its pods are NAME-pool-0, -1, ..."""
+    return f"{pool}-pool"
+
+
+def pool_replicas(pool: str, replicas: int) -> list[str]:
+    """The pool's replica pods, by the StatefulSet's naming: the names the models are placed on."""
+    return [f"{pool_name(pool)}-{i}" for i in range(replicas)]

@@ -11,7 +11,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from wasminfer_operator.names import API_VERSION, MODEL_SERVER_LABEL, PROFILE_LABEL, RENDER_HASH, TEMPLATE_HASH, WORKER_LABEL, server_group
+from wasminfer_operator.names import (
+    API_VERSION,
+    MODEL_POOL_LABEL,
+    MODEL_SERVER_LABEL,
+    PROFILE_LABEL,
+    RENDER_HASH,
+    TEMPLATE_HASH,
+    WORKER_LABEL,
+    pool_group,
+    server_group,
+)
 from wasminfer_runtime.config import LOAD_FAILURE_EXIT
 
 # Container states that mean the pod will not get ready by waiting.
@@ -109,11 +119,16 @@ class ChildView:
     stalled: tuple[str, str] | None = None  # (reason, message) of Progressing=False: ProgressDeadlineExceeded
     template_hash: str | None = None  # the pod template's TEMPLATE_HASH: pods with another one are older
     server: str = ""  # the InferenceModel whose model servers it is, or ""
+    pool: str = ""  # the ModelPool whose replicas it is, or ""
 
     @property
     def group(self) -> str:
-        """What it is cached under: its worker, or its model's model servers."""
-        return self.worker or (server_group(self.server) if self.server else "")
+        """What it is cached under: its worker, its model's model servers, or its pool."""
+        return _group(self.worker, self.server, self.pool)
+
+
+def _group(worker: str, server: str, pool: str) -> str:
+    return worker or (server_group(server) if server else pool_group(pool) if pool else "")
 
 
 def child_view(body: Mapping[str, Any]) -> ChildView:
@@ -127,8 +142,9 @@ def child_view(body: Mapping[str, Any]) -> ChildView:
         owner_uid=controller_uid(meta),
         render_hash=annotations.get(RENDER_HASH),
         server=str(labels.get(MODEL_SERVER_LABEL, "")),
+        pool=str(labels.get(MODEL_POOL_LABEL, "")),
     )
-    if view.kind != "Deployment":
+    if view.kind not in ("Deployment", "StatefulSet"):
         return view
     status = body.get("status") or {}
     failure = _condition(body, "ReplicaFailure")
@@ -153,6 +169,7 @@ def child_view(body: Mapping[str, Any]) -> ChildView:
         stalled=stalled,
         template_hash=(_get(body, "spec", "template", "metadata", "annotations") or {}).get(TEMPLATE_HASH),
         server=view.server,
+        pool=view.pool,
     )
 
 
@@ -170,10 +187,11 @@ class PodView:
     template_hash: str | None = None  # the TEMPLATE_HASH it was created with (None: older operator)
     server: str = ""  # the InferenceModel it serves (a model server's pod), or ""
     node: str = ""
+    pool: str = ""  # the ModelPool it is a replica of, or ""
 
     @property
     def group(self) -> str:
-        return self.worker or (server_group(self.server) if self.server else "")
+        return _group(self.worker, self.server, self.pool)
 
 
 def _container_problem(statuses: list[Mapping[str, Any]], init: bool) -> tuple[str, str] | None:
@@ -267,4 +285,5 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
         template_hash=annotations.get(TEMPLATE_HASH),
         server=str(labels.get(MODEL_SERVER_LABEL, "")),
         node=str(_get(body, "spec", "nodeName") or ""),
+        pool=str(labels.get(MODEL_POOL_LABEL, "")),
     )

@@ -50,7 +50,7 @@ def derived_profile(models: list[NamedModel], cfg: OperatorConfig) -> tuple[str 
     """The profile the models need; (None, failure) when no profile serves one or two disagree."""
     needs: dict[str, list[str]] = {}
     for m in models:
-        if needs_no_profile(m.spec.device) or m.spec.serving is not None:  # served elsewhere: called, not loaded
+        if needs_no_profile(m.spec.device) or m.spec.served:  # served elsewhere: called, not loaded
             continue
         backend = m.spec.resolved_backend
         name = cfg.profile_for_model(m.spec.device, backend)

@@ -15,8 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from wasminfer_operator.controllers.model import ModelController
+from wasminfer_operator.controllers.pool import PoolController
 from wasminfer_operator.controllers.shared import (
     MODEL,
+    POOL,
     RELEASE,
     WORKER,
     EventPoster,
@@ -64,6 +66,8 @@ class Reconciler:
         specs = SpecCache()
         self.models = ModelController(cfg, kube, indexes, specs, self.writer, self.queue)
         self.workers = WorkerController(cfg, kube, indexes, specs, self.writer, self.queue, self.models)
+        self.pools = PoolController(cfg, kube, indexes, specs, self.writer, self.queue, self.models)
+        self._model_pools: dict[NsName, str] = {}  # the pool each model named last
         self._tasks: list[asyncio.Task[None]] = []
         self._seen: dict[Key, tuple[Any, ...]] = {}  # what the last event about a key looked like
         self._worker_models: dict[NsName, frozenset[str]] = {}  # the models each worker named last
@@ -95,6 +99,8 @@ class Reconciler:
             self.queue.add((MODEL, *ns_name))
         for ns_name in list(self.ix.workers):
             self.queue.add((WORKER, *ns_name))
+        for ns_name in list(self.ix.pools):
+            self.queue.add((POOL, *ns_name))
 
     async def _resync_loop(self) -> None:
         while True:
@@ -132,6 +138,8 @@ class Reconciler:
             await self.workers.reconcile(ns, name)
         elif kind == RELEASE:
             await self.models.release(ns, name)
+        elif kind == POOL:
+            await self.pools.reconcile(ns, name)
         else:
             await self.models.reconcile(ns, name)
 
@@ -164,11 +172,20 @@ class Reconciler:
     def model_event(self, event_type: str | None, view: ObjectView) -> None:
         self.indexes_filled.set()
         key = (MODEL, view.namespace, view.name)
+        pool = str(view.spec.get("pool") or "")
+        before = self._model_pools.get(view.key, "")
         if event_type == "DELETED":
             self._forget(key, view.uid)
             self.models.forget(view.uid)
             self._wake_users(view.namespace, view.name)
+            self._model_pools.pop(view.key, None)
+            for p in {pool, before} - {""}:
+                self.queue.add((POOL, view.namespace, p))
             return
+        if pool != before or (pool and self._seen.get(key, (None,))[:2] != (view.uid, view.generation)):
+            for p in {pool, before} - {""}:  # a pool places the models that name it
+                self.queue.add((POOL, view.namespace, p))
+            self._model_pools[view.key] = pool
         ready: Mapping[str, Any] = next((c for c in view.status.get("conditions") or [] if c.get("type") == READY), {})
         signature = (view.uid, view.generation, view.deleting, ready.get("status"), ready.get("reason"), ready.get("observedGeneration"))
         previous = self._seen.get(key)
@@ -177,6 +194,23 @@ class Reconciler:
         if previous != signature:
             self._seen[key] = signature
             self._wake_users(view.namespace, view.name)
+
+    def pool_event(self, event_type: str | None, view: ObjectView) -> None:
+        self.indexes_filled.set()
+        key = (POOL, view.namespace, view.name)
+        if event_type == "DELETED":
+            self._forget(key, view.uid)
+            self.pools.wake_members(view.namespace, view.name, workers=True)
+            return
+        placement = (view.uid, view.generation, tuple(view.status.get("models") or []), view.status.get("profile"))
+        previous = self._seen.get(key)
+        if previous != placement or not self.writer.is_current(view):
+            self.queue.add(key)
+        if previous != placement:
+            self._seen[key] = placement
+            # Its models' replicas follow from its spec and the models it placed: they and the
+            # workers calling them look again.
+            self.pools.wake_members(view.namespace, view.name, workers=True)
 
     def namespace_terminating(self, namespace: str, gone: bool = False) -> None:
         if gone:
@@ -189,7 +223,7 @@ class Reconciler:
 
     def child_event(self, event_type: str, namespace: str, view: ChildView) -> None:
         if event_type == "DELETED":
-            owner = self.workers if view.worker else self.models
+            owner = self.workers if view.worker else self.models if view.server else self.pools
             owner.applier.child_deleted(view.kind, namespace, view.name)
         self._owner_changed(namespace, view)
 
@@ -201,6 +235,9 @@ class Reconciler:
             self.queue.add((WORKER, namespace, view.worker))
         elif view.server:
             self.queue.add((MODEL, namespace, view.server))
+        elif view.pool:
+            self.queue.add((POOL, namespace, view.pool))
+            self.pools.wake_members(namespace, view.pool, workers=False)  # whether their replicas hold them
 
     def _wake_users(self, namespace: str, model: str) -> None:
         for worker in all_of(self.ix.model_users, (namespace, model)):

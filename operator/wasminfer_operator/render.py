@@ -30,6 +30,7 @@ from wasminfer_operator.names import (
     WORKER_LABEL,
     config_map_name,
     model_server_name,
+    pool_name,
 )
 from wasminfer_operator.profiles import DeviceProfile, OperatorConfig
 from wasminfer_runtime.config import (
@@ -77,9 +78,18 @@ class ObjectRef:
 
 
 @dataclass(frozen=True)
+class PoolRoute:
+    """Where a pool's model is called: the replicas holding it, as the pool's placement says."""
+
+    urls: tuple[str, ...]
+    timeout_seconds: float
+
+
+@dataclass(frozen=True)
 class NamedModel:
     name: str
     spec: api.InferenceModelSpec
+    route: PoolRoute | None = None  # for a model of a ModelPool (spec.pool)
 
 
 @dataclass(frozen=True)
@@ -228,17 +238,28 @@ def model_server_urls(namespace: str, model: str) -> tuple[str, str]:
     return f"http://{host}:{MODEL_SERVER_HTTP_PORT}", f"grpc://{host}:{MODEL_SERVER_GRPC_PORT}"
 
 
+def pool_replica_url(namespace: str, pool: str, replica: str, protocol: str) -> str:
+    """A pool replica's address, through the pool's headless Service (one DNS name per pod)."""
+    host = f"{replica}.{pool_name(pool)}.{namespace}.svc"
+    return f"grpc://{host}:{MODEL_SERVER_GRPC_PORT}" if protocol == "grpc" else f"http://{host}:{MODEL_SERVER_HTTP_PORT}"
+
+
 def remote_model_config(namespace: str, m: NamedModel) -> ModelConfig:
-    """A worker's entry for a model its own model servers serve (spec.serving)."""
+    """A worker's entry for a model that model servers serve: its own (spec.serving), or the replicas of
+    its pool that hold it (m.route)."""
     serving = m.spec.serving
-    assert serving is not None
-    rest, grpc = model_server_urls(namespace, m.name)
+    if serving is not None:
+        rest, grpc = model_server_urls(namespace, m.name)
+        remote = RemoteModel(url=grpc if serving.protocol == "grpc" else rest, timeout_seconds=serving.timeout_seconds)
+    else:
+        assert m.route is not None, f"model {m.name} of pool {m.spec.pool}: no route"
+        remote = RemoteModel(urls=list(m.route.urls), timeout_seconds=m.route.timeout_seconds)
     return ModelConfig(
         name=m.name,
         format=m.spec.format,
         backend=m.spec.resolved_backend,
         device=Device.CPU,  # nothing of the model runs in the worker's pod
-        remote=RemoteModel(url=grpc if serving.protocol == "grpc" else rest, timeout_seconds=serving.timeout_seconds),
+        remote=remote,
     )
 
 
@@ -267,7 +288,7 @@ def runtime_config(
     steps: list[FetchFile] = []
     model_cfgs: list[ModelConfig] = []
     for m in models:
-        if m.spec.serving is not None:  # its own model servers hold it: called, not loaded here
+        if m.spec.served:  # model servers hold it (its own, or a pool's): called, not loaded here
             model_cfgs.append(remote_model_config(ref.namespace, m))
             continue
         s, paths = place_source(m.spec.source, DATA_DIR / "models" / m.name, vols)
@@ -485,13 +506,19 @@ def pod_spec(
     return out
 
 
+def pod_template(labels: dict[str, str], spec: dict[str, Any], config_hash: str) -> dict[str, Any]:
+    """A pod template carrying the configuration's hash and its own."""
+    template: dict[str, Any] = {"metadata": {"labels": labels, "annotations": {CONFIG_HASH: config_hash}}, "spec": spec}
+    template["metadata"]["annotations"][TEMPLATE_HASH] = content_hash(template)
+    return template
+
+
 def deployment_spec(
     replicas: int, selector: dict[str, str], labels: dict[str, str], spec: dict[str, Any], profile: DeviceProfile,
     cfg: OperatorConfig, config_hash: str,
 ) -> dict[str, Any]:
     """A Deployment's spec whose pod template carries the configuration's hash and its own."""
-    template: dict[str, Any] = {"metadata": {"labels": labels, "annotations": {CONFIG_HASH: config_hash}}, "spec": spec}
-    template["metadata"]["annotations"][TEMPLATE_HASH] = content_hash(template)
+    template = pod_template(labels, spec, config_hash)
     return {
         "replicas": replicas,
         "revisionHistoryLimit": 3,

@@ -1,5 +1,6 @@
-"""Pure rendering of an InferenceModel's own model servers (spec.serving): the model and a device
-profile in; a ConfigMap, a Service and a Deployment running `wasminfer model-server` out.
+"""Pure rendering of model servers: an InferenceModel's own (spec.serving: a ConfigMap, a Service and a
+Deployment running `wasminfer model-server`), and a ModelPool's (a ConfigMap, a headless Service and a
+StatefulSet whose replicas each load the share of the pool's models placed on them).
 
 The pods fetch the model's files as a worker's pods do, load it on the profile's device, and serve it
 over the Open Inference Protocol: REST on port 8000, gRPC on 8001. The readiness probe asks
@@ -8,6 +9,7 @@ over the Open Inference Protocol: REST on port 8000, gRPC on 8001. The readiness
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,14 @@ from wasminfer_operator.names import (
     INSTANCE_LABEL,
     MANAGED_BY,
     MANAGED_BY_LABEL,
+    MODEL_POOL_LABEL,
     MODEL_SERVER_APP,
     MODEL_SERVER_LABEL,
     NAME_LABEL,
     PROFILE_LABEL,
     model_server_name,
+    pool_name,
+    pool_replicas,
 )
 from wasminfer_operator.profiles import DeviceProfile, OperatorConfig
 from wasminfer_operator.render import (
@@ -35,6 +40,7 @@ from wasminfer_operator.render import (
     RUNTIME_YAML,
     TERMINATION_LOG,
     TMP_MOUNT,
+    NamedModel,
     ObjectRef,
     Rendered,
     Volumes,
@@ -47,10 +53,11 @@ from wasminfer_operator.render import (
     model_device,
     place_source,
     pod_spec,
+    pod_template,
     stamp,
 )
 from wasminfer_runtime.config import ModelConfig, ModelOptions, RuntimeConfig, ServerConfig, dump_runtime_config
-from wasminfer_runtime.fetch import FetchPlan, dump_fetch_plan
+from wasminfer_runtime.fetch import FetchFile, FetchPlan, dump_fetch_plan
 
 
 def server_selector(model: str) -> dict[str, str]:
@@ -71,23 +78,62 @@ def server_labels(model: str) -> dict[str, str]:
     }
 
 
-def server_config(ref: ObjectRef, spec: api.InferenceModelSpec, profile: Any) -> tuple[RuntimeConfig, FetchPlan, Volumes]:
-    """The model server's runtime.yaml (the one model, no workers) and the fetch plan of its files."""
-    vols = Volumes()
-    steps, paths = place_source(spec.source, DATA_DIR / "models" / ref.name, vols)
+def _model_config(name: str, spec: api.InferenceModelSpec, files: list[Path], profile: DeviceProfile) -> ModelConfig:
     o = spec.options
-    model = ModelConfig(
-        name=ref.name,
+    return ModelConfig(
+        name=name,
         format=spec.format,
         backend=spec.resolved_backend,
         device=model_device(spec, profile),
-        files=[Path(p) for p in paths],
+        files=files,
         options=ModelOptions(
             precision=o.precision, performance_hint=o.performance_hint, streams=o.streams, pool_size=o.pool_size,
             max_dynamic_dim=o.max_dynamic_dim, max_output_bytes=o.max_output_bytes,
         ),
         memory_mib=spec.memory_mib,
     )  # fmt: skip
+
+
+def _server_container(image: str, cfg: OperatorConfig, opts: api.ServerOptions, vols: Volumes, profile: DeviceProfile) -> dict[str, Any]:
+    """`wasminfer model-server` on the configuration, ready once its models are loaded."""
+    command = [
+        "wasminfer", "model-server", str(CONFIG_DIR / RUNTIME_YAML), "--host", "0.0.0.0",
+        "--port", str(MODEL_SERVER_HTTP_PORT), "--grpc-port", str(MODEL_SERVER_GRPC_PORT), "--exit-on-load-failure",
+    ]  # fmt: skip
+    if opts.threads is not None:
+        command += ["--threads", str(opts.threads)]
+    live = {"httpGet": {"path": "/v2/health/live", "port": "http"}, "timeoutSeconds": 5}
+    server: dict[str, Any] = {
+        "name": "model-server",
+        "image": image,
+        "imagePullPolicy": cfg.image_pull_policy,
+        "command": command,
+        "ports": [
+            {"name": "http", "containerPort": MODEL_SERVER_HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": MODEL_SERVER_GRPC_PORT, "protocol": "TCP"},
+        ],
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        # Ready once the models are loaded: the Service sends calls only to pods that hold them.
+        "readinessProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": "http"}, "timeoutSeconds": 5, "periodSeconds": 2, "failureThreshold": 3,
+        },  # fmt: skip
+        "livenessProbe": {**live, "periodSeconds": 10, "failureThreshold": 3},
+        "startupProbe": {**live, "periodSeconds": 1, "failureThreshold": 600},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": hardened_container_security(),
+        "volumeMounts": [CONFIG_MOUNT, DATA_MOUNT, TMP_MOUNT, *vols.claim_mounts()],
+    }
+    resources = container_resources(opts.resources, profile)
+    if resources:
+        server["resources"] = resources
+    return server
+
+
+def server_config(ref: ObjectRef, spec: api.InferenceModelSpec, profile: Any) -> tuple[RuntimeConfig, FetchPlan, Volumes]:
+    """The model server's runtime.yaml (the one model, no workers) and the fetch plan of its files."""
+    vols = Volumes()
+    steps, paths = place_source(spec.source, DATA_DIR / "models" / ref.name, vols)
+    model = _model_config(ref.name, spec, [Path(p) for p in paths], profile)
     server = ServerConfig.model_validate(
         {"cache_dir": str(DATA_DIR / "cache"), "exit_on_load_failure": True, "termination_log": TERMINATION_LOG}
     )
@@ -131,36 +177,7 @@ def render_model_server(ref: ObjectRef, spec: api.InferenceModelSpec, profile_na
         }
     )
     image = cfg.image_for(profile_name, serving.image)
-    command = [
-        "wasminfer", "model-server", str(CONFIG_DIR / RUNTIME_YAML), "--host", "0.0.0.0",
-        "--port", str(MODEL_SERVER_HTTP_PORT), "--grpc-port", str(MODEL_SERVER_GRPC_PORT), "--exit-on-load-failure",
-    ]  # fmt: skip
-    if serving.threads is not None:
-        command += ["--threads", str(serving.threads)]
-    live = {"httpGet": {"path": "/v2/health/live", "port": "http"}, "timeoutSeconds": 5}
-    server: dict[str, Any] = {
-        "name": "model-server",
-        "image": image,
-        "imagePullPolicy": cfg.image_pull_policy,
-        "command": command,
-        "ports": [
-            {"name": "http", "containerPort": MODEL_SERVER_HTTP_PORT, "protocol": "TCP"},
-            {"name": "grpc", "containerPort": MODEL_SERVER_GRPC_PORT, "protocol": "TCP"},
-        ],
-        "env": [{"name": "HOME", "value": "/tmp"}],
-        # Ready once the model is loaded: the Service sends calls only to pods that hold it.
-        "readinessProbe": {
-            "httpGet": {"path": "/v2/health/ready", "port": "http"}, "timeoutSeconds": 5, "periodSeconds": 2, "failureThreshold": 3,
-        },  # fmt: skip
-        "livenessProbe": {**live, "periodSeconds": 10, "failureThreshold": 3},
-        "startupProbe": {**live, "periodSeconds": 1, "failureThreshold": 600},
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": hardened_container_security(),
-        "volumeMounts": [CONFIG_MOUNT, DATA_MOUNT, TMP_MOUNT, *vols.claim_mounts()],
-    }
-    resources = container_resources(serving.resources, profile)
-    if resources:
-        server["resources"] = resources
+    server = _server_container(image, cfg, serving, vols, profile)
     pod = pod_spec(cfg, name, serving.placement, profile, vols, fetch_container(image, cfg, vols), server, [])
     body = deployment_spec(
         serving.replicas, server_selector(ref.name), {**labels, PROFILE_LABEL: profile_name}, pod, profile, cfg, config_hash
@@ -168,3 +185,116 @@ def render_model_server(ref: ObjectRef, spec: api.InferenceModelSpec, profile_na
     deployment = stamp({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": child_metadata(ref, name, labels), "spec": body})
     return Rendered(config_map=config_map, service=render_server_service(ref), deployment=deployment, config_hash=config_hash)
 
+
+
+# --- model pools -----------------------------------------------------------------------------------
+
+
+def pool_selector(pool: str) -> dict[str, str]:
+    return {MODEL_POOL_LABEL: pool}
+
+
+def pool_selector_string(pool: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in pool_selector(pool).items())
+
+
+def pool_labels(pool: str) -> dict[str, str]:
+    return {
+        NAME_LABEL: MODEL_SERVER_APP,
+        INSTANCE_LABEL: pool,
+        COMPONENT_LABEL: "model-pool",
+        MANAGED_BY_LABEL: MANAGED_BY,
+        MODEL_POOL_LABEL: pool,
+    }
+
+
+@dataclass(frozen=True)
+class RenderedPool:
+    config_map: dict[str, Any]
+    service: dict[str, Any]
+    stateful_set: dict[str, Any]
+
+    @property
+    def children(self) -> list[dict[str, Any]]:
+        """In apply order: configuration first, so new pods never start with an old one."""
+        return [self.config_map, self.service, self.stateful_set]
+
+
+def pool_config(ref: ObjectRef, members: list[NamedModel], profile: DeviceProfile) -> tuple[RuntimeConfig, FetchPlan, Volumes]:
+    """Every model of the pool in one runtime.yaml and one fetch plan (each file tagged with its model):
+    a replica fetches and loads only the models placed on it."""
+    vols = Volumes()
+    models: list[ModelConfig] = []
+    steps: list[FetchFile] = []
+    for m in sorted(members, key=lambda m: m.name):
+        files, paths = place_source(m.spec.source, DATA_DIR / "models" / m.name, vols)
+        steps += [f.model_copy(update={"model": m.name}) for f in files]
+        models.append(_model_config(m.name, m.spec, [Path(p) for p in paths], profile))
+    server = ServerConfig.model_validate(
+        {"cache_dir": str(DATA_DIR / "cache"), "exit_on_load_failure": True, "termination_log": TERMINATION_LOG}
+    )
+    return RuntimeConfig(server=server, models=models, workers=[]), FetchPlan(files=steps, allow_http=False), vols
+
+
+def render_model_pool(
+    ref: ObjectRef, spec: api.ModelPoolSpec, members: list[NamedModel], profile_name: str, cfg: OperatorConfig
+) -> RenderedPool:
+    """A pool's ConfigMap, headless Service (a DNS name per replica) and StatefulSet (replicas with
+    stable names, the names the models are placed on)."""
+    profile = cfg.profiles[profile_name]
+    name = pool_name(ref.name)
+    runtime_cfg, plan, vols = pool_config(ref, members, profile)
+    runtime_yaml, fetch_yaml = dump_runtime_config(runtime_cfg), dump_fetch_plan(plan)
+    # The replicas' names are in the pods' arguments: a new replica count rolls them (one at a time).
+    pool_args = [
+        "--pool-replicas", ",".join(pool_replicas(ref.name, spec.replicas)), "--pool-replica", "$(POD_NAME)",
+        "--pool-copies", str(spec.copies),
+    ]  # fmt: skip
+    config_hash = content_hash([runtime_yaml, fetch_yaml, spec.threads, pool_args])
+    labels = pool_labels(ref.name)
+    config_map = stamp(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": child_metadata(ref, name, labels),
+         "data": {RUNTIME_YAML: runtime_yaml, FETCH_YAML: fetch_yaml}}
+    )  # fmt: skip
+    service = stamp(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": child_metadata(ref, name, labels),
+            "spec": {
+                "clusterIP": "None",  # headless: NAME-pool-<i>.NAME-pool.NAMESPACE.svc is replica i
+                "selector": pool_selector(ref.name),
+                "ports": [
+                    {"name": "http", "port": MODEL_SERVER_HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                    {"name": "grpc", "port": MODEL_SERVER_GRPC_PORT, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"},
+                ],
+            },
+        }
+    )
+    image = cfg.image_for(profile_name, spec.image)
+    pod_name_env = {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    fetch = fetch_container(image, cfg, vols)
+    fetch["command"] = [*fetch["command"], *pool_args]
+    fetch["env"] = [*fetch["env"], pod_name_env]
+    server = _server_container(image, cfg, spec, vols, profile)
+    server["command"] = [*server["command"], *pool_args]
+    server["env"] = [*server["env"], pod_name_env]
+    pod = pod_spec(cfg, name, spec.placement, profile, vols, fetch, server, [])
+    template = pod_template({**labels, PROFILE_LABEL: profile_name}, pod, config_hash)
+    stateful_set = stamp(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": child_metadata(ref, name, labels),
+            "spec": {
+                "serviceName": name,
+                "replicas": spec.replicas,
+                "revisionHistoryLimit": 3,
+                "podManagementPolicy": "Parallel",  # replicas start together; updates still roll one at a time
+                "updateStrategy": {"type": "RollingUpdate"},
+                "selector": {"matchLabels": pool_selector(ref.name)},
+                "template": template,
+            },
+        }
+    )
+    return RenderedPool(config_map=config_map, service=service, stateful_set=stateful_set)

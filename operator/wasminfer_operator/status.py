@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from wasminfer_operator.api import Condition, InferenceModelStatus, ServerState, WasmWorkerStatus
+from wasminfer_operator.api import Condition, InferenceModelStatus, ModelPoolStatus, ServerState, WasmWorkerStatus
 from wasminfer_operator.observe import ChildView, PodView
 from wasminfer_operator.placement import Decision
 
@@ -439,6 +439,8 @@ class ServingObservation:
     decision: Decision
     pods: Sequence[PodView] = ()
     apply_error: tuple[str, str] | None = None
+    pool: str | None = None  # a ModelPool's model: `pods` are the replicas placed to hold it
+    current_hash: str | None = None  # a pool's template hash: a replica of an older revision may hold another share
 
     @property
     def live(self) -> list[PodView]:
@@ -446,7 +448,7 @@ class ServingObservation:
 
     @property
     def ready(self) -> int:
-        return sum(1 for p in self.live if p.ready)
+        return sum(1 for p in self.live if p.ready and (self.current_hash is None or p.template_hash == self.current_hash))
 
 
 @dataclass(frozen=True)
@@ -485,8 +487,12 @@ def serving_condition(sv: ServingObservation) -> Cond:
     if sv.apply_error is not None:
         return Cond(READY, "False", *sv.apply_error)
     if sv.replicas == 0:
-        return Cond(READY, "False", "ScaledToZero", "spec.serving.replicas is 0: no model server serves the model, and the workers using it wait")
-    if sv.ready:
+        where = f"ModelPool {sv.pool} has 0 replicas" if sv.pool is not None else "spec.serving.replicas is 0"
+        return Cond(READY, "False", "ScaledToZero", f"{where}: no model server serves the model, and the workers using it wait")
+    if sv.pool is not None and sv.ready >= sv.replicas:
+        holders = ", ".join(p.name for p in sv.pods)
+        return Cond(READY, "True", "Serving", f"held by {_plural(sv.replicas, 'replica')} of ModelPool {sv.pool}: {holders}")
+    if sv.pool is None and sv.ready:
         return Cond(READY, "True", "Serving", f"{sv.ready} of {_plural(sv.replicas, 'model-server pod')} serve the model at {sv.endpoint}")
     problem = next(((p.name, p.problem) for p in sv.live if p.problem is not None), None)
     if problem is not None:
@@ -496,14 +502,21 @@ def serving_condition(sv: ServingObservation) -> Cond:
         if d.fallback_due is not None and d.profile in d.chain[:-1]:
             then = f"; profile {d.chain[d.chain.index(d.profile) + 1]} is tried at {d.fallback_due}"
         return Cond(READY, "False", "Unschedulable", f"model-server pods cannot be placed with profile {d.profile}: {d.unschedulable[1]}{then}")
+    if sv.pool is not None:
+        return Cond(READY, "False", "ServerStarting", f"{sv.ready} of the {_plural(sv.replicas, 'replica')} of ModelPool {sv.pool} "
+                    f"placed to hold the model have loaded it")  # fmt: skip
     return Cond(READY, "False", "ServerStarting", f"waiting for a model-server pod to load the model (0 of {sv.replicas} ready)")
 
 
-def server_states(pods: Sequence[PodView]) -> list[ServerState]:
+def server_states(pods: Sequence[PodView], current_hash: str | None = None, shares: Mapping[str, int] | None = None) -> list[ServerState]:
+    """Each pod's state; with `current_hash` a ready pod of an older revision is still Loading (it may hold
+    another share); `shares`: how many models are placed on each (a pool's replicas)."""
     out = []
     for p in sorted(pods, key=lambda p: p.name)[:MAX_LISTED_SERVERS]:
         if p.terminating:
             state, message = "Terminating", ""
+        elif p.ready and current_hash is not None and p.template_hash != current_hash:
+            state, message = "Loading", "an older revision: it restarts with the current placement"
         elif p.ready:
             state, message = "Ready", ""
         elif p.problem is not None:
@@ -512,7 +525,8 @@ def server_states(pods: Sequence[PodView]) -> list[ServerState]:
             state, message = "Pending", p.unschedulable_message
         else:
             state, message = "Loading", ""
-        out.append(ServerState(pod=p.name, node=p.node or None, state=state, message=message[:4096]))
+        out.append(ServerState(pod=p.name, node=p.node or None, state=state, message=message[:4096],
+                               models=None if shares is None else shares.get(p.name, 0)))  # fmt: skip
     return out
 
 
@@ -546,8 +560,81 @@ def model_status(obs: ModelObservation, old: Mapping[str, Any], now: datetime) -
     sv = obs.serving
     if sv is not None:
         status.profile = sv.decision.profile or obs.profile
-        status.endpoint, status.grpc_endpoint, status.selector = sv.endpoint, sv.grpc_endpoint, sv.selector
+        if sv.pool is None:
+            status.endpoint, status.grpc_endpoint, status.selector = sv.endpoint, sv.grpc_endpoint, sv.selector
         status.replicas, status.ready_replicas = len(sv.live), sv.ready
         status.ready_summary = f"{sv.ready}/{sv.replicas}"
-        status.servers = server_states(sv.pods)
+        status.servers = server_states(sv.pods, sv.current_hash)
+    return status, transitions(old_conditions, conditions)
+
+
+# --- ModelPool ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolObservation:
+    generation: int
+    spec_error: str | None = None
+    decision: Decision | None = None
+    replicas: int = 0  # desired
+    copies: int = 0
+    selector: str = ""
+    models: Sequence[str] = ()  # placed, in order
+    waiting: Mapping[str, str] = field(default_factory=dict)  # models left out for now, and why
+    shares: Mapping[str, int] = field(default_factory=dict)  # replica -> models placed on it
+    pods: Sequence[PodView] = ()
+    current_hash: str | None = None
+    apply_error: tuple[str, str] | None = None
+
+    @property
+    def live(self) -> list[PodView]:
+        return [p for p in self.pods if not p.terminating]
+
+    @property
+    def ready(self) -> int:
+        return sum(1 for p in self.live if p.ready and p.template_hash == self.current_hash)
+
+
+def pool_condition(obs: PoolObservation) -> Cond:
+    if obs.spec_error is not None:
+        return Cond(READY, "False", "InvalidSpec", obs.spec_error)
+    d = obs.decision
+    if d is not None and d.failure is not None:
+        return Cond(READY, "False", *d.failure)
+    if obs.apply_error is not None:
+        return Cond(READY, "False", *obs.apply_error)
+    waiting = ""
+    if obs.waiting:
+        waiting = "; waiting for " + "; ".join(f"{m}: {why}" for m, why in sorted(obs.waiting.items())[:10])
+    if not obs.models:
+        return Cond(READY, "True", "NoModels", f"no InferenceModel of the namespace is placed in the pool (spec.pool){waiting}")
+    if obs.replicas == 0:
+        return Cond(READY, "False", "ScaledToZero", f"spec.replicas is 0: the {_plural(len(obs.models), 'model')} of the pool are not served")
+    if obs.ready >= obs.replicas:
+        copies = min(obs.copies, obs.replicas)
+        return Cond(READY, "True", "Serving",
+                    f"{_plural(obs.replicas, 'replica')} hold {_plural(len(obs.models), 'model')}, each on {copies}{waiting}")  # fmt: skip
+    problem = next(((p.name, p.problem) for p in obs.live if p.problem is not None), None)
+    if problem is not None:
+        return Cond(READY, "False", problem[1][0], f"replica {problem[0]}: {problem[1][1]}")
+    if d is not None and d.unschedulable is not None:
+        return Cond(READY, "False", "Unschedulable", f"replicas cannot be placed with profile {d.profile}: {d.unschedulable[1]}")
+    return Cond(READY, "False", "ReplicasStarting", f"{obs.ready} of {obs.replicas} replicas have loaded their share of the models")
+
+
+def pool_status(obs: PoolObservation, old: Mapping[str, Any], now: datetime) -> tuple[ModelPoolStatus, list[Transition]]:
+    old_conditions = list(old.get("conditions") or [])
+    conditions = merge_conditions(old_conditions, [pool_condition(obs)], obs.generation, now)
+    status = ModelPoolStatus(
+        observed_generation=obs.generation,
+        profile=obs.decision.profile if obs.decision is not None else None,
+        replicas=len(obs.live),
+        ready_replicas=obs.ready,
+        ready_summary=f"{obs.ready}/{obs.replicas}",
+        selector=obs.selector or None,
+        model_count=len(obs.models),
+        models=list(obs.models),
+        servers=server_states(obs.pods, obs.current_hash, obs.shares),
+        conditions=conditions,
+    )
     return status, transitions(old_conditions, conditions)

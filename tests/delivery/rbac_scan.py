@@ -272,8 +272,8 @@ def required_access(clusterwide: bool) -> dict[Access, str]:
             for access in _accesses_of(call, plurals):
                 need.setdefault(access, f"{call.where} {call.api.__name__}.{call.method}")
 
-    # Children of both kinds: a worker's, and a model's model servers (spec.serving).
-    for kind, plural in (("WasmWorker", "wasmworkers"), ("InferenceModel", "inferencemodels")):
+    # Children of every kind: a worker's, a model's model servers (spec.serving), a pool's replicas.
+    for kind, plural in (("WasmWorker", "wasmworkers"), ("InferenceModel", "inferencemodels"), ("ModelPool", "modelpools")):
         ref = render.owner_reference(render.ObjectRef("w", "ns", "uid", kind=kind))
         if ref.get("blockOwnerDeletion"):
             need[Access(wasminfer_operator_group(), f"{plural}/finalizers", "update")] = f"{kind} ownerReferences with blockOwnerDeletion"

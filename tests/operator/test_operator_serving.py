@@ -4,6 +4,7 @@ how many model servers hold it."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -13,6 +14,7 @@ from opbuilders import https_source, worker_spec
 
 from wasminfer_operator import api
 from wasminfer_operator.controllers.model import ModelController
+from wasminfer_operator.controllers.pool import PoolController
 from wasminfer_operator.controllers.shared import Indexes, SpecCache, StatusWriter
 from wasminfer_operator.handmade.informer import ByWorker
 from wasminfer_operator.handmade.workqueue import WorkQueue
@@ -20,9 +22,10 @@ from wasminfer_operator.names import MODEL_SERVER_LABEL
 from wasminfer_operator.observe import ChildView, PodView, object_view
 from wasminfer_operator.placement import decide
 from wasminfer_operator.profiles import OperatorConfig, load_operator_config
-from wasminfer_operator.render import NamedModel, ObjectRef, render_worker
-from wasminfer_operator.render_serving import render_model_server
+from wasminfer_operator.render import NamedModel, ObjectRef, PoolRoute, render_worker
+from wasminfer_operator.render_serving import render_model_pool, render_model_server
 from wasminfer_operator.status import ModelObservation, ServingObservation, model_condition, model_status
+from wasminfer_runtime import modelpool
 from wasminfer_runtime.config import parse_runtime_config
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
@@ -185,3 +188,85 @@ async def test_a_name_too_long_for_the_service_is_an_invalid_spec() -> None:
     assert (ready["reason"], kube.applied) == ("InvalidSpec", [])
     assert "at most 50 characters" in ready["message"]
     controller.queue.close()
+
+
+# --- model pools -----------------------------------------------------------------------------------
+
+
+def pool_model(name: str, **extra: Any) -> NamedModel:
+    spec = {"format": "onnx", "source": https_source(f"{name}.onnx"), **extra}
+    return NamedModel(name, api.InferenceModelSpec.model_validate(spec))
+
+
+def test_a_pool_renders_a_stateful_set_whose_replicas_fetch_and_load_their_share(cfg: OperatorConfig) -> None:
+    spec = api.ModelPoolSpec.model_validate({"replicas": 3, "copies": 2, "threads": 2})
+    members = [pool_model(f"m{i}") for i in range(6)]
+    r = render_model_pool(ObjectRef("shared", "team-a", "uid-p", kind="ModelPool"), spec, members, "cpu", cfg)
+    sts = r.stateful_set
+    assert (sts["kind"], sts["metadata"]["name"], sts["spec"]["serviceName"], sts["spec"]["replicas"]) == ("StatefulSet", "shared-pool", "shared-pool", 3)
+    assert sts["metadata"]["ownerReferences"][0]["kind"] == "ModelPool"
+    assert r.service["spec"]["clusterIP"] == "None", "headless: one DNS name per replica"
+    pod = sts["spec"]["template"]["spec"]
+    pool_args = ["--pool-replicas", "shared-pool-0,shared-pool-1,shared-pool-2", "--pool-replica", "$(POD_NAME)", "--pool-copies", "2"]
+    for container in (pod["initContainers"][0], pod["containers"][0]):
+        assert container["command"][-6:] == pool_args, container["command"]
+        assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
+    runtime = parse_runtime_config(yaml.safe_load(r.config_map["data"]["runtime.yaml"]), "runtime.yaml")
+    assert [m.name for m in runtime.models] == [f"m{i}" for i in range(6)]
+    plan = yaml.safe_load(r.config_map["data"]["fetch.yaml"])
+    assert [f["model"] for f in plan["files"]] == [f"m{i}" for i in range(6)], "each file names its model: replicas fetch their share"
+
+
+def test_a_worker_calls_the_replicas_of_the_pool_that_hold_its_model(cfg: OperatorConfig) -> None:
+    route = PoolRoute(("http://shared-pool-0.shared-pool.team-a.svc:8000", "http://shared-pool-2.shared-pool.team-a.svc:8000"), 7.0)
+    model = NamedModel("m1", api.InferenceModelSpec.model_validate({**NV, "pool": "shared"}), route)
+    spec = api.WasmWorkerSpec.model_validate(worker_spec(models=["m1"]))
+    assert decide(spec, [model], cfg, None, [], NOW).profile == "cpu"
+    r = render_worker(ObjectRef("w", "team-a", "uid-w"), spec, [model], "cpu", cfg)
+    runtime = parse_runtime_config(yaml.safe_load(r.config_map["data"]["runtime.yaml"]), "runtime.yaml")
+    remote = runtime.models[0].remote
+    assert remote is not None and remote.urls == list(route.urls) and remote.timeout_seconds == 7.0
+    with pytest.raises(ValueError, match="set at most one of serving"):
+        api.InferenceModelSpec.model_validate({**NV, "pool": "shared", "serving": {}})
+
+
+async def test_the_pool_places_its_models_and_each_model_knows_its_replicas() -> None:
+    pool = object_view({
+        "apiVersion": "wasminfer.dev/v1alpha1", "kind": "ModelPool", "spec": {"replicas": 4, "copies": 2},
+        "metadata": {"namespace": "ns", "name": "shared", "uid": "uid-p", "generation": 1, "resourceVersion": "1"},
+    })  # fmt: skip
+    models = {
+        ("ns", f"m{i}"): [object_view({
+            "apiVersion": "wasminfer.dev/v1alpha1", "kind": "InferenceModel",
+            "spec": {"format": "onnx", "source": https_source(f"m{i}.onnx"), "pool": "shared"},
+            "metadata": {"namespace": "ns", "name": f"m{i}", "uid": f"uid-{i}", "generation": 1, "resourceVersion": "1"},
+        })] for i in range(10)
+    }  # fmt: skip
+    ix = Indexes(workers={}, models=models, model_users={}, deployments=ByWorker(), services=ByWorker(), config_maps=ByWorker(),
+                 pods=ByWorker(), pools={pool.key: [pool]}, pool_members={("ns", "shared"): [m for _, m in models]},
+                 stateful_sets=ByWorker())  # fmt: skip
+    kube = RecordingKube()
+    writer = StatusWriter(kube, lambda: NOW, post_event=lambda *_: None)  # type: ignore[arg-type]
+    queue: WorkQueue[tuple[str, str, str]] = WorkQueue()
+    cfg, specs = load_operator_config(env={}), SpecCache()
+    model_controller = ModelController(cfg, kube, ix, specs, writer, queue)  # type: ignore[arg-type]
+    pools = PoolController(cfg, kube, ix, specs, writer, queue, model_controller)  # type: ignore[arg-type]
+    await pools.reconcile("ns", "shared")
+    assert [(o["kind"], o["metadata"]["name"]) for o in kube.applied] == [
+        ("ConfigMap", "shared-pool"), ("Service", "shared-pool"), ("StatefulSet", "shared-pool")
+    ]
+    status = kube.statuses[-1]
+    placed = [f"m{i}" for i in range(10)]
+    assert (status["models"], status["modelCount"], status["profile"]) == (placed, 10, "cpu")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ReplicasStarting")
+    # The model controller reads the placement from the pool's status, as the replicas were told it.
+    ix.pools = {pool.key: [dataclasses.replace(pool, status=status)]}
+    holders, route, _ = model_controller.pool_route("ns", "m3", "shared")
+    replicas = [f"shared-pool-{i}" for i in range(4)]
+    assert holders == modelpool.place(placed, replicas, 2)["m3"] and len(holders) == 2
+    assert route is not None and route.urls == tuple(f"http://{h}.shared-pool.ns.svc:8000" for h in holders)
+    obs = (await model_controller.evaluate(models[("ns", "m3")][0]))[1]
+    c = model_condition(obs)
+    assert (c.status, c.reason) == ("False", "ServerStarting") and "ModelPool shared" in c.message
+    queue.close()

@@ -65,21 +65,21 @@ in advance, so access is granted cluster-wide and the operator filters. */}}
 {{/* The namespaced API access of the operator (see rbac.yaml). */}}
 {{- define "wasminfer.workloadRules" -}}
 - apiGroups: ["wasminfer.dev"]
-  resources: ["wasmworkers", "inferencemodels"]
+  resources: ["wasmworkers", "inferencemodels", "modelpools"]
   verbs: ["list", "watch"]
 - apiGroups: ["wasminfer.dev"]
   resources: ["inferencemodels"]
   verbs: ["get", "patch"]
 - apiGroups: ["wasminfer.dev"]
-  resources: ["wasmworkers/status", "inferencemodels/status"]
+  resources: ["wasmworkers/status", "inferencemodels/status", "modelpools/status"]
   verbs: ["patch"]
-# Children owned with blockOwnerDeletion: a worker's, and a model's model servers (spec.serving).
+# Children owned with blockOwnerDeletion: a worker's, a model's model servers (spec.serving), a pool's replicas.
 - apiGroups: ["wasminfer.dev"]
-  resources: ["wasmworkers/finalizers", "inferencemodels/finalizers"]
+  resources: ["wasmworkers/finalizers", "inferencemodels/finalizers", "modelpools/finalizers"]
   verbs: ["update"]
-# delete: a model's model servers once spec.serving is removed.
+# delete: a model's model servers once spec.serving is removed, a pool's replicas once it has no models.
 - apiGroups: ["apps"]
-  resources: ["deployments"]
+  resources: ["deployments", "statefulsets"]
   verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services"]

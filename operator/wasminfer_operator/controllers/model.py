@@ -10,7 +10,7 @@ import hashlib
 import logging
 import time
 
-from wasminfer_operator.api import SERVING_NAME_MAX, SERVING_NAME_MESSAGE, InferenceModelSpec
+from wasminfer_operator.api import SERVING_NAME_MAX, SERVING_NAME_MESSAGE, InferenceModelSpec, ModelPoolSpec
 from wasminfer_operator.controllers.shared import (
     CHILD_KINDS,
     MODEL,
@@ -25,13 +25,14 @@ from wasminfer_operator.controllers.shared import (
 )
 from wasminfer_operator.handmade.workqueue import WorkQueue
 from wasminfer_operator.kube import Kube, KubeError
-from wasminfer_operator.names import MODEL_FINALIZER, RENDER_HASH, model_server_name, server_group
+from wasminfer_operator.names import MODEL_FINALIZER, RENDER_HASH, model_server_name, pool_group, pool_replicas, server_group
 from wasminfer_operator.observe import ObjectView
-from wasminfer_operator.placement import decide
+from wasminfer_operator.placement import Decision, decide
 from wasminfer_operator.profiles import OperatorConfig
-from wasminfer_operator.render import NamedModel, ObjectRef, model_server_urls
+from wasminfer_operator.render import NamedModel, ObjectRef, PoolRoute, model_server_urls, pool_replica_url
 from wasminfer_operator.render_serving import render_model_server, server_selector_string
 from wasminfer_operator.status import ModelObservation, ServingObservation, model_condition, model_status
+from wasminfer_runtime.modelpool import place
 
 log = logging.getLogger("wasminfer.operator")
 
@@ -68,11 +69,15 @@ class ModelController(Controller):
         if spec.serving is not None:
             serving = self._serving(view, spec)
             profile = serving.decision.profile or profile
-            source = await self._source_state(view, spec)
+            source = await self.source_state(view, spec)
+        elif spec.pool is not None:
+            serving = self._pooled(view, spec.pool)
+            profile = serving.decision.profile
+            source = await self.source_state(view, spec)
         elif profile is None:
             failure = ("NoDeviceProfile", f"no device profile provides device {spec.device.value} with backend {backend.value}")
         else:
-            source = await self._source_state(view, spec)
+            source = await self.source_state(view, spec)
         return spec, ModelObservation(
             generation=view.generation, backend=backend.value, profile=profile, profile_failure=failure, source=source, serving=serving
         )
@@ -88,13 +93,48 @@ class ModelController(Controller):
             decision=decision, pods=pods,
         )  # fmt: skip
 
+    def pool_route(self, namespace: str, model: str, pool: str) -> tuple[tuple[str, ...], PoolRoute | None, str]:
+        """The replicas of `pool` placed to hold `model`, the route workers call them by, and when there
+        is no route, why. The placement follows from the models the pool placed (its status), its
+        replica names and its copies: what its replicas were told to load."""
+        pool_view = one_of(self.ix.pools, (namespace, pool))
+        if pool_view is None:
+            return (), None, f"ModelPool {pool} not found in this namespace"
+        pool_spec = self.specs.parse(pool_view, ModelPoolSpec)
+        if isinstance(pool_spec, str):
+            return (), None, f"ModelPool {pool}: {pool_spec}"
+        placed = [str(m) for m in pool_view.status.get("models") or []]
+        if model not in placed:
+            return (), None, f"ModelPool {pool} has not placed the model on its replicas yet"
+        replicas = pool_replicas(pool, pool_spec.replicas)
+        holders = place(placed, replicas, pool_spec.copies).get(model, ())
+        urls = tuple(pool_replica_url(namespace, pool, h, pool_spec.protocol) for h in holders)
+        return tuple(holders), PoolRoute(urls, pool_spec.timeout_seconds), ""
+
+    def _pooled(self, view: ObjectView, pool: str) -> ServingObservation:
+        """A pool's model: the replicas placed to hold it, and whether they run the current placement."""
+        holders, route, why = self.pool_route(view.namespace, view.name, pool)
+        pool_view = one_of(self.ix.pools, (view.namespace, pool))
+        profile = str((pool_view.status if pool_view is not None else {}).get("profile") or "") or None
+        decision = Decision(profile=profile, chain=(profile,) if profile else ())
+        if route is None:
+            decision = Decision(profile=None, failure=("PoolNotReady", why))
+        group = (view.namespace, pool_group(pool))
+        pods = {p.name: p for p in all_of(self.ix.pods, group) if not p.terminating}
+        stateful_set = one_of(self.ix.stateful_sets, group)
+        return ServingObservation(
+            replicas=len(holders), endpoint="", grpc_endpoint="", selector="", decision=decision,
+            pods=[pods[h] for h in holders if h in pods], pool=pool,
+            current_hash=stateful_set.template_hash if stateful_set is not None else "",
+        )  # fmt: skip
+
     async def _serve(self, view: ObjectView, spec: InferenceModelSpec, obs: ModelObservation) -> ModelObservation:
         """Apply the model servers' children where they differ from the render; removes them when
         spec.serving is gone. Returns the observation with any apply failure."""
         group = (view.namespace, server_group(view.name))
         children = {c.kind: c for index in (self.ix.config_maps, self.ix.services, self.ix.deployments) for c in all_of(index, group)}
         sv = obs.serving
-        if sv is None:
+        if sv is None or sv.pool is not None:  # no model servers of its own (any more)
             for kind, child in children.items():
                 if child.owner_uid == view.uid:
                     await self.kube.delete(kind, view.namespace, child.name)
@@ -119,7 +159,7 @@ class ModelController(Controller):
             return obs
         return dataclasses.replace(obs, serving=dataclasses.replace(sv, apply_error=error))
 
-    async def _source_state(self, view: ObjectView, spec: InferenceModelSpec) -> SourceState:
+    async def source_state(self, view: ObjectView, spec: InferenceModelSpec) -> SourceState:
         """Can the pods get the files? Checked against the API for ConfigMap and claim sources."""
         src = spec.source
         if src.https is not None:

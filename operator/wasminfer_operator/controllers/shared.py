@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -16,6 +16,7 @@ from wasminfer_operator.kube import Kube, KubeError
 from wasminfer_operator.observe import ChildView, ObjectView, PodView
 from wasminfer_operator.profiles import OperatorConfig
 from wasminfer_operator.render import Rendered
+from wasminfer_operator.render_serving import RenderedPool
 from wasminfer_operator.status import Transition, details_only
 
 log = logging.getLogger("wasminfer.operator")
@@ -25,8 +26,9 @@ CHILD_KINDS = ("ConfigMap", "Service", "Deployment")  # in apply order: new pods
 
 WORKER = "worker"
 MODEL = "model"
+POOL = "pool"
 RELEASE = "release"  # a model of a namespace being deleted: drop its finalizer, from a fresh read
-Key = tuple[str, str, str]  # (WORKER|MODEL|RELEASE, namespace, name)
+Key = tuple[str, str, str]  # (WORKER|MODEL|POOL|RELEASE, namespace, name)
 NsName = tuple[str, str]
 V = TypeVar("V")
 M = TypeVar("M", bound=BaseModel)
@@ -39,10 +41,13 @@ class Indexes:
     workers: Mapping[NsName, Iterable[ObjectView]]
     models: Mapping[NsName, Iterable[ObjectView]]
     model_users: Mapping[NsName, Iterable[str]]  # (namespace, model) -> names of workers naming it
-    deployments: Mapping[NsName, Iterable[ChildView]]  # (namespace, worker) -> its children of a kind
+    deployments: Mapping[NsName, Iterable[ChildView]]  # (namespace, group) -> its children of a kind (names.*_group)
     services: Mapping[NsName, Iterable[ChildView]]
     config_maps: Mapping[NsName, Iterable[ChildView]]
     pods: Mapping[NsName, Iterable[PodView]]
+    pools: Mapping[NsName, Iterable[ObjectView]] = field(default_factory=dict)
+    pool_members: Mapping[NsName, Iterable[str]] = field(default_factory=dict)  # (namespace, pool) -> names of models in it
+    stateful_sets: Mapping[NsName, Iterable[ChildView]] = field(default_factory=dict)
 
 
 def all_of(index: Mapping[NsName, Iterable[V]], key: NsName) -> list[V]:
@@ -98,7 +103,7 @@ EventPoster = Callable[[dict[str, Any], str, str, str], None]
 # per plural. Condition changes and new generations are written at once. Creating many workers
 # otherwise costs each one a write per message on the way (creating the Deployment, waiting for
 # pods, 1 of 1 pod...) and each of their models a write per new user.
-DETAIL_SETTLE_SECONDS = {"wasmworkers": 5.0, "inferencemodels": 10.0}
+DETAIL_SETTLE_SECONDS = {"wasmworkers": 5.0, "inferencemodels": 10.0, "modelpools": 5.0}
 
 
 class StatusWriter:
@@ -191,13 +196,13 @@ class ChildApplier:
         hashes: Mapping[str, str],
         names: Mapping[str, str],
         children: Mapping[str, ChildView],
-        render: Callable[[], Rendered],
+        render: Callable[[], Rendered | RenderedPool],
     ) -> tuple[str, str] | None:
-        """Apply each child whose render hash (`hashes`) the cached one lacks; None, or (reason,
-        message) when the API refuses one. `render` is called only when something is applied."""
-        rendered: Rendered | None = None
+        """Apply each child whose render hash (`hashes`, kind -> hash in apply order) the cached one lacks;
+        None, or (reason, message) when the API refuses one. `render` is called only when something is applied."""
+        rendered: Rendered | RenderedPool | None = None
         namespace = key[1]
-        for kind in CHILD_KINDS:
+        for kind in hashes:  # in apply order
             current = children.get(kind)
             want = hashes[kind]
             if current is not None and current.render_hash == want and current.owner_uid == uid:

@@ -40,11 +40,12 @@ class WorkerController(Controller):
 
     async def _model_states(
         self, namespace: str, names: list[str]
-    ) -> tuple[dict[str, ModelState], list[NamedModel], tuple[tuple[str, int], ...]]:
-        """Each named model's state, the parsed ones, and their (uid, generation) for render caching."""
+    ) -> tuple[dict[str, ModelState], list[NamedModel], tuple[Any, ...]]:
+        """Each named model's state, the parsed ones, and what of them renders (for render caching):
+        their (uid, generation), and for a pool's model the replicas it is called on."""
         states: dict[str, ModelState] = {}
         named: list[NamedModel] = []
-        versions: list[tuple[str, int]] = []
+        versions: list[Any] = []
         for n in names:
             view = one_of(self.ix.models, (namespace, n))
             if view is None:  # a model being deleted stays usable: its deletion waits for its users
@@ -54,8 +55,13 @@ class WorkerController(Controller):
             spec, obs = await self.models.evaluate(view)
             cond: Cond = model_condition(obs)
             states[n] = ModelState(found=True, ready=cond.status == "True", reason=cond.reason, message=cond.message)
-            if spec is not None:
-                named.append(NamedModel(n, spec))
+            if spec is None:
+                continue
+            route = None
+            if spec.pool is not None:
+                _, route, _ = self.models.pool_route(namespace, n, spec.pool)
+                versions.append(route)
+            named.append(NamedModel(n, spec, route))
         return states, named, tuple(versions)
 
     async def reconcile(self, namespace: str, name: str) -> None:

@@ -215,7 +215,7 @@ class Informer(Generic[V]):
 
 
 class ChildCaches:
-    """The four kinds of children, cached per worker (or model server); informers per namespace, or one for all."""
+    """The kinds of children, cached per worker, model server or pool; informers per namespace, or one for all."""
 
     SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"  # only what this operator rendered
 
@@ -223,6 +223,7 @@ class ChildCaches:
         self.deployments: ByWorker[ChildView] = ByWorker()
         self.services: ByWorker[ChildView] = ByWorker()
         self.config_maps: ByWorker[ChildView] = ByWorker()
+        self.stateful_sets: ByWorker[ChildView] = ByWorker()  # model pools' replicas
         self.pods: ByWorker[PodView] = ByWorker()
         self.informers: list[Informer[Any]] = []
 
@@ -250,6 +251,8 @@ class ChildCaches:
                          child_view, self.SELECTOR, loop, on_child, self.services, ns),
                 Informer("ConfigMap", lister(core.list_namespaced_config_map, core.list_config_map_for_all_namespaces),
                          child_view, self.SELECTOR, loop, on_child, self.config_maps, ns),
+                Informer("StatefulSet", lister(apps.list_namespaced_stateful_set, apps.list_stateful_set_for_all_namespaces),
+                         child_view, self.SELECTOR, loop, on_child, self.stateful_sets, ns),
                 Informer("Pod", lister(core.list_namespaced_pod, core.list_pod_for_all_namespaces),
                          pod_view, self.SELECTOR, loop, on_pod, self.pods, ns),
             ]  # fmt: skip
