@@ -20,7 +20,7 @@ SOURCE_CRDS = REPO / "crds"
 CHART_CRDS = CHART / "crds"
 ARGOCD = CHART / "argocd"
 GROUP = "wasminfer.dev"
-KINDS = ("InferenceModel", "WasmWorker")
+KINDS = ("InferenceModel", "ModelPool", "WasmWorker")
 
 
 def health_key(kind: str) -> str:

@@ -15,6 +15,8 @@ import chart
 from operator_objects import SHA, install_crds, model_yaml, worker_yaml
 from operator_process import REPO, OperatorProcess
 
+from wasminfer_runtime import modelpool
+
 from kube import Cluster, KubectlError
 
 pytestmark = pytest.mark.cluster
@@ -277,6 +279,59 @@ def test_a_horizontal_pod_autoscaler_scales_a_served_model_through_its_scale_sub
     got = cluster.get_json("hpa", "auto", namespace=ns)["status"]
     able = next(c for c in got["conditions"] if c["type"] == "AbleToScale")
     assert able["status"] == "True", got
+
+
+def pool_yaml(name: str, **spec: Any) -> str:
+    return yaml.safe_dump({"apiVersion": "wasminfer.dev/v1alpha1", "kind": "ModelPool", "metadata": {"name": name}, "spec": spec})
+
+
+def model_servers(cluster: Cluster, ns: str, models: list[str]) -> dict[str, tuple[str, ...]]:
+    """Each model's replicas, as its status lists them, once it is Ready (else absent)."""
+    out = {}
+    for item in cluster.get_json("inferencemodels", namespace=ns)["items"]:
+        name, s = item["metadata"]["name"], item.get("status") or {}
+        ready = next((c for c in s.get("conditions") or [] if c["type"] == "Ready"), {})
+        if name in models and (ready.get("status"), ready.get("reason")) == ("True", "Serving"):
+            out[name] = tuple(x["pod"] for x in s.get("servers") or [])
+    return out
+
+
+def test_a_pool_of_50_models_over_4_replicas_spreads_as_the_ring_says_and_losing_one_moves_only_its_share(cluster: Cluster, ns: str) -> None:
+    models = [f"pm{i:02d}" for i in range(50)]
+    docs = [pool_yaml("shared", replicas=4, copies=2)] + [model_yaml(m, pool="shared") for m in models]
+    docs.append(worker_yaml("pooled", models[:3]))
+    cluster.apply("---\n".join(docs), namespace=ns)
+    replicas = [f"shared-pool-{i}" for i in range(4)]
+    ring = modelpool.place(models, replicas, 2)
+    cluster.wait_until(lambda: model_servers(cluster, ns, models) == {m: tuple(sorted(h)) for m, h in ring.items()}, 180,
+                       "every model Ready on the replicas the ring places it on")  # fmt: skip
+    pool = status(cluster, ns, "modelpool", "shared")
+    assert (pool["readySummary"], pool["modelCount"], pool["models"]) == ("4/4", 50, models)
+    shares = modelpool.loads(ring, replicas)
+    assert {x["pod"]: x["models"] for x in pool["servers"]} == shares and max(shares.values()) <= modelpool.capacity(50, 4)
+    assert {p["spec"]["nodeName"] for p in cluster.get_json("pods", "-l", "wasminfer.dev/model-pool=shared", namespace=ns)["items"]} <= cpu_nodes(cluster)
+    ready(cluster, ns, "pooled")
+    runtime_yaml = yaml.safe_load(cluster.get_json("configmap", "pooled-runtime", namespace=ns)["data"]["runtime.yaml"])
+    urls = {m["name"]: m["remote"]["urls"] for m in runtime_yaml["models"]}
+    assert urls == {m: [f"http://{h}.shared-pool.{ns}.svc:8000" for h in ring[m]] for m in models[:3]}
+    row = cluster.kubectl("get", "modelpool", "shared", "-n", ns, "--no-headers").stdout.split()
+    assert row[:6] == ["shared", "4/4", "50", "2", "cpu", "Serving"], row
+
+    # One replica fewer: only the models it held (and a few the load cap moves) change replicas.
+    cluster.kubectl("scale", "modelpool/shared", "--replicas=3", "-n", ns)
+    after = modelpool.place(models, replicas[:3], 2)
+    moved = modelpool.moved_copies(ring, after)
+    assert moved <= 1.5 * 100 / 4, f"{moved} of 100 copies moved"
+    changed = {m for m in models if set(ring[m]) != set(after[m])}
+    assert changed >= {m for m in models if "shared-pool-3" in ring[m]}
+    cluster.wait_until(lambda: model_servers(cluster, ns, models) == {m: tuple(sorted(h)) for m, h in after.items()}, 240,
+                       "every model Ready on the replicas of the smaller ring")  # fmt: skip
+    assert status(cluster, ns, "modelpool", "shared")["readySummary"] == "3/3"
+    cluster.wait_until(
+        lambda: {m["name"]: m["remote"]["urls"] for m in yaml.safe_load(cluster.get_json("configmap", "pooled-runtime", namespace=ns)["data"]["runtime.yaml"])["models"]}
+        == {m: [f"http://{h}.shared-pool.{ns}.svc:8000" for h in after[m]] for m in models[:3]},
+        60, "the worker calling the new replicas",
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(

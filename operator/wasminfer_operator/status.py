@@ -59,8 +59,9 @@ def timestamp(t: datetime) -> str:
     return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-# Not ready, but on the way: a rollout is a Normal event, not a Warning.
-_ON_THE_WAY = {"RollingOut", "ReplicasNotReady"}
+# Not ready, but on the way (a rollout, model servers loading, a pool placing its models) or as asked
+# (scaled to zero): a Normal event, not a Warning.
+_ON_THE_WAY = {"RollingOut", "ReplicasNotReady", "ServerStarting", "ReplicasStarting", "Placing", "ScaledToZero"}
 
 
 def _is_bad(c: Cond | Condition) -> bool:

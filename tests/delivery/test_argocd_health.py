@@ -177,6 +177,47 @@ MODEL_CASES += [
 ]
 
 
+def pool_object(obs: st.PoolObservation) -> dict[str, Any]:
+    status, _ = st.pool_status(obs, {}, NOW)
+    return {
+        "apiVersion": "wasminfer.dev/v1alpha1",
+        "kind": "ModelPool",
+        "metadata": {"name": "p", "namespace": "ns", "generation": obs.generation},
+        "status": status.wire(),
+    }
+
+
+def _replica(i: int, ready: bool = True, problem: tuple[str, str] | None = None, template: str = "t1") -> PodView:
+    return PodView(f"p-pool-{i}", "", "cpu", True, None, "", ready, False, problem, template, pool="p")
+
+
+def _pool(*pods: PodView, replicas: int = 2, models: tuple[str, ...] = ("a", "b"), **kw: Any) -> st.PoolObservation:
+    return st.PoolObservation(
+        generation=1, decision=kw.pop("decision", Decision(profile="cpu", chain=("cpu",))), replicas=replicas, copies=2,
+        selector="wasminfer.dev/model-pool=p", models=models, pods=pods, current_hash="t1", **kw,
+    )  # fmt: skip
+
+
+POOL_CASES: list[tuple[str, st.PoolObservation, str]] = [
+    ("serving", _pool(_replica(0), _replica(1)), "Healthy"),
+    ("no-models", _pool(models=()), "Healthy"),
+    ("starting", _pool(_replica(0), _replica(1, ready=False)), "Progressing"),
+    ("rolling", _pool(_replica(0), _replica(1, template="t0")), "Progressing"),
+    ("scaled-to-zero", _pool(replicas=0), "Progressing"),
+    ("crashing", _pool(_replica(0), _replica(1, ready=False, problem=("CrashLoopBackOff", "failed to load: model b"))), "Degraded"),
+    ("conflicting", _pool(decision=Decision(profile=None, failure=("ConflictingModels", "a: nvidia-gpu; b: intel-gpu"))), "Degraded"),
+    ("invalid", st.PoolObservation(generation=1, spec_error="spec.copies: must be at least 1"), "Degraded"),
+]
+
+
+@pytest.mark.parametrize(("case", "obs", "state"), POOL_CASES, ids=[c[0] for c in POOL_CASES])
+def test_pool_health_for_each_reason(case: str, obs: st.PoolObservation, state: str) -> None:
+    obj = pool_object(obs)
+    ready = condition(obj, "Ready")
+    assert ready is not None
+    assert health_of(obj) == Health(state, ready["message"] or ready["reason"])
+
+
 @pytest.mark.parametrize(("case", "obs", "state"), MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
 def test_model_health_for_each_reason(case: str, obs: st.ModelObservation, state: str) -> None:
     obj = model_object(obs)

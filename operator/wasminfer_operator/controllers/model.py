@@ -93,23 +93,23 @@ class ModelController(Controller):
             decision=decision, pods=pods,
         )  # fmt: skip
 
-    def pool_route(self, namespace: str, model: str, pool: str) -> tuple[tuple[str, ...], PoolRoute | None, str]:
+    def pool_route(self, namespace: str, model: str, pool: str) -> tuple[tuple[str, ...], PoolRoute | None, tuple[str, str]]:
         """The replicas of `pool` placed to hold `model`, the route workers call them by, and when there
-        is no route, why. The placement follows from the models the pool placed (its status), its
-        replica names and its copies: what its replicas were told to load."""
+        is no route, why (reason, message). The placement follows from the models the pool placed (its
+        status), its replica names and its copies: what its replicas were told to load."""
         pool_view = one_of(self.ix.pools, (namespace, pool))
         if pool_view is None:
-            return (), None, f"ModelPool {pool} not found in this namespace"
+            return (), None, ("PoolNotReady", f"ModelPool {pool} not found in this namespace")
         pool_spec = self.specs.parse(pool_view, ModelPoolSpec)
         if isinstance(pool_spec, str):
-            return (), None, f"ModelPool {pool}: {pool_spec}"
+            return (), None, ("PoolNotReady", f"ModelPool {pool}: {pool_spec}")
         placed = [str(m) for m in pool_view.status.get("models") or []]
         if model not in placed:
-            return (), None, f"ModelPool {pool} has not placed the model on its replicas yet"
+            return (), None, ("Placing", f"ModelPool {pool} has not placed the model on its replicas yet")
         replicas = pool_replicas(pool, pool_spec.replicas)
         holders = place(placed, replicas, pool_spec.copies).get(model, ())
         urls = tuple(pool_replica_url(namespace, pool, h, pool_spec.protocol) for h in holders)
-        return tuple(holders), PoolRoute(urls, pool_spec.timeout_seconds), ""
+        return tuple(holders), PoolRoute(urls, pool_spec.timeout_seconds), ("", "")
 
     def _pooled(self, view: ObjectView, pool: str) -> ServingObservation:
         """A pool's model: the replicas placed to hold it, and whether they run the current placement."""
@@ -118,7 +118,7 @@ class ModelController(Controller):
         profile = str((pool_view.status if pool_view is not None else {}).get("profile") or "") or None
         decision = Decision(profile=profile, chain=(profile,) if profile else ())
         if route is None:
-            decision = Decision(profile=None, failure=("PoolNotReady", why))
+            decision = Decision(profile=None, failure=why)
         group = (view.namespace, pool_group(pool))
         pods = {p.name: p for p in all_of(self.ix.pods, group) if not p.terminating}
         stateful_set = one_of(self.ix.stateful_sets, group)
