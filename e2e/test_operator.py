@@ -334,10 +334,26 @@ def test_a_pool_of_50_models_over_4_replicas_spreads_as_the_ring_says_and_losing
     )  # fmt: skip
 
 
+def test_the_model_pool_example_serves_its_models_and_worker(cluster: Cluster, ns: str) -> None:
+    cluster.apply((EXAMPLES / "model-pool.yaml").read_text(), namespace=ns)
+    ready(cluster, ns, "ocr")
+    pool = status(cluster, ns, "modelpool", "shared-models")
+    assert (pool["readySummary"], pool["models"]) == ("3/3", ["text-detector", "text-recognizer"])
+    assert sum(x["models"] for x in pool["servers"]) == 4, "two models, two copies each"
+    for model in ("text-detector", "text-recognizer"):
+        c = condition(cluster, ns, "inferencemodel", model, "Ready")
+        assert (c["status"], c["reason"]) == ("True", "Serving") and "of ModelPool shared-models" in c["message"], c
+    out = cluster.kubectl("get", "mp", "-n", ns).stdout.splitlines()
+    assert out[0].split() == ["NAME", "READY", "MODELS", "COPIES", "PROFILE", "REASON", "AGE"]
+
+
 @pytest.mark.parametrize(
     ("doc", "needles"),
     [
         (model_yaml("m" * 51, serving={}), ["spec.serving", "at most 50 characters"]),
+        (model_yaml("both", serving={}, pool="p"), ["spec.pool", "set at most one of serving"]),
+        (pool_yaml("p" * 48), ["a ModelPool has a name of at most 47 characters"]),
+        (pool_yaml("p", copies=0), ["spec.copies"]),
         (worker_yaml("bad", route="hello"), ["spec.route", "route must start with '/'"]),
         (worker_yaml("bad", replicas=-1), ["spec.replicas"]),
         (

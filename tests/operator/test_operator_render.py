@@ -20,11 +20,13 @@ from wasminfer_operator.render import (
     WORKER_LABEL,
     NamedModel,
     ObjectRef,
+    PoolRoute,
     Rendered,
     render_worker,
     selector_string,
     worker_url,
 )
+from wasminfer_runtime import modelpool
 from wasminfer_runtime.config import parse_runtime_config
 from wasminfer_runtime.fetch import FetchPlan
 
@@ -265,9 +267,15 @@ def test_examples_render(cfg: OperatorConfig) -> None:
     models = {d["metadata"]["name"]: api.InferenceModelSpec.model_validate(d["spec"]) for d in docs if d.get("kind") == "InferenceModel"}
     workers = [d for d in docs if d.get("kind") == "WasmWorker"]
     assert len(workers) >= 4 and len(models) >= 4
+    pools = {d["metadata"]["name"]: api.ModelPoolSpec.model_validate(d["spec"]) for d in docs if d.get("kind") == "ModelPool"}
+    routes = {}
+    for pool, pool_spec in pools.items():
+        members = sorted(n for n, m in models.items() if m.pool == pool)
+        holders = modelpool.place(members, [f"{pool}-pool-{i}" for i in range(pool_spec.replicas)], pool_spec.copies)
+        routes |= {m: PoolRoute(tuple(f"http://{h}.{pool}-pool.examples.svc:8000" for h in holders[m]), 30.0) for m in members}
     for d in workers:
         spec = api.WasmWorkerSpec.model_validate(d["spec"])
-        named = [NamedModel(n, models[n]) for n in spec.models]
+        named = [NamedModel(n, models[n], routes.get(n)) for n in spec.models]
         r = render_worker(ObjectRef(d["metadata"]["name"], "examples", "uid"), spec, named, spec.placement.profile or "cpu", cfg)
         parse_runtime_config(yaml.safe_load(r.config_map["data"]["runtime.yaml"]), d["metadata"]["name"])
 

@@ -79,7 +79,10 @@ in advance, so access is granted cluster-wide and the operator filters. */}}
   verbs: ["update"]
 # delete: a model's model servers once spec.serving is removed, a pool's replicas once it has no models.
 - apiGroups: ["apps"]
-  resources: ["deployments", "statefulsets"]
+  resources: ["deployments"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
   verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
