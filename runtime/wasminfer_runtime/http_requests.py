@@ -52,13 +52,14 @@ import struct
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import wasmtime
-from multidict import CIMultiDict
 from wasmtime import _ffi as ffi
-from yarl import URL
+
+if TYPE_CHECKING:  # imported where a call goes out: `wasminfer run` of a module that never calls stays light
+    import aiohttp
+    from yarl import URL
 
 from wasminfer_runtime import capi, deadlines
 from wasminfer_runtime.config import HTTP_METHODS, HttpRequestsConfig
@@ -184,6 +185,8 @@ class Policy:
 
 
 def parse_url(text: str) -> URL:
+    from yarl import URL
+
     if _BAD_URI.search(text):
         raise Refused(HttpError.invalid_request, "the URL holds spaces or control characters")
     try:
@@ -208,6 +211,8 @@ class _Client:
 
     @staticmethod
     async def _session() -> aiohttp.ClientSession:
+        import aiohttp
+
         return aiohttp.ClientSession(
             cookie_jar=aiohttp.DummyCookieJar(),  # workers never see each other's cookies
             auto_decompress=False,  # as reqwest without its gzip feature: bodies as sent
@@ -254,6 +259,8 @@ async def _read_body(resp: aiohttp.ClientResponse, cap: int) -> bytes:
 
 
 def _location(resp: aiohttp.ClientResponse, url: URL) -> URL | None:
+    from yarl import URL
+
     """Where a redirect leads; None when it has no usable Location (the response is the answer)."""
     for name, value in resp.raw_headers:
         if name.lower() == b"location":
@@ -265,6 +272,8 @@ def _location(resp: aiohttp.ClientResponse, url: URL) -> URL | None:
 
 
 async def _exchange(session: aiohttp.ClientSession, req: OutboundRequest, policy: Policy) -> OutboundResponse:
+    from multidict import CIMultiDict
+
     method, url, body = req.method, req.url, req.body
     headers = CIMultiDict(req.headers)
     previous: list[URL] = []
@@ -294,6 +303,8 @@ async def _exchange(session: aiohttp.ClientSession, req: OutboundRequest, policy
 
 
 async def _send(req: OutboundRequest, policy: Policy, session: aiohttp.ClientSession) -> OutboundResponse:
+    import aiohttp
+
     """The request, its redirects and its body within the worker's timeout; Refused for every failure."""
     secs = policy.cfg.timeout_seconds
     try:

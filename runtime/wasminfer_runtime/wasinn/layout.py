@@ -27,14 +27,16 @@ backends and model-host clients, so it happens once, in the worker's process.
 from __future__ import annotations
 
 import ctypes
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from wasminfer_runtime.backends.base import ElementType, ExecutionContext
 from wasminfer_runtime.config import InputLayout, ModelFormat
 
-# Element sizes -> an unsigned type of that size: the transpose moves whole elements, whatever they hold.
-_WORDS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+if TYPE_CHECKING:  # imported on the first reordering: a module that never calls wasi-nn does not load numpy
+    import numpy as np
+
+# Element sizes -> the name of an unsigned type of that size: the transpose moves whole elements, whatever they hold.
+_WORDS = {1: "uint8", 2: "uint16", 4: "uint32", 8: "uint64"}
 
 
 def reads_nhwc(layout: InputLayout, fmt: ModelFormat) -> bool:
@@ -49,6 +51,8 @@ def nhwc_to_declared(src: int, dims: tuple[int, ...], etype: ElementType) -> np.
     """
     if len(dims) != 4 or 0 in dims:
         return None
+    import numpy as np
+
     n, c, h, w = dims
     count = n * c * h * w
     view = np.ctypeslib.as_array((ctypes.c_uint8 * (count * etype.size)).from_address(src))
