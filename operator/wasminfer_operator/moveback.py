@@ -1,4 +1,5 @@
-"""Moving a worker back from a fallback profile: the capacity checks and what they remember.
+"""Moving a worker (or a model's model servers, or a pool's replicas) back from a fallback profile:
+the capacity checks and what they remember.
 
 While a worker runs on a fallback profile, its reconciles (queued again every moveBackCheckSeconds,
 on the leader only) ask the capacity check (`capacity`) whether the worker's more preferred
@@ -17,18 +18,27 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from wasminfer_operator.api import WasmWorkerSpec
 from wasminfer_operator.capacity import Room, candidate_nodes, fits_on, node_view, pod_requests, room_for
 from wasminfer_operator.kube import Kube, KubeError
 from wasminfer_operator.placement import Decision, Seen, move_back, move_back_candidates, parse_time
 from wasminfer_operator.profiles import OperatorConfig
-from wasminfer_operator.render import NamedModel, ObjectRef, render_worker
+from wasminfer_operator.render import ObjectRef
 
 log = logging.getLogger("wasminfer.operator.moveback")
+
+@dataclass(frozen=True)
+class PodsOf:
+    """What a capacity check needs of an object's pods: how many, and their spec under a profile
+    (a worker's runtime pods, a model's model servers, a pool's replicas)."""
+
+    replicas: int
+    spec_under: Callable[[str], dict[str, Any]]
+
 
 MAX_NODE_READS = 50  # nodes whose pods one check reads at most (it stops once the worker fits)
 SCHEDULED = "Scheduled"
@@ -57,9 +67,10 @@ class MoveBackChecks:
         return at
 
     async def decide(
-        self, decision: Decision, ref: ObjectRef, spec: WasmWorkerSpec, named: list[NamedModel], old: Mapping[str, Any], now: datetime
+        self, decision: Decision, ref: ObjectRef, pods: PodsOf, old: Mapping[str, Any], now: datetime
     ) -> Decision:
-        """The decision, or a move back to a more preferred profile when it has had room long enough."""
+        """The decision, or a move back to a more preferred profile when it has had room long enough.
+        `pods`: how many pods the object runs, and their pod spec under a profile."""
         if decision.switched_from is not None:
             self.forget(ref.uid)
             self._fell_back_at[ref.uid] = now
@@ -74,22 +85,24 @@ class MoveBackChecks:
         if profiles and (last is None or time.monotonic() - last >= min(self.cfg.move_back_check_seconds / 2, 5.0)):
             self._checked[ref.uid] = time.monotonic()
             for p in profiles:
-                room = await self._room_under(ref, spec, named, p)
+                room = await self._room_under(ref, pods, p)
                 if not room.enough:
                     seen.pop(p, None)
-                    log.debug("worker %s/%s: profile %s: %s", ref.namespace, ref.name, p, room.detail)
+                    log.debug("%s %s/%s: profile %s: %s", ref.kind, ref.namespace, ref.name, p, room.detail)
                     continue
                 since = seen[p].since if p in seen else now
                 seen[p] = Seen(since, room.detail)
                 break  # the most preferred profile with room is the one to wait for
         result = move_back(decision, seen, fell_back_at, now, self.cfg)
         if result.moved_back_from is not None:
-            log.info("worker %s/%s: moving back from profile %s to %s (%s)", ref.namespace, ref.name, result.moved_back_from, result.profile, result.room)
+            log.info("%s %s/%s: moving back from profile %s to %s (%s)", ref.kind, ref.namespace, ref.name,
+                     result.moved_back_from, result.profile, result.room)  # fmt: skip
             self.forget(ref.uid)
         return result
 
-    async def _room_under(self, ref: ObjectRef, spec: WasmWorkerSpec, named: list[NamedModel], profile: str) -> Room:
-        pod_spec = render_worker(ref, spec, named, profile, self.cfg).deployment["spec"]["template"]["spec"]
+    async def _room_under(self, ref: ObjectRef, pods: PodsOf, profile: str) -> Room:
+        replicas = pods.replicas
+        pod_spec = pods.spec_under(profile)
         selector = ",".join(f"{k}={v}" for k, v in sorted((pod_spec.get("nodeSelector") or {}).items()))
         try:
             nodes = [node_view(n) for n in await self.kube.list_nodes(selector)]
@@ -104,13 +117,13 @@ class MoveBackChecks:
                     break
                 pods_on[node.name] = await self.kube.list_pods_on_node(node.name)
                 reads += 1
-                if room_for(pod_spec, spec.replicas, nodes, pods_on).enough:
+                if room_for(pod_spec, replicas, nodes, pods_on).enough:
                     break
         except KubeError as err:
             if err.status == 403 and not self._forbidden_logged:
                 self._forbidden_logged = True
                 log.warning("cannot read nodes or pods (%s): workers stay on their fallback profiles; grant list on nodes and pods", err)
             elif err.status != 403:
-                log.warning("worker %s/%s: capacity check of profile %s failed: %s", ref.namespace, ref.name, profile, err)
-            return Room(0, max(spec.replicas, 1), f"not checked: {err.message}")
-        return room_for(pod_spec, spec.replicas, nodes, pods_on)
+                log.warning("%s %s/%s: capacity check of profile %s failed: %s", ref.kind, ref.namespace, ref.name, profile, err)
+            return Room(0, max(replicas, 1), f"not checked: {err.message}")
+        return room_for(pod_spec, replicas, nodes, pods_on)

@@ -270,3 +270,40 @@ async def test_the_pool_places_its_models_and_each_model_knows_its_replicas() ->
     c = model_condition(obs)
     assert (c.status, c.reason) == ("False", "ServerStarting") and "ModelPool shared" in c.message
     queue.close()
+
+
+class RoomyKube(RecordingKube):
+    """An API with one NVIDIA node that has room (for the capacity check before a move back)."""
+
+    async def list_nodes(self, label_selector: str = "") -> list[dict[str, Any]]:
+        return [{
+            "metadata": {"name": "gpu-nvidia-1", "labels": {"nvidia.com/gpu.present": "true"}},
+            "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
+            "status": {"allocatable": {"cpu": "16", "memory": "64Gi", "pods": "110", "nvidia.com/gpu": "8"},
+                       "conditions": [{"type": "Ready", "status": "True"}]},
+        }]  # fmt: skip
+
+    async def list_pods_on_node(self, node: str) -> list[dict[str, Any]]:
+        return []
+
+
+async def test_model_servers_on_a_fallback_move_back_once_their_profile_has_room() -> None:
+    spec = {**NV, "serving": {"placement": {"fallbacks": ["cpu"], "fallbackAfterSeconds": 5}}}
+    controller, writes, _ = controller_for(spec)
+    kube = RoomyKube()
+    controller.kube = controller.applier.kube = kube  # type: ignore[assignment]
+    controller.cfg = controller.move_backs.cfg = controller.cfg.model_copy(
+        update={"move_back_after_seconds": 0, "move_back_stable_seconds": 0}
+    )
+    controller.move_backs.kube = kube  # type: ignore[assignment]
+    view = controller.ix.models[("ns", "resnet")][0]  # type: ignore[index]
+    # On the cpu fallback since a while, as the status says:
+    fell_back = {"profile": "cpu", "conditions": [{"type": "Ready", "status": "True", "reason": "Serving",
+                                                   "lastTransitionTime": "2026-12-02T11:00:00Z"}]}  # fmt: skip
+    controller.ix.models[("ns", "resnet")] = [dataclasses.replace(view, status=fell_back)]  # type: ignore[index]
+    await controller.reconcile("ns", "resnet")  # the first check finds room and starts the stable period
+    await controller.reconcile("ns", "resnet")
+    deployment = [o for o in kube.applied if o["kind"] == "Deployment"][-1]
+    assert deployment["spec"]["template"]["metadata"]["labels"]["wasminfer.dev/profile"] == "nvidia-gpu"
+    assert writes.statuses[-1]["profile"] == "nvidia-gpu"
+    controller.queue.close()

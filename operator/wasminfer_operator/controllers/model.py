@@ -25,6 +25,7 @@ from wasminfer_operator.controllers.shared import (
 )
 from wasminfer_operator.handmade.workqueue import WorkQueue
 from wasminfer_operator.kube import Kube, KubeError
+from wasminfer_operator.moveback import MoveBackChecks, PodsOf
 from wasminfer_operator.names import MODEL_FINALIZER, RENDER_HASH, model_server_name, pool_group, pool_replicas, server_group
 from wasminfer_operator.observe import ObjectView
 from wasminfer_operator.placement import Decision, decide
@@ -46,12 +47,14 @@ class ModelController(Controller):
     def __init__(self, cfg: OperatorConfig, kube: Kube, ix: Indexes, specs: SpecCache, writer: StatusWriter, queue: WorkQueue[Key]) -> None:
         super().__init__(cfg, kube, ix, specs, writer, queue)
         self.applier = ChildApplier(kube, queue)  # the model servers' children (spec.serving)
+        self.move_backs = MoveBackChecks(cfg, kube)
         self._sources: dict[tuple[str, int], tuple[float, SourceState]] = {}  # (uid, generation) -> (until, state)
         self._finalizers_sent: dict[str, str] = {}  # model uid -> resourceVersion its finalizers were patched at
         self.terminating: set[str] = set()  # namespaces being deleted: their models are not held
 
     def forget(self, uid: str) -> None:
         self._finalizers_sent.pop(uid, None)
+        self.move_backs.forget(uid)
 
     # --- what a model is ---------------------------------------------------------------------------
 
@@ -141,15 +144,22 @@ class ModelController(Controller):
                     log.info("InferenceModel %s/%s: spec.serving removed; deleted %s %s", view.namespace, view.name, kind, child.name)
             return obs
         key = (MODEL, view.namespace, view.name)
-        d = sv.decision
+        ref = ObjectRef(view.name, view.namespace, view.uid, kind="InferenceModel")
+        assert spec.serving is not None
+        servers = PodsOf(spec.serving.replicas, lambda p: render_model_server(ref, spec, p, self.cfg).deployment["spec"]["template"]["spec"])
+        d = await self.move_backs.decide(sv.decision, ref, servers, self.writer.old(view), self.writer.clock())
+        if d is not sv.decision:
+            sv = dataclasses.replace(sv, decision=d)
+            obs = dataclasses.replace(obs, serving=sv, profile=d.profile or obs.profile)
         if d.retry_after is not None:
             self.queue.add_after(key, d.retry_after)
+        if d.move_back_check is not None:
+            self.queue.add_after(key, d.move_back_check)
         if d.profile is None or not obs.source[0]:
             return obs
         if d.switched_from is not None:
             log.warning("InferenceModel %s/%s: model servers unschedulable with profile %s, falling back to %s",
                         view.namespace, view.name, d.switched_from, d.profile)  # fmt: skip
-        ref = ObjectRef(view.name, view.namespace, view.uid, kind="InferenceModel")
         profile = d.profile
         rendered = render_model_server(ref, spec, profile, self.cfg)
         hashes = {c["kind"]: c["metadata"]["annotations"][RENDER_HASH] for c in rendered.children}

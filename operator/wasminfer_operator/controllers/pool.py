@@ -27,6 +27,7 @@ from wasminfer_operator.controllers.shared import (
 )
 from wasminfer_operator.handmade.workqueue import WorkQueue
 from wasminfer_operator.kube import Kube
+from wasminfer_operator.moveback import MoveBackChecks, PodsOf
 from wasminfer_operator.names import RENDER_HASH, pool_group, pool_name, pool_replicas
 from wasminfer_operator.observe import ChildView, ObjectView
 from wasminfer_operator.placement import decide
@@ -48,6 +49,7 @@ class PoolController(Controller):
         super().__init__(cfg, kube, ix, specs, writer, queue)
         self.models = models
         self.applier = ChildApplier(kube, queue)
+        self.move_backs = MoveBackChecks(cfg, kube)
 
     def members(self, namespace: str, pool: str) -> list[str]:
         return sorted(set(all_of(self.ix.pool_members, (namespace, pool))))
@@ -104,8 +106,14 @@ class PoolController(Controller):
         placed = tuple(m.name for m in members)
         replicas = pool_replicas(name, spec.replicas)
         decision = decide(spec, members, self.cfg, old.get("profile"), pods, now)
+        ref = ObjectRef(name, namespace, view.uid, kind="ModelPool")
+        if members:
+            replica_pods = PodsOf(spec.replicas, lambda p: render_model_pool(ref, spec, members, p, self.cfg).stateful_set["spec"]["template"]["spec"])
+            decision = await self.move_backs.decide(decision, ref, replica_pods, old, now)
         if decision.retry_after is not None:
             self.queue.add_after(key, decision.retry_after)
+        if decision.move_back_check is not None:
+            self.queue.add_after(key, decision.move_back_check)
         apply_error = None
         if not members:
             for kind, child in children.items():
@@ -113,7 +121,6 @@ class PoolController(Controller):
                     await self.kube.delete(kind, namespace, child.name)
                     log.info("ModelPool %s/%s: no models; deleted %s %s", namespace, name, kind, child.name)
         elif decision.profile is not None:
-            ref = ObjectRef(name, namespace, view.uid, kind="ModelPool")
             rendered = render_model_pool(ref, spec, members, decision.profile, self.cfg)
             hashes = {c["kind"]: c["metadata"]["annotations"][RENDER_HASH] for c in rendered.children}
             names = {kind: pool_name(name) for kind in hashes}

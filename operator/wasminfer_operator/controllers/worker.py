@@ -12,7 +12,7 @@ from wasminfer_operator.controllers.model import ModelController
 from wasminfer_operator.controllers.shared import CHILD_KINDS, WORKER, ChildApplier, Controller, Indexes, Key, SpecCache, StatusWriter, all_of, one_of
 from wasminfer_operator.handmade.workqueue import WorkQueue
 from wasminfer_operator.kube import Kube
-from wasminfer_operator.moveback import MoveBackChecks
+from wasminfer_operator.moveback import MoveBackChecks, PodsOf
 from wasminfer_operator.names import RENDER_HASH, child_name
 from wasminfer_operator.observe import ChildView
 from wasminfer_operator.placement import decide
@@ -89,7 +89,8 @@ class WorkerController(Controller):
         apply_error = None
         if all(s.ready for s in states.values()) and len(named) == len(spec.models):
             decision = decide(spec, named, self.cfg, old.get("profile"), pods, now)
-            decision = await self.move_backs.decide(decision, ref, spec, named, old, now)
+            runtime_pods = PodsOf(spec.replicas, lambda p: render_worker(ref, spec, named, p, self.cfg).deployment["spec"]["template"]["spec"])
+            decision = await self.move_backs.decide(decision, ref, runtime_pods, old, now)
             if decision.profile is not None:
                 render_key = (view.uid, view.generation, decision.profile, versions)
                 hashes, apply_error = await self._apply_children(ref, spec, named, decision.profile, render_key, children)
