@@ -22,6 +22,8 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
+from wasminfer_runtime import cli
+
 from .conftest import CHART, REPO
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -110,9 +112,11 @@ class Image:
     roots: tuple[str, ...]  # the modules its entry point starts from
 
 
+# The runtime's CLI imports each command's module by name (cli.COMMANDS): those are roots too.
+RUNTIME_ROOTS = ("wasminfer_runtime.cli", *(module for module, _ in cli.COMMANDS.values()))
 IMAGES = {
-    "runtime/Dockerfile": Image("wasminfer-runtime", "wasminfer", ("wasminfer_runtime.cli",)),
-    "runtime/Dockerfile.nvidia": Image("wasminfer-runtime-nvidia", "wasminfer", ("wasminfer_runtime.cli",)),
+    "runtime/Dockerfile": Image("wasminfer-runtime", "wasminfer", RUNTIME_ROOTS),
+    "runtime/Dockerfile.nvidia": Image("wasminfer-runtime-nvidia", "wasminfer", RUNTIME_ROOTS),
     "operator/Dockerfile": Image("wasminfer-operator", "wasminfer-operator", ("wasminfer_operator.main",)),
 }
 
