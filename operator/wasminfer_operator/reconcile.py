@@ -200,7 +200,8 @@ class Reconciler:
         key = (POOL, view.namespace, view.name)
         if event_type == "DELETED":
             self._forget(key, view.uid)
-            self.pools.move_backs.forget(view.uid)
+            self.pools.forget(view.uid)
+            self.models.forget_pool(view.uid)
             self.pools.wake_members(view.namespace, view.name, workers=True)
             return
         placement = (view.uid, view.generation, tuple(view.status.get("models") or []), view.status.get("profile"))

@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import logging
 import time
+from collections.abc import Mapping
 
 from wasminfer_operator.api import SERVING_NAME_MAX, SERVING_NAME_MESSAGE, InferenceModelSpec, ModelPoolSpec
 from wasminfer_operator.controllers.shared import (
@@ -48,6 +49,8 @@ class ModelController(Controller):
         super().__init__(cfg, kube, ix, specs, writer, queue)
         self.applier = ChildApplier(kube, queue)  # the model servers' children (spec.serving)
         self.move_backs = MoveBackChecks(cfg, kube)
+        # pool uid -> ((generation, models placed), placement): see _placement
+        self._placements: dict[str, tuple[tuple[int, tuple[str, ...]], Mapping[str, tuple[str, ...]]]] = {}
         self._sources: dict[tuple[str, int], tuple[float, SourceState]] = {}  # (uid, generation) -> (until, state)
         self._finalizers_sent: dict[str, str] = {}  # model uid -> resourceVersion its finalizers were patched at
         self.terminating: set[str] = set()  # namespaces being deleted: their models are not held
@@ -106,13 +109,26 @@ class ModelController(Controller):
         pool_spec = self.specs.parse(pool_view, ModelPoolSpec)
         if isinstance(pool_spec, str):
             return (), None, ("PoolNotReady", f"ModelPool {pool}: {pool_spec}")
-        placed = [str(m) for m in pool_view.status.get("models") or []]
-        if model not in placed:
+        holders = self._placement(pool_view, pool_spec).get(model)
+        if holders is None:
             return (), None, ("Placing", f"ModelPool {pool} has not placed the model on its replicas yet")
-        replicas = pool_replicas(pool, pool_spec.replicas)
-        holders = place(placed, replicas, pool_spec.copies).get(model, ())
         urls = tuple(pool_replica_url(namespace, pool, h, pool_spec.protocol) for h in holders)
         return tuple(holders), PoolRoute(urls, pool_spec.timeout_seconds), ("", "")
+
+    def _placement(self, pool_view: ObjectView, pool_spec: ModelPoolSpec) -> Mapping[str, tuple[str, ...]]:
+        """The pool's placement, computed once per state of the pool: every model of a large pool asks
+        for it on each of its reconciles, and so do the workers using them."""
+        placed = tuple(str(m) for m in pool_view.status.get("models") or [])
+        key = (pool_view.generation, placed)
+        cached = self._placements.get(pool_view.uid)
+        if cached is None or cached[0] != key:
+            replicas = pool_replicas(pool_view.name, pool_spec.replicas)
+            cached = (key, place(placed, replicas, pool_spec.copies))
+            self._placements[pool_view.uid] = cached
+        return cached[1]
+
+    def forget_pool(self, uid: str) -> None:
+        self._placements.pop(uid, None)
 
     def _pooled(self, view: ObjectView, pool: str) -> ServingObservation:
         """A pool's model: the replicas placed to hold it, and whether they run the current placement."""

@@ -50,6 +50,8 @@ class PoolController(Controller):
         self.models = models
         self.applier = ChildApplier(kube, queue)
         self.move_backs = MoveBackChecks(cfg, kube)
+        # pool uid -> ((generation, profile, placed models' versions), each child's render hash)
+        self._render_hashes: dict[str, tuple[tuple[object, ...], dict[str, str]]] = {}
 
     def members(self, namespace: str, pool: str) -> list[str]:
         return sorted(set(all_of(self.ix.pool_members, (namespace, pool))))
@@ -63,10 +65,16 @@ class PoolController(Controller):
                 for worker in all_of(self.ix.model_users, (namespace, m)):
                     self.queue.add((WORKER, namespace, worker))
 
-    async def _placeable(self, namespace: str, pool: str) -> tuple[list[NamedModel], dict[str, str]]:
-        """The pool's models whose files pods can get, and why the others wait."""
+    def forget(self, uid: str) -> None:
+        self.move_backs.forget(uid)
+        self._render_hashes.pop(uid, None)
+
+    async def _placeable(self, namespace: str, pool: str) -> tuple[list[NamedModel], dict[str, str], tuple[tuple[str, int], ...]]:
+        """The pool's models whose files pods can get, why the others wait, and the placed models'
+        (uid, generation) (what of them renders)."""
         ready: list[NamedModel] = []
         waiting: dict[str, str] = {}
+        versions: list[tuple[str, int]] = []
         for name in self.members(namespace, pool):
             view = one_of(self.ix.models, (namespace, name))
             if view is None:
@@ -82,7 +90,8 @@ class PoolController(Controller):
                 waiting[name] = f"{reason} {message}".strip()
                 continue
             ready.append(NamedModel(name, spec.model_copy(update={"pool": None})))  # as loaded by the replicas
-        return ready, waiting
+            versions.append((view.uid, view.generation))
+        return ready, waiting, tuple(versions)
 
     async def reconcile(self, namespace: str, name: str) -> None:
         key = (POOL, namespace, name)
@@ -102,7 +111,7 @@ class PoolController(Controller):
             c.kind: c for index in (self.ix.config_maps, self.ix.services, self.ix.stateful_sets) for c in all_of(index, group)
         }
         pods = all_of(self.ix.pods, group)
-        members, waiting = await self._placeable(namespace, name)
+        members, waiting, versions = await self._placeable(namespace, name)
         placed = tuple(m.name for m in members)
         replicas = pool_replicas(name, spec.replicas)
         decision = decide(spec, members, self.cfg, old.get("profile"), pods, now)
@@ -121,10 +130,19 @@ class PoolController(Controller):
                     await self.kube.delete(kind, namespace, child.name)
                     log.info("ModelPool %s/%s: no models; deleted %s %s", namespace, name, kind, child.name)
         elif decision.profile is not None:
-            rendered = render_model_pool(ref, spec, members, decision.profile, self.cfg)
-            hashes = {c["kind"]: c["metadata"]["annotations"][RENDER_HASH] for c in rendered.children}
+            # Rendering a large pool (every model's configuration) is done once per state of the pool
+            # and its models, not on every replica's pod event.
+            profile = decision.profile
+            render_key = (view.generation, profile, versions)
+            cached = self._render_hashes.get(view.uid)
+            if cached is None or cached[0] != render_key:
+                rendered = render_model_pool(ref, spec, members, profile, self.cfg)
+                cached = (render_key, {c["kind"]: c["metadata"]["annotations"][RENDER_HASH] for c in rendered.children})
+                self._render_hashes[view.uid] = cached
+            hashes = cached[1]
             names = {kind: pool_name(name) for kind in hashes}
-            apply_error = await self.applier.apply(key, view.uid, hashes, names, children, lambda: rendered)
+            apply_error = await self.applier.apply(key, view.uid, hashes, names, children,
+                                                   lambda: render_model_pool(ref, spec, members, profile, self.cfg))  # fmt: skip
             if decision.switched_from is not None:
                 log.warning("ModelPool %s/%s: replicas unschedulable with profile %s, falling back to %s",
                             namespace, name, decision.switched_from, decision.profile)  # fmt: skip
