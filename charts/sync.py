@@ -27,8 +27,12 @@ def health_key(kind: str) -> str:
     return f"resource.customizations.health.{GROUP}_{kind}"
 
 
+# Kinds whose health is their Ready condition share one script.
+HEALTH_SCRIPTS = {"InferenceModel": "ready-health.lua", "ModelPool": "ready-health.lua", "WasmWorker": "wasmworker-health.lua"}
+
+
 def health_script(kind: str) -> Path:
-    return ARGOCD / f"{kind.lower()}-health.lua"
+    return ARGOCD / HEALTH_SCRIPTS[kind]
 
 
 def _block(text: str, indent: int) -> str:

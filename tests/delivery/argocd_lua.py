@@ -18,8 +18,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 ARGOCD_DIR = REPO / "charts" / "wasminfer" / "argocd"
 HEALTH_SCRIPTS = {
-    "InferenceModel": ARGOCD_DIR / "inferencemodel-health.lua",
-    "ModelPool": ARGOCD_DIR / "modelpool-health.lua",
+    "InferenceModel": ARGOCD_DIR / "ready-health.lua",
+    "ModelPool": ARGOCD_DIR / "ready-health.lua",
     "WasmWorker": ARGOCD_DIR / "wasmworker-health.lua",
 }
 # Argo CD's health states; a script must return one of these.

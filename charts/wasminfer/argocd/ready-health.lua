@@ -1,15 +1,22 @@
--- Argo CD health of a wasminfer.dev ModelPool, from the Ready condition the operator writes.
--- Healthy when every replica runs the current placement with its share of the models loaded (or the
--- pool has no models); Degraded when the pool needs a fix (invalid spec, models that need different
--- profiles, an unknown profile, a replica that cannot start); Progressing while the operator has not
--- looked yet or replicas are starting or rolling onto a new placement.
+-- Argo CD health of the wasminfer.dev kinds whose state is one Ready condition the operator writes:
+-- InferenceModel and ModelPool.
+-- - InferenceModel: Healthy when the model's source is resolved for the current generation (with
+--   spec.serving or spec.pool: when its model servers have it loaded).
+-- - ModelPool: Healthy when every replica runs the current placement with its share loaded (or the
+--   pool has no models).
+-- Degraded when the object needs a fix (invalid spec, no device profile, wrong checksum, missing key,
+-- models that need different profiles, a model server that cannot start); Progressing while the
+-- operator has not looked yet, a source is not there yet, or model servers are starting or rolling.
 local hs = {}
 
 -- Ready=False reasons that waiting will not cure.
 local failures = {
   InvalidSpec = true,
   NoDeviceProfile = true,
+  KeyNotFound = true,
+  ChecksumMismatch = true,
   ConflictingModels = true,
+  -- model servers: a model's own, or a pool's replicas
   UnknownProfile = true,
   ApplyFailed = true,
   ChildConflict = true,
