@@ -127,15 +127,20 @@ def _server_container(image: str, cfg: OperatorConfig, opts: api.ServerOptions, 
     return server
 
 
-def server_config(ref: ObjectRef, spec: api.InferenceModelSpec, profile: Any) -> tuple[RuntimeConfig, FetchPlan, Volumes]:
-    """The model server's runtime.yaml (the one model, no workers) and the fetch plan of its files."""
+def served_config(members: list[NamedModel], profile: DeviceProfile) -> tuple[RuntimeConfig, FetchPlan, Volumes]:
+    """A model server's runtime.yaml (its models, no workers) and the fetch plan of their files, each
+    tagged with its model: a pool's replica fetches and loads only the models placed on it."""
     vols = Volumes()
-    steps, paths = place_source(spec.source, DATA_DIR / "models" / ref.name, vols)
-    model = _model_config(ref.name, spec, [Path(p) for p in paths], profile)
+    models: list[ModelConfig] = []
+    steps: list[FetchFile] = []
+    for m in sorted(members, key=lambda m: m.name):
+        files, paths = place_source(m.spec.source, DATA_DIR / "models" / m.name, vols)
+        steps += [f.model_copy(update={"model": m.name}) for f in files]
+        models.append(_model_config(m.name, m.spec, [Path(p) for p in paths], profile))
     server = ServerConfig.model_validate(
         {"cache_dir": str(DATA_DIR / "cache"), "exit_on_load_failure": True, "termination_log": TERMINATION_LOG}
     )
-    return RuntimeConfig(server=server, models=[model], workers=[]), FetchPlan(files=steps, allow_http=False), vols
+    return RuntimeConfig(server=server, models=models, workers=[]), FetchPlan(files=steps, allow_http=False), vols
 
 
 def render_server_service(ref: ObjectRef) -> dict[str, Any]:
@@ -162,7 +167,7 @@ def render_model_server(ref: ObjectRef, spec: api.InferenceModelSpec, profile_na
     assert serving is not None
     profile = cfg.profiles[profile_name]
     name = model_server_name(ref.name)
-    runtime_cfg, plan, vols = server_config(ref, spec, profile)
+    runtime_cfg, plan, vols = served_config([NamedModel(ref.name, spec)], profile)
     runtime_yaml, fetch_yaml = dump_runtime_config(runtime_cfg), dump_fetch_plan(plan)
     config_hash = content_hash([runtime_yaml, fetch_yaml, serving.threads])
     labels = server_labels(ref.name)
@@ -212,22 +217,6 @@ class RenderedPool:
         return [self.config_map, self.service, self.stateful_set]
 
 
-def pool_config(ref: ObjectRef, members: list[NamedModel], profile: DeviceProfile) -> tuple[RuntimeConfig, FetchPlan, Volumes]:
-    """Every model of the pool in one runtime.yaml and one fetch plan (each file tagged with its model):
-    a replica fetches and loads only the models placed on it."""
-    vols = Volumes()
-    models: list[ModelConfig] = []
-    steps: list[FetchFile] = []
-    for m in sorted(members, key=lambda m: m.name):
-        files, paths = place_source(m.spec.source, DATA_DIR / "models" / m.name, vols)
-        steps += [f.model_copy(update={"model": m.name}) for f in files]
-        models.append(_model_config(m.name, m.spec, [Path(p) for p in paths], profile))
-    server = ServerConfig.model_validate(
-        {"cache_dir": str(DATA_DIR / "cache"), "exit_on_load_failure": True, "termination_log": TERMINATION_LOG}
-    )
-    return RuntimeConfig(server=server, models=models, workers=[]), FetchPlan(files=steps, allow_http=False), vols
-
-
 def render_model_pool(
     ref: ObjectRef, spec: api.ModelPoolSpec, members: list[NamedModel], profile_name: str, cfg: OperatorConfig
 ) -> RenderedPool:
@@ -235,7 +224,7 @@ def render_model_pool(
     stable names, the names the models are placed on)."""
     profile = cfg.profiles[profile_name]
     name = pool_name(ref.name)
-    runtime_cfg, plan, vols = pool_config(ref, members, profile)
+    runtime_cfg, plan, vols = served_config(members, profile)
     runtime_yaml, fetch_yaml = dump_runtime_config(runtime_cfg), dump_fetch_plan(plan)
     # The replicas' names are in the pods' arguments: a new replica count rolls them (one at a time).
     pool_args = [
