@@ -238,6 +238,23 @@ def model_server_urls(namespace: str, model: str) -> tuple[str, str]:
     return f"http://{host}:{MODEL_SERVER_HTTP_PORT}", f"grpc://{host}:{MODEL_SERVER_GRPC_PORT}"
 
 
+def local_model_config(name: str, spec: api.InferenceModelSpec, files: list[Path], profile: DeviceProfile) -> ModelConfig:
+    """A model loaded from its files in the pod (a worker's, or a model server's) under `profile`."""
+    o = spec.options
+    return ModelConfig(
+        name=name,
+        format=spec.format,
+        backend=spec.resolved_backend,
+        device=model_device(spec, profile),
+        files=files,
+        options=ModelOptions(
+            precision=o.precision, performance_hint=o.performance_hint, streams=o.streams, pool_size=o.pool_size,
+            max_dynamic_dim=o.max_dynamic_dim, max_output_bytes=o.max_output_bytes,
+        ),
+        memory_mib=spec.memory_mib,
+    )  # fmt: skip
+
+
 def pool_replica_url(namespace: str, pool: str, replica: str, protocol: str) -> str:
     """A pool replica's address, through the pool's headless Service (one DNS name per pod)."""
     host = f"{replica}.{pool_name(pool)}.{namespace}.svc"
@@ -293,21 +310,7 @@ def runtime_config(
             continue
         s, paths = place_source(m.spec.source, DATA_DIR / "models" / m.name, vols)
         steps += s
-        o = m.spec.options
-        model_cfgs.append(
-            ModelConfig(
-                name=m.name,
-                format=m.spec.format,
-                backend=m.spec.resolved_backend,
-                device=model_device(m.spec, profile),
-                files=[Path(p) for p in paths],
-                options=ModelOptions(
-                    precision=o.precision, performance_hint=o.performance_hint, streams=o.streams, pool_size=o.pool_size,
-                    max_dynamic_dim=o.max_dynamic_dim, max_output_bytes=o.max_output_bytes,
-                ),
-                memory_mib=m.spec.memory_mib,
-            )
-        )
+        model_cfgs.append(local_model_config(m.name, m.spec, [Path(p) for p in paths], profile))
     s, module_paths = place_source(spec.module, DATA_DIR / "modules", vols)
     steps += s
     vars_ = dict(spec.vars)

@@ -49,14 +49,14 @@ from wasminfer_operator.render import (
     content_hash,
     deployment_spec,
     fetch_container,
+    local_model_config,
     hardened_container_security,
-    model_device,
     place_source,
     pod_spec,
     pod_template,
     stamp,
 )
-from wasminfer_runtime.config import ModelConfig, ModelOptions, RuntimeConfig, ServerConfig, dump_runtime_config
+from wasminfer_runtime.config import ModelConfig, RuntimeConfig, ServerConfig, dump_runtime_config
 from wasminfer_runtime.fetch import FetchFile, FetchPlan, dump_fetch_plan
 
 
@@ -74,22 +74,6 @@ def _labels(owner: str, component: str, owner_label: str) -> dict[str, str]:
 
 def server_labels(model: str) -> dict[str, str]:
     return _labels(model, "model-server", MODEL_SERVER_LABEL)
-
-
-def _model_config(name: str, spec: api.InferenceModelSpec, files: list[Path], profile: DeviceProfile) -> ModelConfig:
-    o = spec.options
-    return ModelConfig(
-        name=name,
-        format=spec.format,
-        backend=spec.resolved_backend,
-        device=model_device(spec, profile),
-        files=files,
-        options=ModelOptions(
-            precision=o.precision, performance_hint=o.performance_hint, streams=o.streams, pool_size=o.pool_size,
-            max_dynamic_dim=o.max_dynamic_dim, max_output_bytes=o.max_output_bytes,
-        ),
-        memory_mib=spec.memory_mib,
-    )  # fmt: skip
 
 
 def _server_container(image: str, cfg: OperatorConfig, opts: api.ServerOptions, vols: Volumes, profile: DeviceProfile) -> dict[str, Any]:
@@ -136,7 +120,7 @@ def served_config(members: list[NamedModel], profile: DeviceProfile) -> tuple[Ru
     for m in sorted(members, key=lambda m: m.name):
         files, paths = place_source(m.spec.source, DATA_DIR / "models" / m.name, vols)
         steps += [f.model_copy(update={"model": m.name}) for f in files]
-        models.append(_model_config(m.name, m.spec, [Path(p) for p in paths], profile))
+        models.append(local_model_config(m.name, m.spec, [Path(p) for p in paths], profile))
     server = ServerConfig.model_validate(
         {"cache_dir": str(DATA_DIR / "cache"), "exit_on_load_failure": True, "termination_log": TERMINATION_LOG}
     )
