@@ -11,9 +11,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from kubernetes.utils import parse_quantity
 
 from wasminfer_operator import api
 from wasminfer_operator.names import (
@@ -344,6 +348,7 @@ def runtime_config(
                 "cache_dir": str(DATA_DIR / "cache"),
                 "exit_on_load_failure": True,
                 "termination_log": TERMINATION_LOG,
+                "processes": serving_processes(spec),
             }
         ),
         models=model_cfgs,
@@ -393,6 +398,17 @@ def hardened_container_security() -> dict[str, Any]:
 
 def _quantity(v: int | str) -> str:
     return str(v)
+
+
+def serving_processes(spec: api.WasmWorkerSpec) -> int:
+    """Serving processes per pod: one per CPU of the worker's limit (else its request), rounded up;
+    one without either (a pod that asked for no CPU gets no more than one core's worth of
+    processes), and one for a worker with a key/value store (it lives in one process's memory)."""
+    cpu = spec.resources.limits.get("cpu", spec.resources.requests.get("cpu"))
+    if cpu is None or spec.kv is not None:
+        return 1
+    cores: Decimal = parse_quantity(cpu)  # type: ignore[no-untyped-call]
+    return max(1, math.ceil(cores))
 
 
 def container_resources(resources: api.ResourceRequirements, profile: DeviceProfile) -> dict[str, Any]:

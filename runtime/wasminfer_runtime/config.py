@@ -386,6 +386,12 @@ class ServerConfig(_Strict):
         description="A worker request whose whole body has not arrived this long after its headers gets 408 "
         "and its connection is closed.",
     )
+    processes: Annotated[int, Field(ge=1, le=1024)] | None = Field(
+        None,
+        description="Serving processes sharing the port (each serves its share of the connections; named models "
+        "load once, in hosts all of them use). Unset: the CPU limit of the process's cgroup (a pod's), rounded "
+        "up, or else the cores it may run on; one when a worker has a key/value store.",
+    )
     wws_compat: bool = Field(
         False,
         description="Answer as wws 1.7.0 does (`serve DIR` sets it): its bodies for a failed worker and for a "

@@ -5,6 +5,8 @@ Where models run is the runtime's `model_isolation`:
   models a worker's guests `load` in one host per worker, capped at that worker's memory limit.
 - `in-process`: in the runtime itself (`wasminfer run`, a one-shot command).
 A `remote` model runs on a model server; loading it is waiting until the server has it ready.
+In a pod's serving process (`serve --processes N`), a named model's host is the supervisor's,
+shared by all of them (`links`); loading it is waiting until that host is ready.
 
 Either way `load_by_name` from a guest is a dictionary lookup here, and execution contexts come
 from a pool, so a request never pays for compilation or buffer allocation.
@@ -15,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 from wasminfer_runtime.backends import get_backend
@@ -23,6 +25,7 @@ from wasminfer_runtime.backends.base import Backend, BackendError, Graph, ShapeB
 from wasminfer_runtime.config import BackendName, Device, ModelConfig, ModelFormat
 from wasminfer_runtime.metrics import Metrics
 from wasminfer_runtime.modelhost.client import RemoteGraph
+from wasminfer_runtime.modelhost.link import HostLink
 from wasminfer_runtime.modelhost.supervisor import STOP_SECONDS, ModelHost
 
 log = logging.getLogger(__name__)
@@ -38,14 +41,17 @@ class ModelLoadError(Exception):
 
 class ModelRegistry:
     def __init__(self, metrics: Metrics, isolation: Isolation = "in-process",
-                 on_state: ModelStateHook | None = None, poll_us: int = 0) -> None:
+                 on_state: ModelStateHook | None = None, poll_us: int = 0,
+                 links: Mapping[str, HostLink] | None = None, watch: ModelStateHook | None = None) -> None:
         self.metrics = metrics
         self.isolation = isolation
         self.poll_seconds = poll_us / 1e6
         self.on_state = on_state
+        self.watch = watch  # every state of a named model's host, first start included
         self._graphs: dict[str, Graph] = {}
         self._configs: dict[str, ModelConfig] = {}
         self._hosts: dict[str, ModelHost] = {}  # named model -> its host
+        self._links = dict(links or {})  # named model -> the supervisor's host of it
         self._guest_hosts: dict[str, ModelHost] = {}  # worker -> the host of its guests' loads
         self._lock = threading.Lock()
         self._closing = threading.Event()  # ends the waits for model servers
@@ -58,6 +64,9 @@ class ModelRegistry:
                 raise ModelLoadError(f"model {cfg.name!r}: a model of this name is already loaded")
         if cfg.remote is not None:
             self._load_remote(cfg)
+            return
+        if cfg.name in self._links:
+            self._load_linked(cfg, self._links[cfg.name])
             return
         files = ", ".join(str(f) for f in cfg.files)
         for f in cfg.files:
@@ -98,6 +107,19 @@ class ModelRegistry:
         self.metrics.model_ready.labels(cfg.name).set(1)
         log.info("model %s ready: %s answers", cfg.name, graph.where())
 
+    def _load_linked(self, cfg: ModelConfig, link: HostLink) -> None:
+        """A model the supervisor's host loads: ready when that host is (it reports its own load)."""
+        link.on_state = lambda state, reason: self._host_state(cfg.name, state, reason)
+        try:
+            link.wait_ready(self._closing)
+        except BackendError as err:
+            raise ModelLoadError(f"model {cfg.name!r}: {err}") from None
+        graph = RemoteGraph(link, 0, cfg.name, ShapeBounds(cfg.options), cfg.options.pool_size, owned=False)
+        with self._lock:
+            self._graphs[cfg.name] = graph
+            self._configs[cfg.name] = cfg
+        self.metrics.model_ready.labels(cfg.name).set(1)
+
     def _load_hosted(self, cfg: ModelConfig) -> Graph:
         # The host's working directory is its own: hand it absolute paths.
         absolute = cfg.model_copy(update={"files": [f.resolve() for f in cfg.files]})
@@ -113,9 +135,12 @@ class ModelRegistry:
 
     def _host_state(self, model: str, state: str, reason: str | None) -> None:
         """A named model's host changed state: the metrics and the runtime's status follow."""
-        host = self._hosts.get(model)
-        if state == "restarting":
+        if self.watch is not None:
+            self.watch(model, state, reason)
+        host: ModelHost | HostLink | None = self._hosts.get(model)
+        if host is not None and state == "restarting":  # a shared host's restarts are its supervisor's to count
             self.metrics.model_host_restarts.labels(model).inc()
+        host = host or self._links.get(model)
         if host is not None and host.restarts:  # the first start is reported by load()
             self.metrics.model_ready.labels(model).set(1 if state == "ready" else 0)
             if self.on_state is not None:

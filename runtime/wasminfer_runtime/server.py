@@ -26,6 +26,7 @@ import asyncio
 import functools
 import logging
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ from wasminfer_runtime.config import (
 from wasminfer_runtime.executor import Invocation, WorkerExecutor
 from wasminfer_runtime.kv import KvRefused, KvStore
 from wasminfer_runtime.metrics import Metrics
+from wasminfer_runtime.modelhost.link import HostLink
+from wasminfer_runtime.processes import ServingRole, Supervisor, default_processes, kv_workers, links_for
 from wasminfer_runtime import wws_answers
 from wasminfer_runtime.protocol import ProtocolError, decode_response, encode_request, request_url
 from wasminfer_runtime.routing import RESERVED_PATHS, RouteError, RouteMatch, RouteTable
@@ -58,6 +61,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_KEY = web.AppKey("service", Service)
 ROUTES_KEY = web.AppKey("routes", RouteTable)
+ROLE_KEY = web.AppKey("serving_role", ServingRole)  # one of several serving processes
 
 # Verdicts other than "ok" -> (HTTP status, error kind).
 _FAILURES = {
@@ -176,7 +180,11 @@ async def _healthz(request: web.Request) -> web.Response:
 
 async def _readyz(request: web.Request) -> web.Response:
     readiness = request.app[SERVICE_KEY].readiness()
-    return web.json_response(readiness.as_json(), status=200 if readiness.ready else 503)
+    role = request.app.get(ROLE_KEY)
+    if role is None:
+        return web.json_response(readiness.as_json(), status=200 if readiness.ready else 503)
+    ready, doc = role.pod_readiness(readiness)
+    return web.json_response(doc, status=200 if ready else 503)
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -382,10 +390,12 @@ def _respond(worker: WorkerConfig, inv: Invocation, kv: KvStore | None = None, *
 # -- app and lifecycle ---------------------------------------------------------------------------
 
 
-def build_app(service: Service, routes: RouteTable) -> web.Application:
+def build_app(service: Service, routes: RouteTable, role: ServingRole | None = None) -> web.Application:
     app = web.Application()
     app[SERVICE_KEY] = service
     app[ROUTES_KEY] = routes
+    if role is not None:
+        app[ROLE_KEY] = role
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
@@ -418,15 +428,22 @@ def _log_plan(cfg: RuntimeConfig) -> None:
 
 
 async def start_server(
-    cfg: RuntimeConfig, *, threads: int | None = None, metrics: Metrics | None = None
+    cfg: RuntimeConfig, *, threads: int | None = None, metrics: Metrics | None = None,
+    role: ServingRole | None = None, links: dict[str, HostLink] | None = None,
 ) -> tuple[web.AppRunner, str]:
-    """Start serving cfg; returns the runner (await runner.cleanup() to stop) and the base URL."""
+    """Start serving cfg; returns the runner (await runner.cleanup() to stop) and the base URL.
+
+    role, links: this is one of a supervisor's serving processes (processes.py), sharing the port
+    and the hosts of the named models."""
     routes = build_routes(cfg)
-    service = Service(cfg, metrics or Metrics(), threads=threads)
-    runner = AppRunner(build_app(service, routes), header_timeout=cfg.server.header_timeout_seconds,
+    service = Service(cfg, metrics or Metrics(), threads=threads, links=links)
+    if role is not None:
+        service.on_change = role.publish
+        role.publish(service.readiness())
+    runner = AppRunner(build_app(service, routes, role), header_timeout=cfg.server.header_timeout_seconds,
                        access_log=None, handle_signals=False, shutdown_timeout=cfg.server.shutdown_grace_seconds)
     await runner.setup()
-    site = web.TCPSite(runner, cfg.server.host, cfg.server.port)
+    site = web.TCPSite(runner, cfg.server.host, cfg.server.port, reuse_port=role is not None)
     try:
         await site.start()
     except OSError:
@@ -439,20 +456,26 @@ async def start_server(
     return runner, url
 
 
-async def _serve(cfg: RuntimeConfig, threads: int) -> int:
-    _log_plan(cfg)
+async def _serve(cfg: RuntimeConfig, threads: int, role: ServingRole | None) -> int:
+    links = None
+    if role is None:
+        _log_plan(cfg)
+    else:
+        links = links_for(cfg)
+        role.follow(links)
+    # Before it listens: once the log says where it serves, a signal stops it gracefully.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        runner, _ = await start_server(cfg, threads=threads)
+        runner, _ = await start_server(cfg, threads=threads, role=role, links=links)
     except ConfigError as err:
         log.error("%s", err)
         return 2
     except OSError as err:
         log.error("cannot listen on %s:%d: %s", cfg.server.host, cfg.server.port, err.strerror or err)
         return 1
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     failed: dict[str, str] = {}
     watcher = None
     if cfg.server.exit_on_load_failure:
@@ -494,7 +517,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="port to listen on (default: the config's, 8080; 0 picks one)")
     parser.add_argument("--cache-dir", type=Path, help="compiled-module cache (default ~/.cache/wasminfer)")
     parser.add_argument("--threads", type=int, default=default_threads(),
-                        help="concurrent worker invocations (default: %(default)s)")
+                        help="concurrent worker invocations per process (default: %(default)s)")
+    parser.add_argument("--processes", type=int,
+                        help="serving processes sharing the port (default: the config's server.processes, else the "
+                        "CPU limit of this cgroup or the cores; 1 when a worker has a key/value store)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -508,4 +534,45 @@ def main(args: argparse.Namespace) -> int:
     if args.threads < 1:
         log.error("--threads must be at least 1")
         return 2
-    return asyncio.run(_serve(cfg, args.threads))
+    role = ServingRole.from_env()
+    if role is not None:  # one of a supervisor's serving processes
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(logging.Formatter(role.log_format()))
+        return asyncio.run(_serve(cfg, args.threads, role))
+    count = _process_count(cfg, args.processes)
+    if count is None:
+        return 2
+    if count > 1:
+        _log_plan(cfg)
+        return Supervisor(cfg, count, _child_argv(args)).run()
+    return asyncio.run(_serve(cfg, args.threads, None))
+
+
+def _process_count(cfg: RuntimeConfig, flag: int | None) -> int | None:
+    """How many serving processes (None: a refusal, logged)."""
+    asked = flag if flag is not None else cfg.server.processes
+    if asked is not None and asked < 1:
+        log.error("--processes must be at least 1")
+        return None
+    count = asked or default_processes()
+    kv = kv_workers(cfg)
+    if count > 1 and kv:
+        if asked is not None:
+            log.error("%d processes asked for, but worker(s) %s keep a key/value store in the memory of one "
+                      "process; serve them with --processes 1", count, ", ".join(kv))
+            return None
+        log.info("serving with one process: worker(s) %s keep a key/value store in its memory", ", ".join(kv))
+        return 1
+    return count
+
+
+def _child_argv(args: argparse.Namespace) -> list[str]:
+    """This `serve` command for a serving process (the supervisor adds --port and --processes)."""
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+    argv = [sys.executable, "-m", "wasminfer_runtime", "--log-level", level, "serve"]
+    argv += [str(args.folder)] if args.folder is not None else ["--config", str(args.config)]
+    if args.host is not None:
+        argv += ["--host", args.host]
+    if args.cache_dir is not None:
+        argv += ["--cache-dir", str(args.cache_dir)]
+    return [*argv, "--threads", str(args.threads)]

@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from wasminfer_runtime.engine import RuntimeEngine
 from wasminfer_runtime.executor import WorkerExecutor
 from wasminfer_runtime.kv import KvStores
 from wasminfer_runtime.metrics import Metrics
+from wasminfer_runtime.modelhost.link import HostLink
 from wasminfer_runtime.models import ModelRegistry
 from wasminfer_runtime.runtimes import SourceStore
 from wasminfer_runtime.workpool import WorkPool
@@ -85,12 +87,16 @@ class Unavailable:
 
 
 class Service:
-    def __init__(self, cfg: RuntimeConfig, metrics: Metrics, *, threads: int | None = None) -> None:
+    def __init__(self, cfg: RuntimeConfig, metrics: Metrics, *, threads: int | None = None,
+                 links: Mapping[str, HostLink] | None = None) -> None:
+        """links: the named models whose hosts a supervisor runs for several serving processes."""
         self.cfg = cfg
         self.metrics = metrics
         self.engine = RuntimeEngine(cfg.server.cache_dir, metrics)
         self.models = ModelRegistry(metrics, cfg.server.model_isolation, on_state=self._model_host_state,
-                                    poll_us=cfg.server.model_host_poll_us)
+                                    poll_us=cfg.server.model_host_poll_us, links=links)
+        self.on_change: Callable[[Readiness], None] | None = None  # readiness changed (told to the other processes)
+        self._change_lock = threading.Lock()
         self.workers: dict[str, WorkerConfig] = {w.name: w for w in cfg.workers}
         self._executors: dict[str, WorkerExecutor] = {}
         self._worker_status = {w.name: Status() for w in cfg.workers}
@@ -213,6 +219,12 @@ class Service:
             status = Status("restarting", reason)
         with self._lock:
             self._model_status[model] = status
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            with self._change_lock:  # in order: a later state is never overwritten by an earlier one
+                self.on_change(self.readiness())
 
     def _finish(self, table: dict[str, Status], name: str, kind: str, err: Exception | None, t0: float) -> None:
         seconds = time.monotonic() - t0
@@ -228,6 +240,7 @@ class Service:
             table[name] = status
             self._remaining -= 1
             done = self._remaining == 0
+        self._changed()
         if done:
             self._log_summary()
             self.loaded.set()

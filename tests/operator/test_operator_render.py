@@ -338,3 +338,18 @@ def test_pods_carry_the_hash_of_their_template(cfg: OperatorConfig) -> None:
     assert template_hash(render(cfg, named=[model()], image="mine:2")) != template_hash(base)
     assert template_hash(render(cfg, named=[model()], resources={"limits": {"memory": "1Gi"}})) != template_hash(base)
     assert template_hash(render(cfg, "intel-gpu", named=[model()])) != template_hash(base)
+
+
+@pytest.mark.parametrize(("resources", "kv", "processes"), [
+    ({}, None, 1),  # asked for no CPU: one process
+    ({"requests": {"cpu": "500m"}}, None, 1),
+    ({"requests": {"cpu": "1500m"}}, None, 2),
+    ({"requests": {"cpu": "1"}, "limits": {"cpu": "4"}}, None, 4),  # the limit, when there is one
+    ({"limits": {"cpu": "2.5"}}, None, 3),
+    ({"limits": {"cpu": "4"}}, {"namespace": "counts"}, 1),  # a key/value store lives in one process
+])
+def test_serving_processes_follow_the_workers_cpu(cfg: OperatorConfig, resources: dict[str, Any],
+                                                  kv: dict[str, str] | None, processes: int) -> None:
+    extra = {"kv": kv} if kv is not None else {}
+    r = render(cfg, resources=resources, **extra)
+    assert runtime_yaml(r)["server"]["processes"] == processes

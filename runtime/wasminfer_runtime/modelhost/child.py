@@ -18,6 +18,7 @@ import json
 import logging
 import mmap
 import os
+import signal
 import socket
 import struct
 import sys
@@ -244,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cap", default="none", help="how the memory cap applies: cgroup:PATH, rlimit or none")
     p.add_argument("--poll-seconds", type=float, default=0.0, help="see wire.Spinner")
     args = p.parse_args(argv)
+    # The lifeline alone ends a host: a Ctrl-C or SIGTERM sent to the whole process group must not
+    # take the model away while the runtime drains its requests.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=os.environ.get("WASMINFER_LOG_LEVEL", "INFO"), stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s model-host[{args.name}] %(message)s")
     cap = MemoryCap.parse(args.cap, args.memory_bytes)

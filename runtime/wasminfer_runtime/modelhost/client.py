@@ -14,7 +14,8 @@ import json
 import socket
 import struct
 import threading
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Sequence
 
 from wasminfer_runtime import deadlines
 from wasminfer_runtime.backends.base import (
@@ -27,14 +28,68 @@ from wasminfer_runtime.backends.base import (
 )
 from wasminfer_runtime.modelhost import wire
 
-if TYPE_CHECKING:
-    from wasminfer_runtime.modelhost.supervisor import ModelHost
-
 _memmove = ctypes.memmove
 _INITIAL_ARENA = 64 * 1024
 _KEEP_ARENA = 4 * 1024 * 1024  # a pooled context keeps at most this much arena
 _MAX_CHECKED = 256  # validated input signatures remembered per context
 CANCEL_GRACE_SECONDS = 1.0  # how long a cancelled compute may take to give up before its host is killed
+
+
+class HostDown(wire.HostFailure):
+    """The model host is not running (it crashed, or is restarting)."""
+
+
+class HostEndpoint:
+    """A model host as its callers see it: where to connect, which life of it this is, how to end it.
+
+    The runtime's own hosts (supervisor.ModelHost) and, in a serving process, the hosts of named
+    models that the pod's supervisor runs (link.HostLink) are both this.
+    """
+
+    name: str
+    generation: int  # counts the host's starts: contexts and graphs of an earlier one are stale
+    poll_seconds: float  # see wire.Spinner
+
+    def connect(self) -> socket.socket:
+        raise NotImplementedError
+
+    def gone_error(self, what: str, err: BaseException | None = None) -> HostDown:
+        """Why a call failed, for the guest."""
+        raise NotImplementedError
+
+    def kill(self, reason: str) -> None:
+        """End the host now (it hangs); whoever runs it starts it again."""
+        raise NotImplementedError
+
+    def request(self, doc: dict[str, object], fds: Sequence[int] = ()) -> dict[str, object]:
+        """A one-shot request (load, unload, cancel), bounded by the invocation's deadline."""
+        sock = self.connect()
+        try:
+            left = deadlines.remaining()
+            sock.settimeout(None if left is None else max(left, 0.001))  # 0 would mean non-blocking
+            wire.send_json(sock, doc, list(fds) or None)
+            return reply_json(wire.recv(sock))
+        except TimeoutError:
+            self.kill(f"a {doc.get('op')} ran past the invocation's deadline")
+            raise DeadlineExceeded(f"the model host {self.name}: {doc.get('op')} ran past the invocation's "
+                                   "deadline; the host was restarted") from None
+        except (OSError, wire.HostGone) as err:
+            raise self.gone_error(str(doc.get("op")), err) from None
+        finally:
+            sock.close()
+
+    def cancel(self, context: int) -> bool:
+        try:
+            with deadlines.bound(time.monotonic() + 1.0):
+                return bool(self.request({"op": "cancel", "context": context}).get("cancelled"))
+        except BackendError:
+            return False
+
+    def unload(self, graph: int) -> None:
+        try:
+            self.request({"op": "unload", "graph": graph})
+        except BackendError:
+            pass  # the host is gone, and the graph with it
 
 
 class RemoteContext(ExecutionContext):
@@ -213,7 +268,7 @@ class DeadlineExceeded(wire.HostFailure):
 
 
 class RemoteGraph(Graph):
-    def __init__(self, host: ModelHost, gid: int, label: str, bounds: ShapeBounds, pool_size: int,
+    def __init__(self, host: HostEndpoint, gid: int, label: str, bounds: ShapeBounds, pool_size: int,
                  owned: bool) -> None:
         super().__init__(label, bounds)  # the host's backend applies the bounds
         self.host = host

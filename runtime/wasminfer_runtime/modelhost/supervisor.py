@@ -29,7 +29,7 @@ from wasminfer_runtime import deadlines
 from wasminfer_runtime.backends.base import BackendError, Graph, ShapeBounds
 from wasminfer_runtime.config import BackendName, Device, ModelConfig, ModelFormat, ModelOptions
 from wasminfer_runtime.modelhost import caps, wire
-from wasminfer_runtime.modelhost.client import DeadlineExceeded, RemoteGraph, reply_json
+from wasminfer_runtime.modelhost.client import HostDown, HostEndpoint, RemoteGraph
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,10 @@ _START_TIMEOUT = 120.0  # seconds for a host without a model to come up
 STOP_SECONDS = 3.0  # a host that has not exited this long after its lifeline closed is killed
 
 
-class HostDown(wire.HostFailure):
-    """The model host is not running (it crashed, or is restarting)."""
+__all__ = ["HostDown", "ModelHost", "STOP_SECONDS"]
 
 
-class ModelHost:
+class ModelHost(HostEndpoint):
     def __init__(self, name: str, *, backends: Sequence[BackendName], memory_bytes: int,
                  model: ModelConfig | None = None, on_state: StateHook | None = None,
                  poll_seconds: float = 0.0) -> None:
@@ -138,6 +137,12 @@ class ModelHost:
         proc = self._proc
         return proc.pid if proc is not None and proc.poll() is None else None
 
+    @property
+    def socket_path(self) -> Path | None:
+        """Where the running host listens (None while it is not running)."""
+        folder = self._dir
+        return None if folder is None else folder / "s"
+
     # -- calls -----------------------------------------------------------------------------------
 
     def connect(self) -> socket.socket:
@@ -170,36 +175,6 @@ class ModelHost:
         why = self._kill_reason or exit_text or self.reason or f"it is {self.state}"
         about = f" during {what}" if what else ""
         return HostDown(f"the model host {self.name} failed{about}: {why}")
-
-    def request(self, doc: dict[str, object], fds: Sequence[int] = ()) -> dict[str, object]:
-        """A one-shot request (load, unload, cancel), bounded by the invocation's deadline."""
-        sock = self.connect()
-        try:
-            left = deadlines.remaining()
-            sock.settimeout(None if left is None else max(left, 0.001))  # 0 would mean non-blocking
-            wire.send_json(sock, doc, list(fds) or None)
-            return reply_json(wire.recv(sock))
-        except TimeoutError:
-            self.kill(f"a {doc.get('op')} ran past the invocation's deadline")
-            raise DeadlineExceeded(f"the model host {self.name}: {doc.get('op')} ran past the invocation's "
-                                   "deadline; the host was restarted") from None
-        except (OSError, wire.HostGone) as err:
-            raise self.gone_error(str(doc.get("op")), err) from None
-        finally:
-            sock.close()
-
-    def cancel(self, context: int) -> bool:
-        try:
-            with deadlines.bound(time.monotonic() + 1.0):
-                return bool(self.request({"op": "cancel", "context": context}).get("cancelled"))
-        except BackendError:
-            return False
-
-    def unload(self, graph: int) -> None:
-        try:
-            self.request({"op": "unload", "graph": graph})
-        except BackendError:
-            pass  # the host is gone, and the graph with it
 
     def load_bytes(self, backend: BackendName, fmt: ModelFormat, parts: Sequence[bytes], device: Device,
                    label: str) -> Graph:

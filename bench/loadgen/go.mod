@@ -1,0 +1,3 @@
+module wasminfer.dev/bench/loadgen
+
+go 1.21
