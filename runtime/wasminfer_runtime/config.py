@@ -212,7 +212,8 @@ class Limits(_Strict):
         None, description="Requests of this worker running at once; unset: every invocation thread but one."
     )
     max_queued: Annotated[int | None, Field(ge=0, le=65536)] = Field(
-        None, description="Requests waiting for a slot beyond that; more get 503 with Retry-After. Unset: 2 x max_concurrency."
+        None, description="Requests waiting for a slot beyond that; more get 503 with Retry-After. Unset: as many "
+        "as are expected to start within 0.25 s at the worker's recent pace (at least 2 x max_concurrency)."
     )
     max_kv_bytes: Annotated[int, Field(ge=0, le=1024**3)] = Field(
         DEFAULT_MAX_KV_BYTES,

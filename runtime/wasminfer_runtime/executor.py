@@ -183,7 +183,7 @@ class WorkerExecutor:
 
     def invoke(self, stdin: bytes, args: Sequence[str] = ()) -> Invocation:
         """Run `_start` once in a fresh instance; never raises for anything the guest does."""
-        out, err = capture.GuestOutput("stdout"), capture.GuestOutput("stderr")
+        out, err = capture.GuestOutput.take("stdout"), capture.GuestOutput.take("stderr")
         deadline = wasi_deadline.Deadline.after(self.worker.limits.timeout_seconds, self.stopping)
         wasi_deadline.bind(deadline)
         deadlines.bind(time.monotonic() + self.worker.limits.timeout_seconds)

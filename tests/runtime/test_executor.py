@@ -49,6 +49,18 @@ def test_stdin_reaches_the_guest_and_stdout_comes_back(runtime: Runtime, guests:
     assert result.exit_code == 0
 
 
+def test_each_invocation_sees_only_its_own_output(runtime: Runtime, guests: Path) -> None:
+    """Output files are kept for the thread's next invocation: emptied, nothing of the last one left."""
+    probe = guests / "wasi_probe.wasm"
+    long = runtime.run(probe, ["echo"], stdin=b"x" * 100_000)
+    assert long.stdout == b"x" * 100_000
+    short = runtime.run(probe, ["echo"], stdin=b"short")
+    assert short.stdout == b"short" and short.stderr == b""
+    loud = runtime.run(probe, ["stderr", "e" * 5000])
+    assert loud.stderr.startswith(b"e" * 5000)
+    assert runtime.run(probe, ["echo"], stdin=b"").stderr == b""
+
+
 def test_args_env_and_stderr(runtime: Runtime, guests: Path) -> None:
     probe = guests / "wasi_probe.wasm"
     assert runtime.run(probe, ["args", "a b", "ü", ""]).stdout == "a b\nü\n\n".encode()
