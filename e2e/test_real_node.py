@@ -30,6 +30,7 @@ from realnode import (
     RealNode,
     cluster_ip,
     demo_volume_files,
+    http,
     install_on_real_node,
     persistent_volume,
     pods_of,
@@ -231,6 +232,58 @@ def test_runtime_container_runs_unprivileged_on_a_read_only_root(demo: Demo) -> 
     done = subprocess.run([str(demo.cluster.bin_dir / "crictl"), f"--runtime-endpoint={demo.rn.layout.endpoint}",
                            "exec", cid, "python", "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "Read-only file system" in done.stderr, done.stderr
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The child processes of a host pid, with their command lines."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if ppid == pid:
+                out[int(entry)] = cmdline
+    return out
+
+
+def test_a_worker_with_two_cpus_serves_with_two_processes_and_one_model_host(demo: Demo) -> None:
+    """The demo worker again, with a limit of 2 CPUs: its pod runs a supervisor, two serving
+    processes and one host of the named model, and answers as one server."""
+    name = "classify-cores"
+    docs = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d and d["kind"] == "WasmWorker"]
+    worker = docs[0]
+    worker["metadata"]["name"] = name
+    worker["spec"]["resources"] = {"requests": {"cpu": "100m", "memory": "512Mi"},
+                                   "limits": {"cpu": "2", "memory": "1536Mi"}}
+    demo.cluster.apply(json.dumps(worker), namespace=demo.namespace)
+    try:
+        demo.cluster.wait_until(
+            lambda: (condition(demo.cluster.get_json(f"wasmworker/{name}", namespace=demo.namespace), "Ready")
+                     or {}).get("status") == "True", timeout=240, what=f"WasmWorker {name} Ready")
+        base = f"http://{cluster_ip(demo.cluster, name, demo.namespace)}"
+        for _ in range(12):
+            status, body = wait_answer(f"{base}/classify", demo.page, timeout=60)
+            assert status == 200 and json.loads(body)["labels"][0]["degrees"] == 90, body[:300]
+        status, body = http("GET", f"{base}/readyz")
+        ready = json.loads(body)
+        assert status == 200 and set(ready["processes"]) == {"0", "1"}, ready
+        (pod,) = [p for p in pods_of(demo.cluster, demo.namespace, f"wasminfer.dev/worker={name}")
+                  if p["status"].get("phase") == "Running"]
+        supervisor = demo.rn.host_pid(demo.rn.container_id(pod["metadata"]["name"], demo.namespace, "runtime"))
+        children = _children(supervisor)
+        hosts = [p for p, cmd in children.items() if "modelhost.child" in cmd]
+        serving = [p for p, cmd in children.items() if " serve " in cmd]
+        assert len(hosts) == 1 and len(serving) == 2, children
+        # /metrics, answered by either process, counts the pod's requests.
+        status, text = http("GET", f"{base}/metrics")
+        line = next(ln for ln in text.decode().splitlines()
+                    if ln.startswith(f'wasminfer_requests_total{{status="200",worker="{name}"}}'))
+        assert float(line.split()[-1]) == 12, line
+    finally:
+        demo.cluster.kubectl("delete", "wasmworker", name, "-n", demo.namespace, "--wait=false")
 
 
 def test_killed_runtime_is_restarted_and_the_worker_recovers(demo: Demo) -> None:

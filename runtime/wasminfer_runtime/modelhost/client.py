@@ -57,6 +57,16 @@ class HostEndpoint:
         """Why a call failed, for the guest."""
         raise NotImplementedError
 
+    def dial(self, path: str) -> socket.socket:
+        """A connection to the host listening at `path`."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+        except OSError as err:
+            sock.close()
+            raise self.gone_error("connect", err) from None
+        return sock
+
     def kill(self, reason: str) -> None:
         """End the host now (it hangs); whoever runs it starts it again."""
         raise NotImplementedError

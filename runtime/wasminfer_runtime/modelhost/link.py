@@ -89,13 +89,7 @@ class HostLink(HostEndpoint):
             path, state = self._socket, self.state
         if state != "ready" or path is None:
             raise self._down()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(path)
-        except OSError as err:
-            sock.close()
-            raise self.gone_error("connect", err) from None
-        return sock
+        return self.dial(path)
 
     def gone_error(self, what: str, err: BaseException | None = None) -> HostDown:
         return self._down(what)

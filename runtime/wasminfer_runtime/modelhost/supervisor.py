@@ -152,13 +152,7 @@ class ModelHost(HostEndpoint):
                 died = None if proc is None or proc.returncode is None else _exit_text(proc.returncode, self._cap)
                 raise self._down_locked(None, died)
             path = str(self._dir / "s")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(path)
-        except OSError as err:
-            sock.close()
-            raise self.gone_error("connect", err) from None
-        return sock
+        return self.dial(path)
 
     def gone_error(self, what: str, err: BaseException | None = None) -> HostDown:
         """Why a call failed: a connection that broke usually means the process is exiting."""
