@@ -9,7 +9,8 @@ processes. The supervisor (the process `wasminfer serve` started):
   kernel spreads new connections over them (a keep-alive connection stays with its process);
 - runs each named model in one model host and tells the serving processes where it listens and
   whenever it restarts (modelhost/link.py): a model is loaded once per pod, not once per process;
-- restarts a serving process that dies (with backoff), and forwards SIGTERM to all of them.
+- restarts a serving process that dies (with backoff; after five deaths in a row, each within 30 s
+  of its start, it stops the pod with exit code 1), and forwards SIGTERM to all of them.
 
 Each process's metrics go to a folder all of them read (metrics.py), and each process writes its
 readiness to a file, so `/readyz` answered by any process speaks for the pod.
@@ -49,6 +50,7 @@ ROLE_ENV = "WASMINFER_SERVING"  # "INDEX/COUNT/FOLDER" in a serving process the 
 _BACKOFF_FIRST = 0.5
 _BACKOFF_MAX = 30.0
 _STEADY_SECONDS = 30.0  # a process that ran this long before it died restarts at once
+_FAILURES_BEFORE_GIVING_UP = 5  # deaths in a row, each before _STEADY_SECONDS
 
 
 def default_processes() -> int:
@@ -104,8 +106,11 @@ class ServingRole:
         doc = {"pid": os.getpid(), "ready": readiness.ready, "pending": readiness.pending, "failed": readiness.failed}
         path = self.readiness_file(self.index)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(doc))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps(doc))
+            os.replace(tmp, path)
+        except OSError as err:  # the supervisor removes the folder as the pod stops
+            log.debug("cannot publish readiness to %s: %s", path, err)
 
     def pod_readiness(self, own: Readiness) -> tuple[bool, dict[str, object]]:
         """The pod's /readyz: ready when every serving process is; pending and failed of them all."""
@@ -340,6 +345,12 @@ class Supervisor:
             return
         ran = time.monotonic() - child.started
         child.failures = 0 if ran >= _STEADY_SECONDS else child.failures + 1
+        if child.failures >= _FAILURES_BEFORE_GIVING_UP:  # it cannot run here: let the pod's restart say so
+            log.error("serving process %d %s %d times in a row soon after starting; stopping", child.index,
+                      _exit_text(code), child.failures)
+            self._exit_code = 1
+            self._stop.set()
+            return
         delay = 0.0 if child.failures == 0 else min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (child.failures - 1))
         log.error("serving process %d (pid %d) %s after %.1f s; restarting it in %.1f s", child.index, proc.pid,
                   _exit_text(code), ran, delay)

@@ -33,8 +33,11 @@ class Pod:
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self.url = self._wait_for(r"serving on (http://\S+) with", 60).group(1)
-        self._wait_for(r"\[\d\] \S+: serving \d+ worker", 60)  # a serving process listens
+        try:
+            self.url = self._wait_for(r"serving on (http://\S+) with", 60).group(1)
+        except BaseException:
+            self.stop()
+            raise
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
@@ -93,11 +96,12 @@ def pod(site: tuple[Path, list[np.ndarray]]) -> Iterator[Pod]:
     pod = Pod(str(site[0]), "--port", "0", "--processes", "2")
     try:
         wait_ready(pod.url)
+        folder = pod.folder()
         yield pod
     finally:
-        folder = pod.folder() if pod.proc.poll() is None else None
-        assert pod.stop() == 0, pod.log
-        assert folder is None or not folder.exists(), f"{folder} left behind"
+        code = pod.stop()  # whatever failed above: no pod outlives its test
+    assert code == 0, pod.log
+    assert not folder.exists(), f"{folder} left behind"
 
 
 def requests_by_process(folder: Path, pids: list[int]) -> dict[int, float]:
@@ -170,8 +174,12 @@ def test_a_dead_serving_process_is_restarted_while_the_other_serves(pod: Pod) ->
     wait_exited(before["0"])
     # New connections go to the listening socket that is left; none is refused or dropped. (Those
     # the dead process's socket held, not yet accepted, when it died were reset: SO_REUSEPORT.)
-    for _ in range(30):
-        assert request(pod.url + "/hello").status == 200
+    for i in range(30):
+        try:
+            reply = request(pod.url + "/hello")
+        except OSError as err:
+            raise AssertionError(f"request {i} after the kill: {err}\n{pod.log}") from None
+        assert reply.status == 200, reply.body
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         reply = request(pod.url + "/readyz")
@@ -212,16 +220,12 @@ def test_workers_with_a_key_value_store_are_served_by_one_process(guests: dict[s
 
 
 def wait_exited(pid: int) -> None:
-    """Until the process has exited (a zombie, or reaped): its sockets are closed then."""
+    """Until the process is reaped: only then have all its threads exited and its sockets closed
+    (its main thread shows as a zombie while the others still hold them)."""
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                return
-        except OSError:
-            return
+    while Path(f"/proc/{pid}").exists():
+        assert time.monotonic() < deadline, f"pid {pid} still there"
         time.sleep(0.01)
-    raise AssertionError(f"pid {pid} still runs")
 
 
 def children_of(pid: int, marker: str) -> list[int]:
@@ -238,3 +242,24 @@ def children_of(pid: int, marker: str) -> list[int]:
         if int(stat.rsplit(")", 1)[1].split()[1]) == pid and marker in cmdline:
             found.append(int(entry))
     return sorted(found)
+
+
+def test_a_process_that_keeps_dying_stops_the_server(site: tuple[Path, list[np.ndarray]]) -> None:
+    """Five deaths in a row, each soon after a start: the server stops with exit code 1 (in a pod,
+    its restarts then say so) instead of restarting it for ever."""
+    pod = Pod(str(site[0]), "--port", "0", "--processes", "2")
+    try:
+        killed: list[int] = []
+        deadline = time.monotonic() + 120
+        while len(killed) < 5 and time.monotonic() < deadline:
+            started = [int(p) for p in re.findall(r"serving process 0 started \(pid (\d+)\)", pod.log)]
+            fresh = [p for p in started if p not in killed]
+            if fresh:
+                os.kill(fresh[-1], signal.SIGKILL)
+                killed.append(fresh[-1])
+            time.sleep(0.05)
+        code = pod.proc.wait(60)
+    finally:
+        pod.stop()
+    assert code == 1, pod.log
+    assert "serving process 0 was killed by SIGKILL 5 times in a row soon after starting; stopping" in pod.log, pod.log
