@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic import ValidationInfo
 
@@ -491,6 +490,8 @@ def read_yaml_file(path: Path, error: type[Exception]) -> Any:
         text = decode_utf8(path, path.read_bytes(), error)
     except OSError as err:
         raise error(f"{path}: cannot read: {err.strerror}") from None
+    import yaml  # only for a runtime.yaml: `wasminfer run` never reads one
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -525,4 +526,6 @@ def load_runtime_config(path: Path) -> RuntimeConfig:
 
 def dump_runtime_config(cfg: RuntimeConfig) -> str:
     """YAML text for a config, as the operator writes it into a ConfigMap."""
+    import yaml
+
     return yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False)

@@ -40,7 +40,6 @@ stops, and then the invocation ends as a timeout, as a WASI sleep does.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import concurrent.futures
 import ctypes
@@ -204,6 +203,8 @@ class _Client:
     """One aiohttp session on an event loop thread of its own, shared by every worker."""
 
     def __init__(self) -> None:
+        import asyncio  # here, with the client: a module without outbound HTTP never pays for it
+
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="wasminfer-http-out", daemon=True)
         self.thread.start()
@@ -222,9 +223,13 @@ class _Client:
         )
 
     def submit(self, coro: Coroutine[Any, Any, OutboundResponse]) -> concurrent.futures.Future[OutboundResponse]:
+        import asyncio
+
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def close(self) -> None:
+        import asyncio
+
         try:
             asyncio.run_coroutine_threadsafe(self.session.close(), self.loop).result(timeout=2)
         except Exception:  # noqa: BLE001 - exiting anyway
@@ -303,9 +308,11 @@ async def _exchange(session: aiohttp.ClientSession, req: OutboundRequest, policy
 
 
 async def _send(req: OutboundRequest, policy: Policy, session: aiohttp.ClientSession) -> OutboundResponse:
+    """The request, its redirects and its body within the worker's timeout; Refused for every failure."""
+    import asyncio
+
     import aiohttp
 
-    """The request, its redirects and its body within the worker's timeout; Refused for every failure."""
     secs = policy.cfg.timeout_seconds
     try:
         async with asyncio.timeout(secs):

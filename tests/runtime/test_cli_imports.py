@@ -1,5 +1,6 @@
-"""`wasminfer run` of a module that does not import wasi-nn loads none of the inference libraries, numpy
-or the HTTP stack: their imports were most of a short run's time. The other commands still work."""
+"""`wasminfer run` of a module that does not import wasi-nn loads none of the inference libraries, numpy,
+the HTTP stack, asyncio or YAML: their imports were most of a short run's time. The other commands
+still work."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("numpy", "openvino", "onnxruntime", "aiohttp", "grpc", "wasminfer_runtime.server", "wasminfer_runtime.modelserver")
+HEAVY = ("numpy", "openvino", "onnxruntime", "aiohttp", "grpc", "asyncio", "yaml", "wasminfer_runtime.server",
+         "wasminfer_runtime.modelserver")
 
 PROBE = """
 import json, sys
