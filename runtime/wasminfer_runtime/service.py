@@ -37,9 +37,10 @@ STOP_MARGIN_SECONDS = 1.0
 State = Literal["loading", "ready", "restarting", "failed"]
 
 
-def default_threads() -> int:
-    """Concurrent invocations: enough to overlap a few slow guests with fast ones."""
-    return max(4, 2 * (os.cpu_count() or 1))
+def default_threads(processes: int = 1) -> int:
+    """Concurrent invocations of one of `processes` serving processes: enough to overlap a few slow
+    guests with fast ones, the machine's share of each process."""
+    return max(4, -(-2 * (os.cpu_count() or 1) // processes))
 
 
 @dataclass

