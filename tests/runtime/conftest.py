@@ -24,21 +24,22 @@ GUESTS = ROOT / "tests" / "guests"
 MODELS = ROOT / "examples" / "_models"
 
 
-def _bench_harness() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("wasminfer_bench_harness", ROOT / "bench" / "harness.py")
+def _script(name: str, path: Path) -> ModuleType:
+    """One of the project's scripts, loaded as a module."""
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _bench_harness() -> ModuleType:
+    return _script("wasminfer_bench_harness", ROOT / "bench" / "harness.py")
 
 
 def fetch_models_module() -> ModuleType:
     """examples/fetch_models.py as a module (its fc256 weights are the ground truth for tests)."""
-    spec = importlib.util.spec_from_file_location("fetch_models", ROOT / "examples" / "fetch_models.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _script("fetch_models", ROOT / "examples" / "fetch_models.py")
 
 
 def _setup(*args: str) -> None:
