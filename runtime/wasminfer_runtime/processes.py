@@ -304,7 +304,7 @@ class Supervisor:
                              None if path is None else str(path), host.pid))
 
     def _tell(self, event: HostEvent) -> None:
-        line = (json.dumps(event.as_json()) + "\n").encode()
+        line = event.line()
         with self._lock:
             self._events[event.model] = event
             for child in self._children:
@@ -322,7 +322,7 @@ class Supervisor:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, env=env)
             child.proc, child.started = proc, time.monotonic()
             for event in self._events.values():
-                _write(proc, (json.dumps(event.as_json()) + "\n").encode())
+                _write(proc, event.line())
         log.info("serving process %d started (pid %d)", child.index, proc.pid)
         threading.Thread(target=self._watch, args=(child, proc), name=f"wasminfer-serving-{child.index}",
                          daemon=True).start()

@@ -9,6 +9,7 @@ generation that makes old contexts stale, and why it is down.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -36,8 +37,9 @@ class HostEvent:
     socket: str | None = None
     pid: int | None = None
 
-    def as_json(self) -> dict[str, object]:
-        return asdict(self)
+    def line(self) -> bytes:
+        """The event as the supervisor writes it: one JSON line."""
+        return (json.dumps(asdict(self)) + "\n").encode()
 
     @classmethod
     def from_json(cls, doc: dict[str, object]) -> HostEvent:
