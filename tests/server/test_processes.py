@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -263,3 +264,37 @@ def test_a_process_that_keeps_dying_stops_the_server(site: tuple[Path, list[np.n
         pod.stop()
     assert code == 1, pod.log
     assert "serving process 0 was killed by SIGKILL 5 times in a row soon after starting; stopping" in pod.log, pod.log
+
+
+def test_a_hostile_compute_on_the_shared_model_is_cut_off_while_both_processes_serve(
+        guests: dict[str, Path], tmp_path: Path) -> None:
+    """A guest whose compute on the shared model host would run for minutes gets 504 at its deadline
+    (the compute cancelled from its serving process through the shared host); meanwhile both
+    processes keep answering good requests on the same model normally, and the host lives on."""
+    from wasminfer_runtime.config import dump_runtime_config
+
+    from .test_model_hosts import ONE_ROW_OF_ZEROS, config
+
+    cfg = config(tmp_path, guests, timeout_seconds=1)
+    cfg = cfg.model_copy(update={"server": cfg.server.model_copy(update={"port": 0})})
+    (tmp_path / "runtime.yaml").write_text(dump_runtime_config(cfg))
+    pod = Pod("--config", str(tmp_path / "runtime.yaml"), "--processes", "2")
+    try:
+        wait_ready(pod.url)
+        [host] = pod.children("wasminfer_runtime.modelhost.child")
+        hostile: list[Any] = []
+        attack = threading.Thread(target=lambda: hostile.append(request(pod.url + "/slow")))
+        attack.start()
+        good = 0
+        while attack.is_alive():
+            reply = request(pod.url + "/patient")  # fresh connections: both processes answer them
+            assert reply.status == 200 and reply.json() == {"output": ONE_ROW_OF_ZEROS}, reply.body
+            assert request(pod.url + "/hello").status == 200
+            good += 1
+        [reply] = hostile
+        assert reply.status == 504 and reply.json()["error"] == "timeout", reply.body
+        assert good > 3, f"only {good} good requests while the hostile one ran"
+        assert pod.children("wasminfer_runtime.modelhost.child") == [host]  # cancelled, not killed
+        assert metric(pod.url, "wasminfer_model_host_restarts_total", model="slow") == 0
+    finally:
+        assert pod.stop() == 0, pod.log
