@@ -18,6 +18,9 @@ COMPONENTS = (
     "kube-proxy",
     "crictl",
     "coredns",
+    "registry",
+    "oras",
+    "cosign",
 )
 
 

@@ -37,11 +37,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from wasminfer_runtime.config import format_validation_error, read_yaml_file
 from wasminfer_runtime.modelpool import PoolArgsError, add_pool_arguments, pool_share
+from wasminfer_runtime.progress import Progress, mib
 
 log = logging.getLogger("wasminfer.fetch")
 
 CHUNK = 1 << 20
-PROGRESS_EVERY_SECONDS = 5.0
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
@@ -130,31 +130,6 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _mib(n: float) -> str:
-    return f"{n / (1 << 20):.1f} MiB"
-
-
-class _Progress:
-    """Logs a line per file every few seconds while bytes arrive."""
-
-    def __init__(self, label: str, total: int | None, start: int) -> None:
-        self.label, self.total, self.done = label, total, start
-        self.started = self.last = time.monotonic()
-        self.start = start
-
-    def add(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if now - self.last >= PROGRESS_EVERY_SECONDS:
-            self.last = now
-            rate = (self.done - self.start) / max(now - self.started, 1e-6)
-            if self.total:
-                pct = 100.0 * self.done / self.total
-                log.info("%s: %s / %s (%.0f%%), %s/s", self.label, _mib(self.done), _mib(self.total), pct, _mib(rate))
-            else:
-                log.info("%s: %s, %s/s", self.label, _mib(self.done), _mib(rate))
-
-
 async def _download_once(session: aiohttp.ClientSession, f: FetchFile, part: Path) -> None:
     """One attempt: continue `part` with a range request when it holds bytes from an earlier attempt."""
     assert f.url is not None and f.dest is not None
@@ -172,7 +147,7 @@ async def _download_once(session: aiohttp.ClientSession, f: FetchFile, part: Pat
             if resp.status != 206:
                 have = 0
             total = resp.content_length + have if resp.content_length is not None else None
-            progress = _Progress(f.label, total, have)
+            progress = Progress(log, f.label, total, have)
             with part.open("ab" if have else "wb") as out:
                 async for chunk in resp.content.iter_chunked(CHUNK):
                     out.write(chunk)
@@ -194,7 +169,7 @@ async def _download(session: aiohttp.ClientSession, f: FetchFile, plan: FetchPla
                 raise _Retry(f"sha256 mismatch: expected {f.sha256}, got {digest}")
             os.replace(part, f.dest)
             size = f.dest.stat().st_size
-            log.info("%s: downloaded %s in %.1fs, sha256 ok", f.label, _mib(size), time.monotonic() - started)
+            log.info("%s: downloaded %s in %.1fs, sha256 ok", f.label, mib(size), time.monotonic() - started)
             return
         except _Retry as err:
             if attempt == plan.retries:
@@ -219,7 +194,7 @@ def _local(f: FetchFile) -> None:
     tmp = f.dest.with_name(f.dest.name + ".part")
     shutil.copyfile(f.path, tmp)
     os.replace(tmp, f.dest)
-    log.info("%s: copied from %s (%s)%s", f.label, f.path, _mib(f.dest.stat().st_size), ", sha256 ok" if f.sha256 else "")
+    log.info("%s: copied from %s (%s)%s", f.label, f.path, mib(f.dest.stat().st_size), ", sha256 ok" if f.sha256 else "")
 
 
 def _already_there(f: FetchFile) -> bool:

@@ -1,0 +1,126 @@
+"""A real OCI distribution registry (github.com/distribution/distribution, built by e2e/cluster/build)
+on 127.0.0.1 with TLS from its own CA and htpasswd basic auth: where the tests push and pull modules,
+models and their cosign signatures. `e2e/cluster/up` starts one beside the control plane; the
+runtime's tests start their own with `start_registry`."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import ssl
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import bcrypt
+import yaml
+
+from . import pki, processes
+
+USERNAME = "wasminfer"
+READY_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class RegistryFiles:
+    """What a client needs: the address, the CA that signed the registry's certificate, the login."""
+
+    address: str  # 127.0.0.1:PORT
+    ca_file: Path
+    username: str
+    password: str
+    docker_config: Path  # a Docker config.json with the login (what a pull secret holds)
+
+
+def write_files(directory: Path, port: int, bin_dir: Path) -> tuple[RegistryFiles, list[str]]:
+    """The registry's certificate, htpasswd and config under directory; returns them and its argv."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = pki.new_ca("wasminfer-test-registry-ca")
+    serving = pki.issue(ca, "127.0.0.1", ip_addresses=("127.0.0.1",), dns_names=("localhost",), server=True)
+    ca_file = directory / "ca.crt"
+    ca_file.write_bytes(ca.cert_pem)
+    cert, key = serving.write(directory, "registry")
+    password = secrets.token_urlsafe(18)
+    htpasswd = directory / "htpasswd"
+    htpasswd.write_text(f"{USERNAME}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=6)).decode()}\n")
+    storage = directory / "storage"
+    storage.mkdir(exist_ok=True)
+    config = {
+        "version": 0.1,
+        "log": {"level": "info", "accesslog": {"disabled": True}},
+        "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
+        "http": {"addr": f"127.0.0.1:{port}", "secret": secrets.token_hex(16), "tls": {"certificate": str(cert), "key": str(key)}},
+        "auth": {"htpasswd": {"realm": "wasminfer-test-registry", "path": str(htpasswd)}},
+    }
+    config_file = directory / "config.yml"
+    config_file.write_text(yaml.safe_dump(config))
+    address = f"127.0.0.1:{port}"
+    login = {"auths": {address: {"auth": _basic(USERNAME, password)}}}
+    docker_config = directory / "docker-config.json"
+    docker_config.write_text(json.dumps(login))
+    docker_config.chmod(0o600)
+    argv = [str(bin_dir / "registry"), "serve", str(config_file)]
+    return RegistryFiles(address, ca_file, USERNAME, password, docker_config), argv
+
+
+def registry_env() -> dict[str, str]:
+    # distribution v3 exports traces over OTLP by default; nothing listens for them here.
+    return {**os.environ, "OTEL_TRACES_EXPORTER": "none", "OTEL_SDK_DISABLED": "true"}
+
+
+def _basic(username: str, password: str) -> str:
+    import base64
+
+    return base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def is_ready(files: RegistryFiles) -> bool:
+    """The registry answers /v2/ over TLS (401 without credentials is an answer)."""
+    import urllib.error
+    import urllib.request
+
+    context = ssl.create_default_context(cafile=str(files.ca_file))
+    try:
+        urllib.request.urlopen(f"https://{files.address}/v2/", context=context, timeout=2)
+        return True
+    except urllib.error.HTTPError as err:
+        return err.code == 401
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass
+class RunningRegistry:
+    files: RegistryFiles
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_registry(directory: Path, bin_dir: Path) -> RunningRegistry:
+    """Starts a registry for this process's tests and waits until it answers (a taken port is retried)."""
+    log = directory / "registry.log"
+    for _ in range(3):
+        files, argv = write_files(directory, processes.free_port(), bin_dir)
+        child = processes.start(argv, log, env=registry_env(), die_with_parent=True)
+        deadline = time.monotonic() + READY_SECONDS
+        while time.monotonic() < deadline and child.poll() is None:
+            if is_ready(files):
+                return RunningRegistry(files, child, log)
+            time.sleep(0.1)
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+        if not processes.mentions_port_in_use(log):
+            break
+    raise RuntimeError(f"the test registry did not start; its log ({log}) ends with:\n{processes.tail(log)}")

@@ -1,0 +1,230 @@
+"""Signatures checked before a module or model is compiled or loaded: cosign key-pair signatures.
+
+- A file (a module, a model file) carries a `cosign sign-blob` signature: base64 of the signature
+  over the file's bytes, or a cosign bundle (the legacy `--bundle` JSON or a Sigstore bundle) holding it.
+- An OCI artifact carries a signature attached the way `cosign sign` attaches it: a manifest tagged
+  `sha256-<digest>.sig` in the same repository whose simple-signing payload names the artifact's
+  manifest digest, with the signature in the layer's `dev.cosignproject.cosign/signature` annotation.
+
+A signature verifies when one of the trusted public keys (PEM, as `cosign generate-key-pair` writes
+cosign.pub) verifies it: ECDSA with SHA-256, RSA PKCS#1 v1.5 with SHA-256, or Ed25519.
+`sign_blob` and `attach_signature` produce the same formats, so cosign verifies what this signs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+from wasminfer_runtime.supply.oci import MANIFEST_TYPE, OciClient, OciError, Reference
+
+IMAGE_CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
+SIMPLE_SIGNING_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
+SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+COSIGN_SIGNATURE_TYPE = "cosign container image signature"
+MAX_SIGNATURE_FILE = 1 << 20
+
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+
+class SignatureError(Exception):
+    """A signature that is missing, malformed or made by no trusted key; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    name: str  # the key file's name, reported with each verdict
+    key: PublicKey
+
+    def verifies(self, data: bytes, signature: bytes) -> bool:
+        try:
+            if isinstance(self.key, ec.EllipticCurvePublicKey):
+                self.key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+            elif isinstance(self.key, rsa.RSAPublicKey):
+                self.key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+            else:
+                self.key.verify(signature, data)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
+def load_public_keys(paths: Sequence[Path]) -> list[TrustedKey]:
+    """The trusted keys (PEM public keys); an unreadable or unsupported key file is named in the error."""
+    keys = []
+    for path in paths:
+        try:
+            key = serialization.load_pem_public_key(path.read_bytes())
+        except OSError as err:
+            raise SignatureError(f"trusted key {path}: {err.strerror or err}") from None
+        except ValueError as err:
+            raise SignatureError(f"trusted key {path}: not a PEM public key ({err})") from None
+        if not isinstance(key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey, ed25519.Ed25519PublicKey)):
+            raise SignatureError(f"trusted key {path}: {type(key).__name__} keys are not supported (ECDSA, RSA, Ed25519 are)")
+        keys.append(TrustedKey(path.name, key))
+    if not keys:
+        raise SignatureError("no trusted keys are configured")
+    return keys
+
+
+def load_private_key(path: Path, password: bytes | None = None) -> PrivateKey:
+    """A PEM private key (PKCS#8 or traditional, optionally password-protected) to sign with."""
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password)
+    except OSError as err:
+        raise SignatureError(f"signing key {path}: {err.strerror or err}") from None
+    except (ValueError, TypeError) as err:
+        raise SignatureError(
+            f"signing key {path}: not a PEM private key, or a wrong password ({err}); "
+            "a cosign.key can be converted with `cosign import-key-pair`'s counterpart, or sign with cosign"
+        ) from None
+    if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):
+        raise SignatureError(f"signing key {path}: {type(key).__name__} keys are not supported")
+    return key
+
+
+def sign(key: PrivateKey, data: bytes) -> bytes:
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(data, ec.ECDSA(hashes.SHA256()))
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    return key.sign(data)
+
+
+def sign_blob(key: PrivateKey, data: bytes) -> str:
+    """What `cosign sign-blob --output-signature` writes: base64 of the signature."""
+    return base64.b64encode(sign(key, data)).decode()
+
+
+def signature_from_file(text: bytes, where: str) -> bytes:
+    """The signature bytes of a sign-blob output: base64 text, a legacy cosign bundle, or a Sigstore bundle."""
+    if len(text) > MAX_SIGNATURE_FILE:
+        raise SignatureError(f"{where}: {len(text)} bytes is not a signature file")
+    stripped = text.strip()
+    encoded: Any = stripped
+    if stripped.startswith(b"{"):
+        try:
+            bundle = json.loads(stripped)
+        except ValueError:
+            raise SignatureError(f"{where}: a JSON signature bundle that does not parse") from None
+        encoded = bundle.get("base64Signature") if isinstance(bundle, dict) else None
+        if encoded is None and isinstance(bundle, dict):
+            encoded = (bundle.get("messageSignature") or {}).get("signature")
+        if not isinstance(encoded, str):
+            raise SignatureError(f"{where}: the bundle holds no signature (base64Signature or messageSignature.signature)")
+    try:
+        signature = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise SignatureError(f"{where}: not a base64 signature") from None
+    if not signature:
+        raise SignatureError(f"{where}: the signature is empty")
+    return signature
+
+
+def verify_blob(data: bytes, signature: bytes, keys: Sequence[TrustedKey], what: str) -> str:
+    """The name of the trusted key that verifies the signature over data; raises SignatureError otherwise."""
+    for key in keys:
+        if key.verifies(data, signature):
+            return key.name
+    raise SignatureError(f"{what}: the signature does not verify with the trusted key(s) {', '.join(k.name for k in keys)}")
+
+
+def verify_file(path: Path, signature_file: Path, keys: Sequence[TrustedKey]) -> str:
+    """A file checked against its sign-blob signature file."""
+    try:
+        text = signature_file.read_bytes()
+    except FileNotFoundError:
+        raise SignatureError(f"{path.name}: unsigned: no signature at {signature_file}") from None
+    except OSError as err:
+        raise SignatureError(f"{signature_file}: {err.strerror or err}") from None
+    return verify_blob(path.read_bytes(), signature_from_file(text, str(signature_file)), keys, path.name)
+
+
+# -- signatures attached to OCI artifacts ------------------------------------------------------
+
+
+def signature_tag(digest: str) -> str:
+    return digest.replace(":", "-") + ".sig"
+
+
+def simple_signing_payload(ref: Reference, digest: str) -> bytes:
+    payload = {
+        "critical": {
+            "identity": {"docker-reference": ref.name},
+            "image": {"docker-manifest-digest": digest},
+            "type": COSIGN_SIGNATURE_TYPE,
+        },
+        "optional": None,
+    }
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def verify_attached(client: OciClient, pinned: Reference, keys: Sequence[TrustedKey]) -> str:
+    """The trusted key that signed the artifact's manifest digest, through a signature cosign attached."""
+    assert pinned.digest is not None
+    sig_ref = pinned.with_tag(signature_tag(pinned.digest))
+    try:
+        manifest = client.resolve(sig_ref)
+    except OciError as err:
+        if "not found" in str(err):
+            raise SignatureError(f"{pinned}: unsigned: no signature is attached ({sig_ref.tag} not found)") from None
+        raise SignatureError(f"{pinned}: its signature cannot be read: {err}") from None
+    reasons = []
+    for layer in manifest.layers:
+        if layer.get("mediaType") != SIMPLE_SIGNING_TYPE:
+            continue
+        encoded = (layer.get("annotations") or {}).get(SIGNATURE_ANNOTATION)
+        if not isinstance(encoded, str):
+            reasons.append("a signature layer without its signature annotation")
+            continue
+        try:
+            payload = client.blob_bytes(manifest.reference, layer, limit=MAX_SIGNATURE_FILE)
+            signature = signature_from_file(encoded.encode(), f"{sig_ref}")
+        except (OciError, SignatureError) as err:
+            reasons.append(str(err))
+            continue
+        signer = next((k.name for k in keys if k.verifies(payload, signature)), None)
+        if signer is None:
+            reasons.append("a signature by none of the trusted keys")
+            continue
+        signed_digest = _payload_digest(payload)
+        if signed_digest != pinned.digest:
+            reasons.append(f"a valid signature, but for {signed_digest}, not this artifact")
+            continue
+        return signer
+    why = "; ".join(reasons) or "no signature layers"
+    raise SignatureError(f"{pinned}: no attached signature verifies with {', '.join(k.name for k in keys)}: {why}")
+
+
+def _payload_digest(payload: bytes) -> str | None:
+    try:
+        critical = json.loads(payload)["critical"]
+        if critical.get("type") != COSIGN_SIGNATURE_TYPE:
+            return None
+        digest = critical["image"]["docker-manifest-digest"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return digest if isinstance(digest, str) else None
+
+
+def attach_signature(client: OciClient, pinned: Reference, key: PrivateKey) -> Reference:
+    """Signs the artifact's manifest digest and attaches it as `cosign sign` does (tag sha256-<hex>.sig)."""
+    assert pinned.digest is not None
+    payload = simple_signing_payload(pinned, pinned.digest)
+    signature = base64.b64encode(sign(key, payload)).decode()
+    sig_ref = pinned.with_tag(signature_tag(pinned.digest))
+    layer = client.push_blob(sig_ref, None, payload, SIMPLE_SIGNING_TYPE, {SIGNATURE_ANNOTATION: signature})
+    # An image config as cosign writes one (its tools read the signature manifest as an image).
+    image_config = {"architecture": "", "os": "", "config": {}, "rootfs": {"type": "layers", "diff_ids": [layer["digest"]]}}
+    config = client.push_blob(sig_ref, None, json.dumps(image_config).encode(), IMAGE_CONFIG_TYPE)
+    return client.push_manifest(sig_ref, {"schemaVersion": 2, "mediaType": MANIFEST_TYPE, "config": config, "layers": [layer]})
