@@ -18,6 +18,8 @@ COMMANDS = {
     "serve": ("wasminfer_runtime.server", "serve a wws folder or a runtime.yaml over HTTP"),
     "run": ("wasminfer_runtime.run", "run a WASI module once, like `wasmtime run -S nn`"),
     "fetch": ("wasminfer_runtime.fetch", "download modules and models with sha256 checks"),
+    "push": ("wasminfer_runtime.supply.push", "publish a module or a model folder to an OCI registry"),
+    "sign": ("wasminfer_runtime.supply.sign", "sign a file as cosign sign-blob does (or verify its signature)"),
     "runtimes": ("wasminfer_runtime.runtimes", "language runtimes for wws folders (the JavaScript engine)"),
     "model-server": ("wasminfer_runtime.modelserver", "serve a runtime.yaml's models over the Open Inference Protocol"),
 }

@@ -26,6 +26,7 @@ from wasminfer_runtime.formats import Device as Device
 from wasminfer_runtime.formats import ModelFormat as ModelFormat
 from wasminfer_runtime.formats import default_backend as default_backend
 from wasminfer_runtime.routing import check_route
+from wasminfer_runtime.supply.reference import BadReference, Reference
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,52 @@ class Precision(str, enum.Enum):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+Digest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+
+
+class OciSource(_Strict):
+    """An OCI artifact in a registry: a module (wkg or Spin layout) or a model folder (ORAS layout)."""
+
+    reference: str = Field(description="registry[:port]/repository[:tag][@sha256:…]; a tag is resolved to a digest once.")
+    layer: Digest | None = Field(
+        None, description="Modules only: the digest of the Wasm layer to run, for an artifact with several (a Spin application)."
+    )
+
+    @field_validator("reference")
+    @classmethod
+    def _reference(cls, v: str) -> str:
+        try:
+            return str(Reference.parse(v))
+        except BadReference as err:
+            raise ValueError(str(err)) from None
+
+    @property
+    def parsed(self) -> Reference:
+        return Reference.parse(self.reference)
+
+
+class SignaturePolicy(_Strict):
+    """Which signatures a module or model must carry before it is compiled or loaded (cosign key pairs)."""
+
+    keys: list[Path] = Field(min_length=1, description="PEM public keys (cosign.pub); a signature by any of them verifies.")
+    required: bool = Field(
+        True,
+        description="Refuse what carries no signature. false: a signature that is there must verify, and what has "
+        "none loads with a warning.",
+    )
+
+
+class RegistryAccessConfig(_Strict):
+    """How OCI registries are reached."""
+
+    ca_file: Path | None = Field(None, description="Extra CA bundle for registries with their own CA.")
+    auth_file: Path | None = Field(
+        None,
+        description="A Docker config.json with registry logins (the .dockerconfigjson key of an image pull Secret); "
+        "~/.docker/config.json is read as well.",
+    )
 
 
 class ModelOptions(_Strict):
@@ -135,6 +182,12 @@ class ModelConfig(_Strict):
         default_factory=list, description="openvino: [model.xml, model.bin] (or [model.xml]); onnx: [model.onnx]", max_length=2
     )
     remote: RemoteModel | None = Field(None, description="Served by a model server instead of loaded from files here.")
+    oci: OciSource | None = Field(
+        None, description="The model folder as an OCI artifact (one layer per file, as `oras push` and `wasminfer push` store it)."
+    )
+    signatures: SignaturePolicy | None = Field(
+        None, description="Overrides server.signatures for this model; each file's signature is FILE.sig, or attached to the artifact."
+    )
     options: ModelOptions = Field(default_factory=ModelOptions)
     memory_mib: Annotated[int | None, Field(ge=16, le=1024 * 1024)] = Field(
         None,
@@ -167,11 +220,15 @@ class ModelConfig(_Strict):
     @model_validator(mode="after")
     def _file_count(self) -> ModelConfig:
         if self.remote is not None:
-            if self.files:
+            if self.files or self.oci is not None:
                 raise ValueError("a remote model has no files: its model server loads them")
             return self
+        if self.oci is not None:
+            if self.files:
+                raise ValueError("set files or oci, not both: the files of an OCI model are those of its artifact")
+            return self
         if not self.files:
-            raise ValueError("files: a model needs its files (or `remote`, a model server serving it)")
+            raise ValueError("files: a model needs its files (or `oci`, an artifact holding them, or `remote`, a model server serving it)")
         if self.format is ModelFormat.onnx and len(self.files) != 1:
             raise ValueError("format 'onnx' takes exactly one file")
         return self
@@ -316,7 +373,12 @@ VarName = Annotated[str, AfterValidator(check_var_name)]
 
 class WorkerConfig(_Strict):
     name: Annotated[str, Field(min_length=1)]
-    module: Path
+    module: Path | None = Field(None, description="The module's file (or `oci`).")
+    oci: OciSource | None = Field(None, description="The module as an OCI artifact, instead of `module`.")
+    signature: Path | None = Field(
+        None, description="The module file's cosign sign-blob signature; MODULE.sig when unset. An OCI module's is attached to it."
+    )
+    signatures: SignaturePolicy | None = Field(None, description="Overrides server.signatures for this worker's module.")
     route: Annotated[str, Field(min_length=1, max_length=1024)]
     argv: list[str] | None = Field(None, description="The guest's whole argv; unset: the module's file name.")
     source: SourceConfig | None = Field(None, description="A script the module (a language runtime) runs.")
@@ -339,6 +401,25 @@ class WorkerConfig(_Strict):
     @classmethod
     def _route(cls, v: str) -> str:
         return check_route(v)
+
+    @model_validator(mode="after")
+    def _one_module(self) -> WorkerConfig:
+        if (self.module is None) == (self.oci is None):
+            raise ValueError("set exactly one of module (a file) and oci (an artifact in a registry)")
+        if self.oci is not None and self.signature is not None:
+            raise ValueError("signature: an OCI module's signature is attached to its artifact, not a file")
+        return self
+
+    @property
+    def module_file(self) -> Path:
+        """The module's file; an OCI module has one once pulled (supply/sources.py)."""
+        if self.module is None:
+            raise ConfigError(f"worker {self.name!r}: its module {self.oci.reference if self.oci else ''} was not pulled")
+        return self.module
+
+    @property
+    def module_label(self) -> str:
+        return str(self.module) if self.module is not None else f"oci {self.oci.reference if self.oci else ''}"
 
 
 # The exit code of `wasminfer serve` when exit_on_load_failure stops it; its termination log then
@@ -392,6 +473,12 @@ class ServerConfig(_Strict):
         "load once, in hosts all of them use). Unset: the CPU limit of the process's cgroup (a pod's), rounded "
         "up, or else the cores it may run on; one when a worker has a key/value store.",
     )
+    registries: RegistryAccessConfig = Field(default_factory=RegistryAccessConfig)
+    signatures: SignaturePolicy | None = Field(
+        None,
+        description="Signatures every module and model must carry (cosign key pairs), checked before anything is "
+        "compiled or loaded; a worker or model may set its own. Unset: none are checked.",
+    )
     wws_compat: bool = Field(
         False,
         description="Answer as wws 1.7.0 does (`serve DIR` sets it): its bodies for a failed worker and for a "
@@ -427,11 +514,18 @@ class RuntimeConfig(_Strict):
         def res(p: Path) -> Path:
             return p if p.is_absolute() else (base / p).resolve()
 
+        def res_policy(policy: SignaturePolicy | None) -> None:
+            if policy is not None:
+                policy.keys = [res(k) for k in policy.keys]
+
         data = self.model_copy(deep=True)
         for m in data.models:
             m.files = [res(f) for f in m.files]
+            res_policy(m.signatures)
         for w in data.workers:
-            w.module = res(w.module)
+            w.module = None if w.module is None else res(w.module)
+            w.signature = None if w.signature is None else res(w.signature)
+            res_policy(w.signatures)
             for f in w.folders:
                 f.from_ = res(f.from_)
             if w.source is not None:
@@ -442,6 +536,10 @@ class RuntimeConfig(_Strict):
             data.server.public_dir = res(data.server.public_dir)
         if data.server.cache_dir is not None:
             data.server.cache_dir = res(data.server.cache_dir)
+        res_policy(data.server.signatures)
+        access = data.server.registries
+        access.ca_file = None if access.ca_file is None else res(access.ca_file)
+        access.auth_file = None if access.auth_file is None else res(access.auth_file)
         return data
 
 

@@ -80,7 +80,7 @@ class _WasiTemplate:
 
     def __init__(self, worker: WorkerConfig) -> None:
         # A language runtime gets its argv whole, as wws passes it (argv[0] included).
-        argv = [worker.module.name] if worker.argv is None else worker.argv
+        argv = [worker.module_file.name] if worker.argv is None else worker.argv
         self.argv = [os.fsencode(a) for a in argv]
         try:
             self.env_names = _c_strings([k.encode() for k in worker.vars])
@@ -139,7 +139,7 @@ class WorkerExecutor:
         self.memory_cap = worker.limits.memory_mib * _MIB
         self.deadline_ticks = engine.ticks_for(worker.limits.timeout_seconds)
         try:
-            module = engine.compile(worker.module)
+            module = engine.compile(worker.module_file)
         except WorkerLoadError as err:
             raise WorkerLoadError(f"worker {worker.name!r}: {err}") from None
         self.module = module

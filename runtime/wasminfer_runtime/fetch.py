@@ -11,11 +11,21 @@ The operator runs this as the init container of every runtime pod, with a plan i
         dest: /var/lib/wasminfer/modules/hello.wasm
       - path: /var/run/wasminfer/claims/models/big/model.bin    # a file on a claim: verified in place
         sha256: 9ab1...
+    artifacts:
+      - oci: registry.example.com/demo/hello@sha256:5e1c...           # a module from a registry
+        dest: /var/lib/wasminfer/modules/hello.wasm
+        keys: [/var/run/wasminfer/keys/cosign.pub]                    # its attached signature must verify
+      - oci: registry.example.com/models/mobilenet@sha256:0a9f...
+        kind: folder                                                  # a model folder: its files under dest
+        dest: /var/lib/wasminfer/models/mobilenet
+    registry_config: /var/run/wasminfer/registry/.dockerconfigjson
 
 Downloads are retried with exponential backoff and resumed with HTTP ranges; a file already at its
 destination with the right sha256 is kept (a restarted init container does not download again); a
 file is moved into place only after its sha256 matched. Progress is logged while bytes arrive.
-One file can also be fetched without a plan: `wasminfer fetch URL --sha256 HEX -o DEST`.
+One file can also be fetched without a plan: `wasminfer fetch URL --sha256 HEX -o DEST`, or one
+artifact: `wasminfer fetch oci://REF -o DEST [--folder] [--key cosign.pub]`. An artifact's manifest
+and every blob are checked against their digests.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ import shutil
 import ssl
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import aiohttp
 import yaml
@@ -38,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from wasminfer_runtime.config import format_validation_error, read_yaml_file
 from wasminfer_runtime.modelpool import PoolArgsError, add_pool_arguments, pool_share
 from wasminfer_runtime.progress import Progress, mib
+from wasminfer_runtime.supply.reference import BadReference, Reference
 
 log = logging.getLogger("wasminfer.fetch")
 
@@ -85,12 +96,38 @@ class FetchFile(BaseModel):
         return self.dest.name if self.dest is not None else Path(self.path or "").name
 
 
+class FetchArtifact(BaseModel):
+    """An OCI artifact: a module (stored at dest) or a model folder (its files under dest), its
+    digest checked and, with keys, its attached cosign signature verified before it is stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    oci: str = Field(description="registry[:port]/repository[:tag][@sha256:…]; pinned by the operator.")
+    dest: Path
+    kind: Literal["module", "folder"] = "module"
+    layer: str | None = Field(None, description="A module's Wasm layer, for an artifact with several.")
+    keys: list[Path] = Field(default_factory=list, description="PEM public keys; one must have signed the artifact.")
+    model: str | None = Field(None, description="The named model the artifact holds (pool replicas fetch their own).")
+
+    @model_validator(mode="after")
+    def _check(self) -> FetchArtifact:
+        try:
+            Reference.parse(self.oci)
+        except BadReference as err:
+            raise ValueError(str(err)) from None
+        if not self.dest.is_absolute():
+            raise ValueError("dest must be an absolute path")
+        return self
+
+
 class FetchPlan(BaseModel):
     """Everything one pod needs, fetched before the runtime starts."""
 
     model_config = ConfigDict(extra="forbid")
 
     files: list[FetchFile] = Field(default_factory=list)
+    artifacts: list[FetchArtifact] = Field(default_factory=list)
+    registry_config: Path | None = Field(None, description="A Docker config.json with registry logins (a pull Secret's).")
     retries: Annotated[int, Field(ge=1, le=100)] = 6
     timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
     concurrency: Annotated[int, Field(ge=1, le=32)] = 4
@@ -215,6 +252,18 @@ async def fetch_all(plan: FetchPlan) -> list[str]:
 
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(ssl=ssl_ctx)) as session:
 
+        async def pull(artifact: FetchArtifact) -> None:
+            async with gate:
+                try:
+                    await asyncio.to_thread(_pull_artifact, artifact, plan)
+                except FetchError as err:
+                    log.error("%s", err)
+                    errors.append(str(err))
+                except OSError as err:
+                    msg = f"{artifact.oci}: {err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+                    log.error("%s", msg)
+                    errors.append(msg)
+
         async def one(f: FetchFile) -> None:
             async with gate:
                 try:
@@ -232,19 +281,45 @@ async def fetch_all(plan: FetchPlan) -> list[str]:
                     log.error("%s", msg)
                     errors.append(msg)
 
-        await asyncio.gather(*(one(f) for f in plan.files))
+        await asyncio.gather(*(one(f) for f in plan.files), *(pull(a) for a in plan.artifacts))
     return errors
+
+
+def _pull_artifact(artifact: FetchArtifact, plan: FetchPlan) -> None:
+    """Resolves, verifies (when keys are given) and pulls one artifact; raises FetchError."""
+    from wasminfer_runtime.supply import signatures
+    from wasminfer_runtime.supply.oci import OciClient, OciError, RegistryAccess
+
+    access = RegistryAccess(ca_file=plan.ca_file, auth_file=plan.registry_config, retries=plan.retries,
+                            backoff_seconds=plan.backoff_seconds, timeout_seconds=plan.timeout_seconds)
+    client = OciClient(access)
+    try:
+        manifest = client.resolve(Reference.parse(artifact.oci))
+        if artifact.keys:
+            signer = signatures.verify_attached(client, manifest.reference, signatures.load_public_keys(artifact.keys))
+            log.info("%s: signed by %s, verified", manifest.reference, signer)
+        if artifact.kind == "module":
+            client.pull_module(manifest.reference, artifact.dest, artifact.layer)
+        else:
+            client.pull_folder(manifest.reference, artifact.dest)
+    except (OciError, signatures.SignatureError) as err:
+        raise FetchError(str(err)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Fetch a worker's module and models with sha256 checks, retries and progress lines."
-    parser.add_argument("source", nargs="?", help="one URL or local file to fetch (instead of --plan)")
+    parser.add_argument("source", nargs="?",
+                        help="one URL, local file or oci://registry/repository:tag to fetch (instead of --plan)")
     parser.add_argument("--plan", type=Path, help="YAML plan listing the files (what the operator renders)")
     parser.add_argument("--sha256", help="expected sha256 of SOURCE")
     parser.add_argument("-o", "--output", type=Path, help="where to put SOURCE")
     parser.add_argument("--retries", type=int, help="attempts per download (default: the plan's, else 6)")
     parser.add_argument("--timeout", type=float, help="seconds without progress before an attempt fails")
-    parser.add_argument("--ca-file", type=Path, help="extra CA bundle for https")
+    parser.add_argument("--ca-file", type=Path, help="extra CA bundle for https and registries")
+    parser.add_argument("--registry-config", type=Path, help="a Docker config.json with registry logins")
+    parser.add_argument("--folder", action="store_true", help="an oci:// SOURCE is a folder of files (a model), not a module")
+    parser.add_argument("--key", type=Path, action="append", default=[],
+                        help="PEM public key; an oci:// SOURCE must carry a signature by it (repeatable)")
     parser.add_argument("--termination-log", type=Path, help="write the failure summary here (e.g. /dev/termination-log)")
     add_pool_arguments(parser, "fetches the files of")
 
@@ -256,9 +331,15 @@ def _plan_from_args(args: argparse.Namespace) -> FetchPlan:
         plan = load_fetch_plan(args.plan)
     else:
         entry: dict[str, Any] = {"sha256": args.sha256, "dest": str(args.output.resolve()) if args.output else None}
-        entry["url" if "://" in args.source else "path"] = args.source
+        if args.source.startswith("oci://"):
+            entry = {"oci": args.source.removeprefix("oci://"), "dest": entry["dest"], "kind": "folder" if args.folder else "module",
+                     "keys": [str(k.resolve()) for k in args.key]}
+            document: dict[str, Any] = {"artifacts": [entry], "registry_config": args.registry_config}
+        else:
+            entry["url" if "://" in args.source else "path"] = args.source
+            document = {"files": [entry]}
         try:
-            plan = FetchPlan.model_validate({"files": [entry]})
+            plan = FetchPlan.model_validate(document)
         except ValidationError as err:
             raise FetchError(format_validation_error("command line", err)) from None
     updates: dict[str, Any] = {}
@@ -269,11 +350,13 @@ def _plan_from_args(args: argparse.Namespace) -> FetchPlan:
     if args.ca_file is not None:
         updates["ca_file"] = args.ca_file
     try:
-        elsewhere = pool_share(args, sorted({f.model for f in plan.files if f.model is not None}))
+        models = {f.model for f in plan.files if f.model is not None} | {a.model for a in plan.artifacts if a.model is not None}
+        elsewhere = pool_share(args, sorted(models))
     except PoolArgsError as err:
         raise FetchError(str(err)) from None
     if elsewhere:
         updates["files"] = [f for f in plan.files if f.model not in elsewhere]
+        updates["artifacts"] = [a for a in plan.artifacts if a.model not in elsewhere]
         log.info("pool replica %s: the files of %d model(s) placed elsewhere are left out", args.pool_replica, len(elsewhere))
     return plan.model_copy(update=updates)
 
@@ -284,11 +367,12 @@ def main(args: argparse.Namespace) -> int:
     except FetchError as err:
         log.error("%s", err)
         return 2
-    log.info("fetching %d file(s)", len(plan.files))
+    count = len(plan.files) + len(plan.artifacts)
+    log.info("fetching %d file(s) and %d OCI artifact(s)", len(plan.files), len(plan.artifacts))
     started = time.monotonic()
     errors = asyncio.run(fetch_all(plan))
     if errors:
-        summary = f"{len(errors)} of {len(plan.files)} file(s) failed:\n" + "\n".join(errors)
+        summary = f"{len(errors)} of {count} file(s) and artifact(s) failed:\n" + "\n".join(errors)
         log.error("%s", summary)
         if args.termination_log is not None:
             try:
@@ -296,5 +380,5 @@ def main(args: argparse.Namespace) -> int:
             except OSError:
                 pass
         return 1
-    log.info("all %d file(s) ready in %.1fs", len(plan.files), time.monotonic() - started)
+    log.info("all %d file(s) and artifact(s) ready in %.1fs", count, time.monotonic() - started)
     return 0

@@ -35,6 +35,13 @@ READERS: Mapping[ModelFormat, tuple[BackendName, ...]] = {
     ModelFormat.onnx: (BackendName.openvino, BackendName.onnxruntime),
 }
 
+# Format -> the suffixes of its files, the one a backend reads first: how a model folder pulled from a
+# registry is read.
+MODEL_FILES: Mapping[ModelFormat, tuple[str, ...]] = {
+    ModelFormat.openvino: (".xml", ".bin"),
+    ModelFormat.onnx: (".onnx",),
+}
+
 # Backend -> the devices it runs models on. GPU is an Intel GPU for OpenVINO, an NVIDIA GPU (CUDA) for
 # ONNX Runtime; AUTO lets OpenVINO pick.
 DEVICES: Mapping[BackendName, tuple[Device, ...]] = {

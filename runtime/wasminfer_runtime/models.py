@@ -56,6 +56,10 @@ class ModelRegistry:
         self._lock = threading.Lock()
         self._closing = threading.Event()  # ends the waits for model servers
 
+    def is_linked(self, name: str) -> bool:
+        """The model is hosted by the supervisor of several serving processes, not loaded here."""
+        return name in self._links
+
     def load(self, cfg: ModelConfig) -> None:
         """Read and compile a model (blocking; seconds for large models), or wait for a remote model's
         server to have it ready (blocking until it has, or the registry closes)."""

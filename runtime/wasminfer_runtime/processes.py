@@ -42,6 +42,7 @@ from wasminfer_runtime.config import LOAD_FAILURE_EXIT, ModelConfig, RuntimeConf
 from wasminfer_runtime.metrics import Metrics, forget_process, share_between_processes
 from wasminfer_runtime.modelhost.link import HostEvent, HostLink
 from wasminfer_runtime.models import ModelRegistry
+from wasminfer_runtime.supply.sources import Supply
 from wasminfer_runtime.service import Readiness
 
 log = logging.getLogger(__name__)
@@ -290,7 +291,7 @@ class Supervisor:
 
     def _load(self, registry: ModelRegistry, model: ModelConfig) -> None:
         try:
-            registry.load(model)
+            registry.load(Supply(self.cfg.server).prepare_model(model))
         except Exception as err:  # told to the serving processes, which report it as they would their own
             self._tell(HostEvent(model.name, "failed", str(err) or type(err).__name__))
 

@@ -164,7 +164,7 @@ def with_overrides(cfg: RuntimeConfig, **overrides: object) -> RuntimeConfig:
 def build_routes(cfg: RuntimeConfig) -> RouteTable:
     for w in cfg.workers:
         if w.route.rstrip("/") in RESERVED_PATHS:
-            raise ConfigError(f"worker {w.name!r} ({w.module}): route {w.route} is reserved by the server")
+            raise ConfigError(f"worker {w.name!r} ({w.module_label}): route {w.route} is reserved by the server")
     try:
         return RouteTable((w.route, w.name) for w in cfg.workers)
     except RouteError as err:
@@ -421,7 +421,7 @@ def build_app(service: Service, routes: RouteTable, role: ServingRole | None = N
 def _log_plan(cfg: RuntimeConfig) -> None:
     for w in sorted(cfg.workers, key=lambda w: w.route):
         nn = f", wasi-nn models: {', '.join(w.wasi_nn.models) or '-'}" if w.wasi_nn.enabled else ""
-        what = f"{w.source.file} on {w.module}" if w.source is not None else str(w.module)
+        what = f"{w.source.file} on {w.module_label}" if w.source is not None else w.module_label
         log.info("route %-24s -> worker %s (%s%s)", w.route, w.name, what, nn)
     if cfg.server.public_dir is not None:
         log.info("static files from %s", cfg.server.public_dir)

@@ -26,6 +26,7 @@ from wasminfer_runtime.metrics import Metrics
 from wasminfer_runtime.modelhost.link import HostLink
 from wasminfer_runtime.models import ModelRegistry
 from wasminfer_runtime.runtimes import SourceStore
+from wasminfer_runtime.supply.sources import Supply
 from wasminfer_runtime.workpool import WorkPool
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ class Service:
         self.gates = {w.name: WorkerGate(*concurrency_for(w, threads or default_threads())) for w in cfg.workers}
         self._load_pool = ThreadPoolExecutor(2, thread_name_prefix="wasminfer-load")
         self.sources = SourceStore()  # the /src folders of workers that are scripts
+        self.supply = Supply(cfg.server)  # OCI pulls and signature checks, before compiling or loading
         for w in cfg.workers:
             metrics.worker_ready.labels(w.name).set(0)
         # (worker, status) -> (request counter, latency histogram); `labels()` costs microseconds.
@@ -190,6 +192,8 @@ class Service:
     def _load_model(self, cfg: ModelConfig) -> None:
         t0 = time.monotonic()
         try:
+            if not self.models.is_linked(cfg.name):  # a model hosted for all serving processes was pulled there
+                cfg = self.supply.prepare_model(cfg)
             self.models.load(cfg)
         except Exception as err:  # a failed load is reported, never fatal to the server
             self._finish(self._model_status, cfg.name, "model", err, t0)
@@ -201,6 +205,7 @@ class Service:
         try:
             if cfg.name in self.cfg.worker_errors:
                 raise ConfigError(self.cfg.worker_errors[cfg.name])
+            cfg = self.supply.prepare_worker(cfg)
             executor = WorkerExecutor(self.engine, self.models, self.sources.prepare(cfg), stopping=self.stopping)
         except Exception as err:
             self._finish(self._worker_status, cfg.name, "worker", err, t0)

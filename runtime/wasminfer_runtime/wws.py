@@ -298,7 +298,7 @@ def load_wws_folder(root: Path, env: Mapping[str, str] | None = None,
         seen_names[w.name] = module
         workers.append(w)
     try:
-        RouteTable((w.route, str(w.module)) for w in workers)
+        RouteTable((w.route, w.module_label) for w in workers)
     except RouteError as err:
         raise ConfigError(f"{root}: {err}") from None
     if not workers:

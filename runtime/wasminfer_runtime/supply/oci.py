@@ -30,6 +30,7 @@ from typing import Any
 import requests
 
 from wasminfer_runtime.progress import Progress, mib
+from wasminfer_runtime.supply.reference import Reference, BadReference
 
 log = logging.getLogger("wasminfer.oci")
 
@@ -47,58 +48,14 @@ TITLE = "org.opencontainers.image.title"
 CHUNK = 1 << 20
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_REFERENCE = re.compile(
-    r"^(?P<registry>[A-Za-z0-9.-]+(?::[0-9]+)?)/(?P<repository>[a-z0-9]+(?:[._/-][a-z0-9]+)*)"
-    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9._-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
-)
 
 
-class OciError(Exception):
+class OciError(BadReference):
     """A reference that cannot be resolved, pulled or pushed; the message says which and why."""
 
 
 class _Retry(Exception):
     """A failure worth another attempt (network error, 5xx, 429)."""
-
-
-@dataclass(frozen=True)
-class Reference:
-    """`registry[:port]/repository[:tag][@sha256:…]`; the registry is always named (no Docker Hub default)."""
-
-    registry: str
-    repository: str
-    tag: str | None = None
-    digest: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Reference:
-        m = _REFERENCE.match(text.strip())
-        if m is None:
-            raise OciError(
-                f"{text!r} is not an OCI reference: expected registry.example.com[:port]/repository[:tag][@sha256:<64 hex>]"
-            )
-        ref = cls(m["registry"], m["repository"], m["tag"], m["digest"])
-        if ref.tag is None and ref.digest is None:
-            raise OciError(f"{text!r} names neither a tag nor a digest")
-        return ref
-
-    def pinned(self, digest: str) -> Reference:
-        return Reference(self.registry, self.repository, self.tag, digest)
-
-    def with_tag(self, tag: str) -> Reference:
-        return Reference(self.registry, self.repository, tag, None)
-
-    @property
-    def name(self) -> str:
-        return f"{self.registry}/{self.repository}"
-
-    @property
-    def selector(self) -> str:
-        """What the manifest URL asks for: the digest when pinned, else the tag."""
-        return self.digest or self.tag or ""
-
-    def __str__(self) -> str:
-        return self.name + (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
 
 
 @dataclass(frozen=True)
@@ -305,7 +262,7 @@ class OciClient:
         if dest.is_file() and _file_digest(dest) == (digest, size):
             log.info("%s: already present, digest ok", label)
             return dest
-        part = dest.with_name(dest.name + ".part")
+        part = dest.with_name(f"{dest.name}.part{os.getpid()}")  # serving processes may pull at once
 
         def once() -> None:
             response = self._request(ref, "GET", f"blobs/{digest}", stream=True)

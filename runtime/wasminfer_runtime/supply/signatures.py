@@ -25,7 +25,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
-from wasminfer_runtime.supply.oci import MANIFEST_TYPE, OciClient, OciError, Reference
+from wasminfer_runtime.supply.oci import MANIFEST_TYPE, OciClient, OciError
+from wasminfer_runtime.supply.reference import Reference
 
 IMAGE_CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
 SIMPLE_SIGNING_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
