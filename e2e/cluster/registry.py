@@ -32,6 +32,7 @@ class RegistryFiles:
     username: str
     password: str
     docker_config: Path  # a Docker config.json with the login (what a pull secret holds)
+    storage: Path  # where the registry keeps repositories and blobs (docker/registry/v2/...)
 
 
 def write_files(directory: Path, port: int, bin_dir: Path) -> tuple[RegistryFiles, list[str]]:
@@ -62,7 +63,7 @@ def write_files(directory: Path, port: int, bin_dir: Path) -> tuple[RegistryFile
     docker_config.write_text(json.dumps(login))
     docker_config.chmod(0o600)
     argv = [str(bin_dir / "registry"), "serve", str(config_file)]
-    return RegistryFiles(address, ca_file, USERNAME, password, docker_config), argv
+    return RegistryFiles(address, ca_file, USERNAME, password, docker_config, storage), argv
 
 
 def registry_env() -> dict[str, str]:

@@ -368,11 +368,12 @@ def main(args: argparse.Namespace) -> int:
         log.error("%s", err)
         return 2
     count = len(plan.files) + len(plan.artifacts)
+    what = "file(s) and artifact(s)" if plan.artifacts else "file(s)"
     log.info("fetching %d file(s) and %d OCI artifact(s)", len(plan.files), len(plan.artifacts))
     started = time.monotonic()
     errors = asyncio.run(fetch_all(plan))
     if errors:
-        summary = f"{len(errors)} of {count} file(s) and artifact(s) failed:\n" + "\n".join(errors)
+        summary = f"{len(errors)} of {count} {what} failed:\n" + "\n".join(errors)
         log.error("%s", summary)
         if args.termination_log is not None:
             try:
@@ -380,5 +381,5 @@ def main(args: argparse.Namespace) -> int:
             except OSError:
                 pass
         return 1
-    log.info("all %d file(s) and artifact(s) ready in %.1fs", count, time.monotonic() - started)
+    log.info("all %d %s ready in %.1fs", count, what, time.monotonic() - started)
     return 0

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from wasminfer_runtime import fetch, modelpool
+from wasminfer_runtime import fetch, modelpool, progress
 from wasminfer_runtime.fetch import FetchPlan, fetch_all
 
 MODEL = bytes(range(256)) * 4096  # 1 MiB
@@ -127,7 +127,7 @@ def plan(server: Server, files: Sequence[Mapping[str, object]], **kw: object) ->
 
 
 async def test_downloads_verify_and_report_progress(server: Server, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fetch, "PROGRESS_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr(progress, "PROGRESS_EVERY_SECONDS", 0.0)
     caplog.set_level(logging.INFO, "wasminfer.fetch")
     files = [
         {"url": f"{server.base}/m/model.bin", "sha256": sha(MODEL), "dest": str(tmp_path / "models/m/model.bin")},

@@ -289,11 +289,10 @@ class OciClient:
         started = time.monotonic()
         try:
             self._retrying(label, once)
-        finally:
-            if part.exists() and not dest.exists():
-                part.unlink(missing_ok=True)
-        if part.exists():
-            os.replace(part, dest)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        os.replace(part, dest)
         log.info("%s: pulled %s in %.1fs, digest ok", label, mib(size), time.monotonic() - started)
         return dest
 
