@@ -7,22 +7,19 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from wasminfer_runtime.supply.oci import OciClient, RegistryAccess
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "e2e"))  # the test cluster's package, where the registry launcher lives
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # signing.py
 
 from cluster import binaries  # noqa: E402
 from cluster.registry import RegistryFiles, RunningRegistry, start_registry  # noqa: E402
-
-COSIGN_PASSWORD = "wasminfer-test"
+from signing import COSIGN_PASSWORD, Cosign, KeyPair, pem_pair  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -56,47 +53,16 @@ def client(reg: RegistryFiles) -> OciClient:
     return OciClient(RegistryAccess(ca_file=reg.ca_file, auth_file=reg.docker_config, backoff_seconds=0.05))
 
 
-@dataclass(frozen=True)
-class KeyPair:
-    private: Path
-    public: Path
-
-
-def _pem_pair(directory: Path, name: str) -> KeyPair:
-    key = ec.generate_private_key(ec.SECP256R1())
-    private, public = directory / f"{name}.key", directory / f"{name}.pub"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    return KeyPair(private, public)
-
-
 @pytest.fixture(scope="session")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyPair:
     """Our signing key (PEM, as `wasminfer sign` and `push --sign-key` take it)."""
-    return _pem_pair(tmp_path_factory.mktemp("keys"), "release")
+    return pem_pair(tmp_path_factory.mktemp("keys"), "release")
 
 
 @pytest.fixture(scope="session")
 def other_keys(tmp_path_factory: pytest.TempPathFactory) -> KeyPair:
     """A key nobody trusts."""
-    return _pem_pair(tmp_path_factory.mktemp("other-keys"), "stranger")
-
-
-@dataclass(frozen=True)
-class Cosign:
-    binary: Path
-    ca_file: Path
-    docker_config_dir: Path
-    key: Path  # cosign.key (encrypted with COSIGN_PASSWORD)
-    public: Path
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "COSIGN_PASSWORD": COSIGN_PASSWORD, "SSL_CERT_FILE": str(self.ca_file),
-               "DOCKER_CONFIG": str(self.docker_config_dir), "COSIGN_EXPERIMENTAL": "0"}
-        done = subprocess.run([str(self.binary), *args], capture_output=True, text=True, env=env, timeout=120)
-        if check and done.returncode != 0:
-            pytest.fail(f"cosign {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-        return done
+    return pem_pair(tmp_path_factory.mktemp("other-keys"), "stranger")
 
 
 @pytest.fixture(scope="session")
