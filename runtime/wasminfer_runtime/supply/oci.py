@@ -430,7 +430,11 @@ def _registry_errors(response: requests.Response) -> str:
 
 
 def _first_line(err: BaseException) -> str:
+    """The reason of a network error, without urllib3's wrapping (`[Errno 111] Connection refused`)."""
     text = str(err).strip()
+    inner = re.findall(r"\[Errno -?\d+\] [^'\")]+", text)
+    if inner:
+        return inner[-1].strip()
     return text.splitlines()[0] if text else type(err).__name__
 
 

@@ -53,7 +53,7 @@ class Supply:
         """The worker with its module on disk and its signature checked (raises SupplyError)."""
         policy = self._policy(worker.signatures)
         if worker.oci is not None:
-            return worker.model_copy(update={"module": self._pull_module(worker.name, worker.oci, policy)})
+            return worker.model_copy(update={"module": self._pull_module(worker.name, worker.oci, policy), "oci": None})
         if policy is not None:
             module = worker.module_file
             self._verify_file(f"worker {worker.name!r}", module, worker.signature or _sig_of(module), policy)
@@ -67,10 +67,12 @@ class Supply:
             manifest = client.resolve(source.parsed)
             self._verify_attached(f"worker {name!r}", client, manifest.reference, policy)
             folder = self._folder(manifest.digest)
-            pulled = client.pull_module(manifest.reference, folder / "module.wasm", source.layer)
+            # Named after the repository: the guest's argv[0], as a file name would be.
+            name_in_cache = manifest.reference.repository.rsplit("/", 1)[-1] + ".wasm"
+            pulled = client.pull_module(manifest.reference, folder / name_in_cache, source.layer)
         except OciError as err:
             raise SupplyError(f"worker {name!r}: {err}") from None
-        log.info("worker %s: module %s (%s)", name, pulled.reference, _short(pulled.digest))
+        log.info("worker %r: module %s pulled", name, pulled.reference)
         return pulled.files[0]
 
     # -- models -----------------------------------------------------------------------------------
@@ -78,7 +80,7 @@ class Supply:
         """The model with its files on disk and their signatures checked (raises SupplyError)."""
         policy = self._policy(model.signatures)
         if model.oci is not None:
-            return model.model_copy(update={"files": self._pull_model(model, model.oci, policy)})
+            return model.model_copy(update={"files": self._pull_model(model, model.oci, policy), "oci": None})
         if policy is not None and model.remote is None:
             for f in model.files:
                 self._verify_file(f"model {model.name!r}", f, _sig_of(f), policy)
@@ -96,7 +98,7 @@ class Supply:
         except OciError as err:
             raise SupplyError(f"{what}: {err}") from None
         files = model_files(model.format, pulled.files, f"{what} ({pulled.reference})")
-        log.info("%s: files %s from %s (%s)", what, ", ".join(f.name for f in files), pulled.reference, _short(pulled.digest))
+        log.info("%s: files %s from %s", what, ", ".join(f.name for f in files), pulled.reference)
         return files
 
     # -- signatures -------------------------------------------------------------------------------
@@ -151,7 +153,3 @@ def model_files(fmt: formats.ModelFormat, files: list[Path], what: str) -> list[
 
 def _sig_of(path: Path) -> Path:
     return path.with_name(path.name + ".sig")
-
-
-def _short(digest: str) -> str:
-    return digest[:19]
