@@ -434,7 +434,7 @@ def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     inner = re.findall(r"\[Errno -?\d+\] [^'\")]+", text)
     if inner:
-        return inner[-1].strip()
+        return str(inner[-1]).strip()
     return text.splitlines()[0] if text else type(err).__name__
 
 
