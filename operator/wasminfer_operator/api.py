@@ -39,6 +39,14 @@ from wasminfer_runtime.config import WorkerConfig as RuntimeWorker
 from wasminfer_runtime.routing import RESERVED_PATHS, RESERVED_RE, ROUTE_RE, check_route
 
 SHA256_RE = r"^[0-9a-f]{64}$"
+DIGEST_RE = r"^sha256:[0-9a-f]{64}$"
+# An OCI artifact's reference with its registry always named, and a tag, a digest or both.
+OCI_REFERENCE_RE = (
+    r"^[A-Za-z0-9.-]+(:[0-9]+)?/[a-z0-9]+([._/-][a-z0-9]+)*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}(@sha256:[0-9a-f]{64})?|@sha256:[0-9a-f]{64})$"
+)
+# A cosign sign-blob signature (base64 of the DER signature: RSA-4096's is 684 characters).
+SIGNATURE_RE = r"^[A-Za-z0-9+/]+={0,2}$"
 FILE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 DNS_SUBDOMAIN_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_LABEL_RE = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
@@ -147,6 +155,12 @@ def _from_runtime(model: type[BaseModel], name: str, description: str, **kwargs:
 # --- artifact sources ------------------------------------------------------------------------------
 
 
+class KeySelector(_Api):
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_RE, description="Name of the ConfigMap or Secret.")
+    key: str = Field(max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key to read.")
+    optional: bool | None = Field(default=None, description="Start even if the object or key is missing.")
+
+
 class HttpsFile(_Api):
     """A file downloaded over HTTPS by the pod's fetch step and checked against its sha256."""
 
@@ -169,6 +183,10 @@ class HttpsFile(_Api):
         max_length=253,
         pattern=FILE_NAME_RE,
         description="File name inside the pod. Defaults to the last segment of the URL path.",
+    )
+    signature: str | None = Field(
+        default=None, max_length=1024, pattern=SIGNATURE_RE,
+        description="The file's cosign sign-blob signature (base64), checked with the signature policy's keys when the pod fetches it.",
     )
 
     @field_validator("url")
@@ -206,6 +224,10 @@ class HttpsSource(_Api):
 class ConfigMapFile(_Api):
     key: str = Field(max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key in the ConfigMap (data or binaryData); also the file name.")
     sha256: str | None = Field(default=None, max_length=64, pattern=SHA256_RE, description="Optional sha256 the value must have.")
+    signature: str | None = Field(
+        default=None, max_length=1024, pattern=SIGNATURE_RE,
+        description="The file's cosign sign-blob signature (base64), checked with the signature policy's keys when the pod fetches it.",
+    )
 
 
 class ConfigMapSource(_Api):
@@ -228,6 +250,10 @@ class PvcFile(_Api):
 
     path: str = Field(max_length=1024, description="Path of the file relative to the root of the volume.")
     sha256: str | None = Field(default=None, max_length=64, pattern=SHA256_RE, description="Optional sha256 the file must have.")
+    signature: str | None = Field(
+        default=None, max_length=1024, pattern=SIGNATURE_RE,
+        description="The file's cosign sign-blob signature (base64), checked with the signature policy's keys when the pod fetches it.",
+    )
 
     @field_validator("path")
     @classmethod
@@ -248,14 +274,52 @@ class PvcSource(_Api):
     files: list[PvcFile] = Field(min_length=1, max_length=8, description="Files on the volume, in order.")
 
 
+class OciSource(_Api):
+    """An OCI artifact: a module as wkg or Spin publish it, or a model folder as `oras push` and `wasminfer
+    push` publish it (one layer per file). Its manifest and every blob are checked against their digests."""
+
+    reference: str = Field(
+        max_length=1024, pattern=OCI_REFERENCE_RE,
+        description="registry[:port]/repository:tag, or @sha256:… . A tag is resolved to a digest once, reported in "
+        "status, and the pods use that digest: a tag pushed again changes nothing until the operator's next check "
+        "resolves it to the new digest and rolls the pods out.",
+    )
+    layer: str | None = Field(
+        default=None, max_length=71, pattern=DIGEST_RE,
+        description="Modules only: the digest of the Wasm layer to run, in an artifact with several (a Spin application).",
+    )
+    pull_secret: str | None = Field(
+        default=None, max_length=253, pattern=DNS_SUBDOMAIN_RE,
+        description="A kubernetes.io/dockerconfigjson Secret of the namespace with the registry login (as in imagePullSecrets).",
+    )
+    ca: KeySelector | None = Field(
+        default=None, description="A ConfigMap key holding the CA certificate (PEM) of a registry with its own CA."
+    )
+
+
+class SignaturePolicy(_Api):
+    """Signatures the module or the model files must carry (cosign key pairs), checked before anything is
+    loaded: by the operator for an OCI artifact (the signature cosign attached to its digest) and a
+    ConfigMap's files, and by each pod's fetch step where the bytes land, for every source."""
+
+    keys: list[KeySelector] = Field(
+        min_length=1, max_length=8,
+        description="ConfigMap keys of the namespace holding trusted PEM public keys (cosign.pub); a signature by any of them verifies.",
+    )
+    required: bool = Field(
+        default=True,
+        description="Refuse what carries no signature. false: a signature present must verify; what has none loads.",
+    )
+
+
 class Source(_Api):
-    """Where an artifact comes from: exactly one of https, configMap or pvc."""
+    """Where an artifact comes from: exactly one of https, configMap, pvc or oci."""
 
     model_config = ConfigDict(
         json_schema_extra=rules(
             (
-                "[has(self.https), has(self.configMap), has(self.pvc)].filter(x, x).size() == 1",
-                "set exactly one of https, configMap or pvc",
+                "[has(self.https), has(self.configMap), has(self.pvc), has(self.oci)].filter(x, x).size() == 1",
+                "set exactly one of https, configMap, pvc or oci",
             )
         )
     )
@@ -263,19 +327,25 @@ class Source(_Api):
     https: HttpsSource | None = Field(default=None, description="Download the files over HTTPS, checking each sha256.")
     config_map: ConfigMapSource | None = Field(default=None, description="Take the files from a ConfigMap.")
     pvc: PvcSource | None = Field(default=None, description="Read the files from a PersistentVolumeClaim.")
+    oci: OciSource | None = Field(default=None, description="Pull an artifact from an OCI registry.")
 
     @model_validator(mode="after")
     def _one_kind(self) -> Source:
-        _exactly_one(self, ("https", "config_map", "pvc"), "source")
+        _exactly_one(self, ("https", "config_map", "pvc", "oci"), "source")
         return self
 
-    def file_count(self) -> int:
+    def file_count(self) -> int | None:
+        """How many files the source names (None for an artifact: its files are known once pulled)."""
+        if self.oci is not None:
+            return None
         kind = self.https or self.config_map or self.pvc
         assert kind is not None
         return len(kind.files)
 
     def named_paths(self) -> list[str]:
         """What names each file, as the CEL rules see it: an https file's name or URL path, a key, a path."""
+        if self.oci is not None:
+            return []
         if self.https is not None:
             return [f.name or urlsplit(f.url).path for f in self.https.files]
         if self.config_map is not None:
@@ -284,6 +354,8 @@ class Source(_Api):
         return [f.path for f in self.pvc.files]
 
     def file_names(self) -> list[str]:
+        if self.oci is not None:
+            return []
         if self.https is not None:
             return [f.file_name for f in self.https.files]
         if self.config_map is not None:
@@ -318,6 +390,7 @@ def _ir_files_cel() -> str:
     )
 
 
+_MODULE_LAYER = "oci.layer chooses a module's Wasm layer; a model's artifact gives all its files"
 _ONE_SERVING = "set at most one of serving (model servers of its own) and pool (a ModelPool's)"
 _IR_FILES = "format openvino takes two files: the model's .xml, then its .bin (pods fetch only the files named)"
 
@@ -378,14 +451,18 @@ class InferenceModelSpec(_Api):
     model_config = ConfigDict(
         json_schema_extra=rules(
             *table_rules(),
-            (f"self.format != 'onnx' || {_FILE_COUNT_CEL} == 1", "format onnx takes exactly one file", ".source"),
+            (f"self.format != 'onnx' || has(self.source.oci) || {_FILE_COUNT_CEL} == 1", "format onnx takes exactly one file", ".source"),
             (_ir_files_cel(), _IR_FILES, ".source"),
             ("!has(self.serving) || !has(self.pool)", _ONE_SERVING, ".pool"),
+            ("!has(self.source.oci) || !has(self.source.oci.layer)", _MODULE_LAYER, ".source"),
         )
     )
 
     format: ModelFormat = Field(description="Model format: openvino (IR, model.xml + model.bin) or onnx.")
     source: Source = Field(description="Where the model files come from. For openvino the .xml first, then its .bin.")
+    signatures: SignaturePolicy | None = Field(
+        default=None, description="Signatures the model's files must carry; a namespace's policy in the operator configuration applies as well."
+    )
     backend: BackendName | None = Field(
         default=None, description="Inference backend: openvino or onnxruntime. Defaults from the format (openvino for both)."
     )
@@ -424,13 +501,15 @@ class InferenceModelSpec(_Api):
         if error:
             raise ValueError(f"device: {error}")
         n = self.source.file_count()
-        if self.format is ModelFormat.onnx and n != 1:
+        if self.format is ModelFormat.onnx and n is not None and n != 1:
             raise ValueError("source: format onnx takes exactly one file")
         names = self.source.named_paths()
-        if self.format is ModelFormat.openvino and not (n == 2 and names[0].endswith(".xml") and names[1].endswith(".bin")):
+        if self.format is ModelFormat.openvino and n is not None and not (n == 2 and names[0].endswith(".xml") and names[1].endswith(".bin")):
             raise ValueError(f"source: {_IR_FILES}")
         if self.serving is not None and self.pool is not None:
             raise ValueError(f"pool: {_ONE_SERVING}")
+        if self.source.oci is not None and self.source.oci.layer is not None:
+            raise ValueError(f"source: {_MODULE_LAYER}")
         return self
 
     @property
@@ -444,12 +523,6 @@ class InferenceModelSpec(_Api):
 
 
 # --- WasmWorker ------------------------------------------------------------------------------------
-
-
-class KeySelector(_Api):
-    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_RE, description="Name of the ConfigMap or Secret.")
-    key: str = Field(max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key to read.")
-    optional: bool | None = Field(default=None, description="Start even if the object or key is missing.")
 
 
 class EnvVarSource(_Api):
@@ -754,7 +827,7 @@ class WasmWorkerSpec(_Api):
     model_config = ConfigDict(
         json_schema_extra=rules(
             (
-                "(has(self.module.https) ? self.module.https.files.size() : has(self.module.configMap) ? "
+                "has(self.module.oci) || (has(self.module.https) ? self.module.https.files.size() : has(self.module.configMap) ? "
                 "self.module.configMap.files.size() : has(self.module.pvc) ? self.module.pvc.files.size() : 0) == 1",
                 "module takes exactly one file",
                 ".module",
@@ -763,6 +836,9 @@ class WasmWorkerSpec(_Api):
     )
 
     module: Source = Field(description="The worker's .wasm module (one file).")
+    signatures: SignaturePolicy | None = Field(
+        default=None, description="Signatures the module must carry; a namespace's policy in the operator configuration applies as well."
+    )
     route: str = Field(
         default="/",
         **_runtime_bounds(RuntimeWorker, "route"),
@@ -850,7 +926,7 @@ class WasmWorkerSpec(_Api):
 
     @model_validator(mode="after")
     def _one_module(self) -> WasmWorkerSpec:
-        if self.module.file_count() != 1:
+        if self.module.file_count() not in (None, 1):
             raise ValueError("module: module takes exactly one file")
         paths = [f.path for f in self.folders]
         if len(set(paths)) != len(paths):
@@ -867,7 +943,7 @@ class WasmWorkerSpec(_Api):
 class Condition(_Api):
     """The standard condition shape (kstatus, `kubectl wait --for=condition=...`)."""
 
-    type: str = Field(max_length=316, description="Ready, ModelsReady, Scheduled, Progressing or Degraded.")
+    type: str = Field(max_length=316, description="Ready, ModelsReady, Scheduled, Progressing, Degraded or Verified.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(max_length=1024, description="One-word CamelCase reason of the last transition.")
     message: str = Field(default="", max_length=32768, description="Human-readable details.")
@@ -896,6 +972,9 @@ class InferenceModelStatus(_Api):
 
     observed_generation: int | None = Field(default=None, description="Latest metadata.generation acted on.")
     backend: str | None = Field(default=None, description="Resolved backend.")
+    artifact: str | None = Field(
+        default=None, description="With an OCI source: the reference the pods pull, pinned to the digest its tag resolved to."
+    )
     profile: str | None = Field(
         default=None, description="Device profile the model runs on: that of the workers using it, or with spec.serving that of its model servers."
     )
@@ -946,6 +1025,9 @@ class WasmWorkerStatus(_Api):
     profile: str | None = Field(default=None, description="Device profile the pods are placed with.")
     ready_summary: str | None = Field(default=None, description="ready/desired replicas, for kubectl get.")
     models_summary: str | None = Field(default=None, description="ready/named models, for kubectl get.")
+    artifact: str | None = Field(
+        default=None, description="With an OCI module: the reference the pods pull, pinned to the digest its tag resolved to."
+    )
     conditions: list[Condition] = Field(
         default_factory=list, json_schema_extra=_CONDITIONS_EXTRA, description="Ready, ModelsReady, Scheduled, Progressing, Degraded."
     )

@@ -46,6 +46,7 @@ PERMISSIONS: list[tuple[str, str, tuple[str, ...]]] = [
     ("", "pods", ("list", "watch")),  # also across namespaces, by node: the capacity check before a move back
     ("", "nodes", ("list",)),  # the capacity check before a move back from a fallback profile
     ("", "persistentvolumeclaims", ("get",)),  # InferenceModel claim sources
+    ("", "secrets", ("get",)),  # the pull Secret of an OCI source, to resolve its tag and check its signature
     ("", "events", ("create",)),
     ("coordination.k8s.io", "leases", ("get", "create", "update")),  # leader election
     ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),  # kopf resource discovery
@@ -168,6 +169,9 @@ class Kube:
 
     async def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get(lambda: self.core.read_namespaced_config_map(name, namespace, _preload_content=False))
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get(lambda: self.core.read_namespaced_secret(name, namespace, _preload_content=False))
 
     async def get_pvc(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get(lambda: self.core.read_namespaced_persistent_volume_claim(name, namespace, _preload_content=False))

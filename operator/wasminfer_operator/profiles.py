@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from wasminfer_operator.api import PROFILE_RE, Quantity, Toleration
@@ -160,6 +160,26 @@ def builtin_profiles() -> dict[str, DeviceProfile]:
     }
 
 
+class NamespaceSignatures(_Cfg):
+    """A namespace's signature policy: every module and model there must carry a signature by one of its keys,
+    whatever the resource's own spec.signatures says (those apply too)."""
+
+    keys: list[str] = Field(min_length=1, max_length=8, description="Trusted PEM public keys (the text of cosign.pub).")
+    required: bool = Field(default=True, description="false: what carries no signature loads; a signature present must verify.")
+
+    @field_validator("keys")
+    @classmethod
+    def _pem(cls, v: list[str]) -> list[str]:
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+        for i, text in enumerate(v):
+            try:
+                load_pem_public_key(text.encode())
+            except ValueError as err:
+                raise ValueError(f"keys[{i}] is not a PEM public key: {err}") from None
+        return v
+
+
 class OperatorConfig(_Cfg):
     image: str = Field(default=DEFAULT_IMAGE, description="Runtime image when neither the worker nor its profile names one.")
     image_pull_policy: str = Field(default="IfNotPresent")
@@ -176,6 +196,10 @@ class OperatorConfig(_Cfg):
         default=600, ge=1, description="Seconds a rollout may make no progress before the worker reports Degraded (ProgressDeadlineExceeded)."
     )
     profiles: dict[str, DeviceProfile] = Field(default_factory=builtin_profiles)
+    signatures: dict[str, NamespaceSignatures] = Field(
+        default_factory=dict,
+        description="Signature policies by namespace; '*' for every namespace without one of its own.",
+    )
     accelerator_node_labels: list[str] = Field(
         default_factory=lambda: list(ACCELERATOR_NODE_LABELS),
         description="Labels of GPU/NPU nodes; pods of profiles that avoid accelerator nodes require nodes without them.",
@@ -195,6 +219,9 @@ class OperatorConfig(_Cfg):
                 own = {r.key for r in p.node_affinity}
                 p.node_affinity += [NodeRequirement(key=k, operator="DoesNotExist") for k in self.accelerator_node_labels if k not in own]
         return self
+
+    def signatures_for(self, namespace: str) -> NamespaceSignatures | None:
+        return self.signatures.get(namespace, self.signatures.get("*"))
 
     def image_for(self, profile: str, override: str | None) -> str:
         if override:

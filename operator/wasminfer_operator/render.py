@@ -53,7 +53,8 @@ from wasminfer_runtime.config import (
     WorkerConfig,
     dump_runtime_config,
 )
-from wasminfer_runtime.fetch import FetchFile, FetchPlan, dump_fetch_plan
+from wasminfer_operator.trust import TrustPolicy, inline_key_name, policies_for
+from wasminfer_runtime.fetch import FetchArtifact, FetchFile, FetchPlan, FetchPolicy, dump_fetch_plan
 from wasminfer_runtime.formats import needs_no_profile
 
 
@@ -65,6 +66,7 @@ CONFIG_DIR = PurePosixPath("/etc/wasminfer")
 DATA_DIR = PurePosixPath("/var/lib/wasminfer")
 SOURCES_DIR = PurePosixPath("/var/run/wasminfer/sources")
 CLAIMS_DIR = PurePosixPath("/var/run/wasminfer/claims")
+REGISTRY_DIR = PurePosixPath("/var/run/wasminfer/registry")  # pull Secrets of OCI sources
 FOLDERS_DIR = PurePosixPath("/var/lib/wasminfer-folders")
 RUNTIME_YAML = "runtime.yaml"
 FETCH_YAML = "fetch.yaml"
@@ -164,11 +166,22 @@ def stamp(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 class Volumes:
-    """Pod volumes for sources, one per ConfigMap and one per claim, shared by module and models."""
+    """Pod volumes for sources, one per ConfigMap, claim and pull Secret, shared by module and models; and
+    the namespace policy's trusted keys, written into the pod's own ConfigMap."""
 
     def __init__(self) -> None:
         self.config_maps: dict[str, set[str]] = {}
         self.claims: list[str] = []
+        self.secrets: list[str] = []
+        self.inline_keys: dict[str, str] = {}  # child ConfigMap key -> PEM
+
+    def secret_path(self, secret: str, key: str) -> PurePosixPath:
+        if secret not in self.secrets:
+            self.secrets.append(secret)
+        return REGISTRY_DIR / self._secret_volume(secret) / key
+
+    def _secret_volume(self, secret: str) -> str:
+        return f"pull-{content_hash(secret)[:10]}"
 
     def config_map_path(self, cm: str, key: str) -> PurePosixPath:
         self.config_maps.setdefault(cm, set()).add(key)
@@ -192,39 +205,76 @@ class Volumes:
             out.append({"name": self._cm_volume(cm), "configMap": {"name": cm, "items": items}})
         for claim in sorted(self.claims):
             out.append({"name": self._claim_volume(claim), "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        for secret in sorted(self.secrets):
+            out.append({"name": self._secret_volume(secret), "secret": {"secretName": secret}})
         return out
 
     def mounts(self) -> list[dict[str, Any]]:
         out = [{"name": self._cm_volume(cm), "mountPath": str(SOURCES_DIR / self._cm_volume(cm)), "readOnly": True} for cm in sorted(self.config_maps)]
         out += [{"name": self._claim_volume(c), "mountPath": str(CLAIMS_DIR / self._claim_volume(c)), "readOnly": True} for c in sorted(self.claims)]
+        out += [{"name": self._secret_volume(s), "mountPath": str(REGISTRY_DIR / self._secret_volume(s)), "readOnly": True} for s in sorted(self.secrets)]
         return out
 
     def claim_mounts(self) -> list[dict[str, Any]]:
         return [m for m in self.mounts() if m["name"].startswith("claim-")]
 
 
-def place_source(source: api.Source, dest_dir: PurePosixPath, vols: Volumes) -> tuple[list[FetchFile], list[PurePosixPath]]:
-    """Fetch steps for one source and the paths the runtime reads afterwards (in source order)."""
-    steps: list[FetchFile] = []
+def fetch_policies(policies: list[TrustPolicy], vols: Volumes) -> list[FetchPolicy]:
+    """The trust policies as the fetch step reads them: each key a file in the pod."""
+    out = []
+    for p in policies:
+        keys = [CONFIG_DIR / inline_key_name(pem) for pem in p.pem]
+        for pem in p.pem:
+            vols.inline_keys[inline_key_name(pem)] = pem
+        keys += [vols.config_map_path(cm, key) for cm, key in p.config_map_keys]
+        out.append(FetchPolicy(keys=[Path(k) for k in keys], required=p.required, origin=p.origin))
+    return out
+
+
+@dataclass
+class Placed:
+    """What fetching one source takes, and where the runtime finds it afterwards."""
+
+    files: list[FetchFile]
+    artifacts: list[FetchArtifact]
+    paths: list[PurePosixPath]  # the files, in source order (none for a model artifact: see folder)
+    folder: PurePosixPath | None = None  # a model artifact's folder, its files picked by the runtime
+
+
+def place_source(
+    source: api.Source, dest_dir: PurePosixPath, vols: Volumes, policies: list[TrustPolicy], module_name: str | None = None,
+) -> Placed:
+    """Fetch steps for one source (a module when module_name is given) under the trust policies."""
+    trust = fetch_policies(policies, vols)
+    files: list[FetchFile] = []
     paths: list[PurePosixPath] = []
+    if source.oci is not None:
+        oci = source.oci
+        auth = vols.secret_path(oci.pull_secret, ".dockerconfigjson") if oci.pull_secret else None
+        ca = vols.config_map_path(oci.ca.name, oci.ca.key) if oci.ca else None
+        common = {"oci": oci.reference, "policies": trust, "registry_config": auth, "ca_file": ca}
+        if module_name is not None:
+            dest = dest_dir / module_name
+            return Placed([], [FetchArtifact(dest=Path(dest), kind="module", layer=oci.layer, **common)], [dest])
+        return Placed([], [FetchArtifact(dest=Path(dest_dir), kind="folder", **common)], [], folder=dest_dir)
     if source.https is not None:
         for hf in source.https.files:
             dest = dest_dir / hf.file_name
-            steps.append(FetchFile(url=hf.url, sha256=hf.sha256, dest=Path(dest)))
+            files.append(FetchFile(url=hf.url, sha256=hf.sha256, dest=Path(dest), signature=hf.signature, policies=trust))
             paths.append(dest)
     elif source.config_map is not None:
         for cf in source.config_map.files:
             dest = dest_dir / cf.key
             mounted = vols.config_map_path(source.config_map.name, cf.key)
-            steps.append(FetchFile(path=Path(mounted), sha256=cf.sha256, dest=Path(dest)))
+            files.append(FetchFile(path=Path(mounted), sha256=cf.sha256, dest=Path(dest), signature=cf.signature, policies=trust))
             paths.append(dest)
     else:
         assert source.pvc is not None
         for pf in source.pvc.files:
             on_claim = vols.claim_path(source.pvc.claim_name, pf.path)
-            steps.append(FetchFile(path=Path(on_claim), sha256=pf.sha256))
+            files.append(FetchFile(path=Path(on_claim), sha256=pf.sha256, signature=pf.signature, policies=trust))
             paths.append(on_claim)
-    return steps, paths
+    return Placed(files, [], paths)
 
 
 def model_device(spec: api.InferenceModelSpec, profile: DeviceProfile) -> Device:
@@ -242,7 +292,7 @@ def model_server_urls(namespace: str, model: str) -> tuple[str, str]:
     return f"http://{host}:{MODEL_SERVER_HTTP_PORT}", f"grpc://{host}:{MODEL_SERVER_GRPC_PORT}"
 
 
-def local_model_config(name: str, spec: api.InferenceModelSpec, files: list[Path], profile: DeviceProfile) -> ModelConfig:
+def local_model_config(name: str, spec: api.InferenceModelSpec, placed: Placed, profile: DeviceProfile) -> ModelConfig:
     """A model loaded from its files in the pod (a worker's, or a model server's) under `profile`."""
     o = spec.options
     return ModelConfig(
@@ -250,7 +300,8 @@ def local_model_config(name: str, spec: api.InferenceModelSpec, files: list[Path
         format=spec.format,
         backend=spec.resolved_backend,
         device=model_device(spec, profile),
-        files=files,
+        files=[Path(p) for p in placed.paths],
+        folder=Path(placed.folder) if placed.folder is not None else None,
         options=ModelOptions(
             precision=o.precision, performance_hint=o.performance_hint, streams=o.streams, pool_size=o.pool_size,
             max_dynamic_dim=o.max_dynamic_dim, max_output_bytes=o.max_output_bytes,
@@ -302,21 +353,25 @@ def http_requests_config(grant: api.HttpRequests | None) -> HttpRequestsConfig |
 
 
 def runtime_config(
-    ref: ObjectRef, spec: api.WasmWorkerSpec, models: list[NamedModel], profile: DeviceProfile
+    ref: ObjectRef, spec: api.WasmWorkerSpec, models: list[NamedModel], profile: DeviceProfile, cfg: OperatorConfig
 ) -> tuple[RuntimeConfig, FetchPlan, Volumes]:
     """The runtime.yaml contract for one worker, and the fetch plan that fills in its files."""
     vols = Volumes()
     steps: list[FetchFile] = []
+    artifacts: list[FetchArtifact] = []
     model_cfgs: list[ModelConfig] = []
     for m in models:
         if m.spec.served:  # model servers hold it (its own, or a pool's): called, not loaded here
             model_cfgs.append(remote_model_config(ref.namespace, m))
             continue
-        s, paths = place_source(m.spec.source, DATA_DIR / "models" / m.name, vols)
-        steps += s
-        model_cfgs.append(local_model_config(m.name, m.spec, [Path(p) for p in paths], profile))
-    s, module_paths = place_source(spec.module, DATA_DIR / "modules", vols)
-    steps += s
+        placed = place_source(m.spec.source, DATA_DIR / "models" / m.name, vols, policies_for(cfg, ref.namespace, m.spec.signatures))
+        steps += placed.files
+        artifacts += placed.artifacts
+        model_cfgs.append(local_model_config(m.name, m.spec, placed, profile))
+    module = place_source(spec.module, DATA_DIR / "modules", vols, policies_for(cfg, ref.namespace, spec.signatures), f"{ref.name}.wasm")
+    steps += module.files
+    artifacts += module.artifacts
+    module_paths = module.paths
     vars_ = dict(spec.vars)
     for e in spec.env:
         vars_.setdefault(e.name, f"${e.name}")  # the runtime expands $NAME from its environment
@@ -338,7 +393,7 @@ def runtime_config(
         kv=KvConfig(namespace=spec.kv.namespace) if spec.kv is not None else None,
         http_requests=http_requests_config(spec.http_requests),
     )
-    cfg = RuntimeConfig(
+    runtime = RuntimeConfig(
         # A pod whose worker or model cannot load never gets ready: it exits and says why, so the
         # restart and its termination message reach the WasmWorker's status.
         server=ServerConfig.model_validate(
@@ -354,19 +409,19 @@ def runtime_config(
         models=model_cfgs,
         workers=[worker],
     )
-    return cfg, FetchPlan(files=steps, allow_http=False), vols
+    return runtime, FetchPlan(files=steps, artifacts=artifacts, allow_http=False), vols
 
 
 # --- children -------------------------------------------------------------------------------------
 
 
-def render_config_map(ref: ObjectRef, runtime_yaml: str, fetch_yaml: str) -> dict[str, Any]:
+def render_config_map(ref: ObjectRef, runtime_yaml: str, fetch_yaml: str, vols: Volumes) -> dict[str, Any]:
     return stamp(
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": child_metadata(ref, config_map_name(ref.name)),
-            "data": {RUNTIME_YAML: runtime_yaml, FETCH_YAML: fetch_yaml},
+            "data": {RUNTIME_YAML: runtime_yaml, FETCH_YAML: fetch_yaml, **vols.inline_keys},
         }
     )
 
@@ -600,12 +655,12 @@ def render_worker(
 ) -> Rendered:
     """All children of one worker placed on `profile_name`; `models` in the order the spec names them."""
     profile = cfg.profiles[profile_name]
-    runtime_cfg, plan, vols = runtime_config(ref, spec, models, profile)
+    runtime_cfg, plan, vols = runtime_config(ref, spec, models, profile, cfg)
     runtime_yaml = dump_runtime_config(runtime_cfg)
     fetch_yaml = dump_fetch_plan(plan)
     config_hash = content_hash([runtime_yaml, fetch_yaml])
     return Rendered(
-        config_map=render_config_map(ref, runtime_yaml, fetch_yaml),
+        config_map=render_config_map(ref, runtime_yaml, fetch_yaml, vols),
         service=render_service(ref),
         deployment=render_deployment(ref, spec, profile_name, profile, cfg, vols, config_hash),
         config_hash=config_hash,

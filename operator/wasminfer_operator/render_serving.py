@@ -57,7 +57,8 @@ from wasminfer_operator.render import (
     stamp,
 )
 from wasminfer_runtime.config import ModelConfig, RuntimeConfig, ServerConfig, dump_runtime_config
-from wasminfer_runtime.fetch import FetchFile, FetchPlan, dump_fetch_plan
+from wasminfer_operator.trust import policies_for
+from wasminfer_runtime.fetch import FetchArtifact, FetchFile, FetchPlan, dump_fetch_plan
 
 
 def server_selector(model: str) -> dict[str, str]:
@@ -111,20 +112,25 @@ def _server_container(image: str, cfg: OperatorConfig, opts: api.ServerOptions, 
     return server
 
 
-def served_config(members: list[NamedModel], profile: DeviceProfile) -> tuple[RuntimeConfig, FetchPlan, Volumes]:
+def served_config(
+    members: list[NamedModel], profile: DeviceProfile, cfg: OperatorConfig, namespace: str
+) -> tuple[RuntimeConfig, FetchPlan, Volumes]:
     """A model server's runtime.yaml (its models, no workers) and the fetch plan of their files, each
     tagged with its model: a pool's replica fetches and loads only the models placed on it."""
     vols = Volumes()
     models: list[ModelConfig] = []
     steps: list[FetchFile] = []
+    artifacts: list[FetchArtifact] = []
     for m in sorted(members, key=lambda m: m.name):
-        files, paths = place_source(m.spec.source, DATA_DIR / "models" / m.name, vols)
-        steps += [f.model_copy(update={"model": m.name}) for f in files]
-        models.append(local_model_config(m.name, m.spec, [Path(p) for p in paths], profile))
+        placed = place_source(m.spec.source, DATA_DIR / "models" / m.name, vols, policies_for(cfg, namespace, m.spec.signatures))
+        steps += [f.model_copy(update={"model": m.name}) for f in placed.files]
+        artifacts += [a.model_copy(update={"model": m.name}) for a in placed.artifacts]
+        models.append(local_model_config(m.name, m.spec, placed, profile))
     server = ServerConfig.model_validate(
         {"cache_dir": str(DATA_DIR / "cache"), "exit_on_load_failure": True, "termination_log": TERMINATION_LOG}
     )
-    return RuntimeConfig(server=server, models=models, workers=[]), FetchPlan(files=steps, allow_http=False), vols
+    plan = FetchPlan(files=steps, artifacts=artifacts, allow_http=False)
+    return RuntimeConfig(server=server, models=models, workers=[]), plan, vols
 
 
 def render_server_service(ref: ObjectRef) -> dict[str, Any]:
@@ -151,7 +157,7 @@ def render_model_server(ref: ObjectRef, spec: api.InferenceModelSpec, profile_na
     assert serving is not None
     profile = cfg.profiles[profile_name]
     name = model_server_name(ref.name)
-    runtime_cfg, plan, vols = served_config([NamedModel(ref.name, spec)], profile)
+    runtime_cfg, plan, vols = served_config([NamedModel(ref.name, spec)], profile, cfg, ref.namespace)
     runtime_yaml, fetch_yaml = dump_runtime_config(runtime_cfg), dump_fetch_plan(plan)
     config_hash = content_hash([runtime_yaml, fetch_yaml, serving.threads])
     labels = server_labels(ref.name)
@@ -160,7 +166,7 @@ def render_model_server(ref: ObjectRef, spec: api.InferenceModelSpec, profile_na
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": child_metadata(ref, name, labels),
-            "data": {RUNTIME_YAML: runtime_yaml, FETCH_YAML: fetch_yaml},
+            "data": {RUNTIME_YAML: runtime_yaml, FETCH_YAML: fetch_yaml, **vols.inline_keys},
         }
     )
     image = cfg.image_for(profile_name, serving.image)
@@ -208,7 +214,7 @@ def render_model_pool(
     stable names, the names the models are placed on)."""
     profile = cfg.profiles[profile_name]
     name = pool_name(ref.name)
-    runtime_cfg, plan, vols = served_config(members, profile)
+    runtime_cfg, plan, vols = served_config(members, profile, cfg, ref.namespace)
     runtime_yaml, fetch_yaml = dump_runtime_config(runtime_cfg), dump_fetch_plan(plan)
     # The replicas' names are in the pods' arguments: a new replica count rolls them (one at a time).
     pool_args = [
@@ -219,7 +225,7 @@ def render_model_pool(
     labels = pool_labels(ref.name)
     config_map = stamp(
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": child_metadata(ref, name, labels),
-         "data": {RUNTIME_YAML: runtime_yaml, FETCH_YAML: fetch_yaml}}
+         "data": {RUNTIME_YAML: runtime_yaml, FETCH_YAML: fetch_yaml, **vols.inline_keys}}
     )  # fmt: skip
     service = stamp(
         {

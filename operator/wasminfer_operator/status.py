@@ -20,12 +20,14 @@ MODELS_READY = "ModelsReady"
 SCHEDULED = "Scheduled"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
+VERIFIED = "Verified"  # a signature policy applies: what the operator found of the signatures
 DELETING = "Deleting"  # an InferenceModel whose deletion waits for the WasmWorkers using it
 IN_USE = "InUse"
 MOVED_BACK = "MovedBack"  # Scheduled's reason from a move back off a fallback profile until the spec changes
 WORKER_CONDITIONS = (READY, MODELS_READY, SCHEDULED, PROGRESSING, DEGRADED)
 
 Status = Literal["True", "False", "Unknown"]
+Verification = tuple[Status, str, str]  # the Verified condition's status, reason and message
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,9 @@ class WorkerObservation:
     pods: Sequence[PodView] = ()
     apply_error: tuple[str, str] | None = None
     previous_profile: str | None = None
+    module_source: tuple[bool, str, str] | None = None  # an OCI module's check: (ok, reason, message)
+    artifact: str | None = None  # the pinned reference of an OCI module
+    verified: Verification | None = None  # the Verified condition, when a signature policy applies
 
 
 def _models_condition(obs: WorkerObservation) -> Cond:
@@ -362,10 +367,13 @@ def worker_conditions(obs: WorkerObservation) -> list[Cond]:
             Cond(DEGRADED, "True", "InvalidSpec", msg),
         ]
     models = _models_condition(obs)
-    scheduled = _scheduled_condition(obs, models.status == "True")
+    module_ok = obs.module_source is None or obs.module_source[0]
+    scheduled = _scheduled_condition(obs, models.status == "True" and module_ok)
     degraded, stalls = _degraded_condition(obs)
     blocked = None
-    if models.status != "True":
+    if obs.module_source is not None and not module_ok:
+        blocked = Cond(READY, "False", obs.module_source[1], f"module: {obs.module_source[2]}")
+    elif models.status != "True":
         blocked = models
     elif obs.decision is not None and obs.decision.failure is not None:
         blocked = scheduled
@@ -389,7 +397,8 @@ def worker_conditions(obs: WorkerObservation) -> list[Cond]:
         ready = Cond(READY, "False", "ReplicasNotReady", f"{ready_n}/{obs.replicas} replicas ready")
     else:
         ready = Cond(READY, "True", "Available", f"{ready_n}/{obs.replicas} replicas ready" + (f", serving {obs.url}" if obs.url else ""))
-    return [ready, models, scheduled, progressing, degraded]
+    verified = [Cond(VERIFIED, *obs.verified)] if obs.verified is not None else []
+    return [ready, models, scheduled, progressing, degraded, *verified]
 
 
 def _keep_moved_back(c: Cond, old: Sequence[Mapping[str, Any]], generation: int) -> Cond:
@@ -421,6 +430,7 @@ def worker_status(obs: WorkerObservation, old: Mapping[str, Any], now: datetime)
         profile=profile,
         ready_summary=f"{dep.ready_replicas if dep else 0}/{obs.replicas}",
         models_summary=f"{ready_models}/{len(obs.model_names)}",
+        artifact=obs.artifact,
         conditions=conditions,
     )
     return status, transitions(old_conditions, conditions)
@@ -463,6 +473,8 @@ class ModelObservation:
     workers: Sequence[str] = ()
     deleting: bool = False  # deletion requested; `workers` (those not being deleted) hold it back
     serving: ServingObservation | None = None
+    artifact: str | None = None  # an OCI source's pinned reference
+    verified: Verification | None = None  # the Verified condition, when a signature policy applies
 
 
 MAX_LISTED_WORKERS = 100
@@ -548,6 +560,8 @@ def model_status(obs: ModelObservation, old: Mapping[str, Any], now: datetime) -
     old_conditions = list(old.get("conditions") or [])
     deleting = deleting_condition(obs)
     new = [model_condition(obs)] + ([deleting] if deleting is not None else [])
+    if obs.verified is not None:
+        new.append(Cond(VERIFIED, *obs.verified))
     conditions = merge_conditions(old_conditions, new, obs.generation, now)
     workers = sorted(obs.workers)
     status = InferenceModelStatus(
@@ -556,6 +570,7 @@ def model_status(obs: ModelObservation, old: Mapping[str, Any], now: datetime) -
         profile=obs.profile,
         workers=workers[:MAX_LISTED_WORKERS],
         worker_count=len(workers),
+        artifact=obs.artifact,
         conditions=conditions,
     )
     sv = obs.serving

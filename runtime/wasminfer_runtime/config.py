@@ -185,6 +185,9 @@ class ModelConfig(_Strict):
     oci: OciSource | None = Field(
         None, description="The model folder as an OCI artifact (one layer per file, as `oras push` and `wasminfer push` store it)."
     )
+    folder: Path | None = Field(
+        None, description="A folder holding the model's files, picked by their suffixes (openvino: .xml and .bin; onnx: .onnx)."
+    )
     signatures: SignaturePolicy | None = Field(
         None, description="Overrides server.signatures for this model; each file's signature is FILE.sig, or attached to the artifact."
     )
@@ -220,15 +223,15 @@ class ModelConfig(_Strict):
     @model_validator(mode="after")
     def _file_count(self) -> ModelConfig:
         if self.remote is not None:
-            if self.files or self.oci is not None:
+            if self.files or self.oci is not None or self.folder is not None:
                 raise ValueError("a remote model has no files: its model server loads them")
             return self
-        if self.oci is not None:
-            if self.files:
-                raise ValueError("set files or oci, not both: the files of an OCI model are those of its artifact")
+        if self.oci is not None or self.folder is not None:
+            if self.files or (self.oci is not None and self.folder is not None):
+                raise ValueError("set one of files, folder and oci")
             return self
         if not self.files:
-            raise ValueError("files: a model needs its files (or `oci`, an artifact holding them, or `remote`, a model server serving it)")
+            raise ValueError("files: a model needs its files (or a `folder` or `oci` artifact holding them, or `remote`, a model server serving it)")
         if self.format is ModelFormat.onnx and len(self.files) != 1:
             raise ValueError("format 'onnx' takes exactly one file")
         return self
@@ -521,6 +524,7 @@ class RuntimeConfig(_Strict):
         data = self.model_copy(deep=True)
         for m in data.models:
             m.files = [res(f) for f in m.files]
+            m.folder = None if m.folder is None else res(m.folder)
             res_policy(m.signatures)
         for w in data.workers:
             w.module = None if w.module is None else res(w.module)

@@ -14,11 +14,11 @@ The operator runs this as the init container of every runtime pod, with a plan i
     artifacts:
       - oci: registry.example.com/demo/hello@sha256:5e1c...           # a module from a registry
         dest: /var/lib/wasminfer/modules/hello.wasm
-        keys: [/var/run/wasminfer/keys/cosign.pub]                    # its attached signature must verify
+        policies: [{keys: [/etc/wasminfer/config/trust-0.pub]}]         # its attached signature must verify
+        registry_config: /var/run/wasminfer/registry/0/.dockerconfigjson
       - oci: registry.example.com/models/mobilenet@sha256:0a9f...
         kind: folder                                                  # a model folder: its files under dest
         dest: /var/lib/wasminfer/models/mobilenet
-    registry_config: /var/run/wasminfer/registry/.dockerconfigjson
 
 Downloads are retried with exponential backoff and resumed with HTTP ranges; a file already at its
 destination with the right sha256 is kept (a restarted init container does not download again); a
@@ -65,6 +65,16 @@ class _Retry(Exception):
     """A failure worth another attempt (network error, 5xx, 429, checksum of a truncated transfer)."""
 
 
+class FetchPolicy(BaseModel):
+    """A set of trusted keys (PEM public keys) one of which must have signed the file or artifact."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keys: list[Path] = Field(min_length=1)
+    required: bool = Field(True, description="false: what carries no signature is fetched (a signature present must verify).")
+    origin: str = Field("signature policy", description="Whose policy it is, for the messages.")
+
+
 class FetchFile(BaseModel):
     """One artifact: a URL to download or a local path to verify (and copy when dest is set)."""
 
@@ -75,6 +85,8 @@ class FetchFile(BaseModel):
     sha256: Sha256 | None = None
     dest: Path | None = None
     model: str | None = Field(None, description="The named model the file belongs to: a pool replica fetches only its models' files.")
+    signature: str | None = Field(None, description="The file's cosign sign-blob signature (base64).")
+    policies: list[FetchPolicy] = Field(default_factory=list, description="Each must verify the signature before the file is in place.")
 
     @model_validator(mode="after")
     def _check(self) -> FetchFile:
@@ -106,8 +118,10 @@ class FetchArtifact(BaseModel):
     dest: Path
     kind: Literal["module", "folder"] = "module"
     layer: str | None = Field(None, description="A module's Wasm layer, for an artifact with several.")
-    keys: list[Path] = Field(default_factory=list, description="PEM public keys; one must have signed the artifact.")
+    policies: list[FetchPolicy] = Field(default_factory=list, description="Each must verify the signature attached to the artifact.")
     model: str | None = Field(None, description="The named model the artifact holds (pool replicas fetch their own).")
+    registry_config: Path | None = Field(None, description="A Docker config.json with the registry login (a pull Secret's).")
+    ca_file: Path | None = Field(None, description="The registry's CA certificate, for a registry with its own CA.")
 
     @model_validator(mode="after")
     def _check(self) -> FetchArtifact:
@@ -127,7 +141,6 @@ class FetchPlan(BaseModel):
 
     files: list[FetchFile] = Field(default_factory=list)
     artifacts: list[FetchArtifact] = Field(default_factory=list)
-    registry_config: Path | None = Field(None, description="A Docker config.json with registry logins (a pull Secret's).")
     retries: Annotated[int, Field(ge=1, le=100)] = 6
     timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
     concurrency: Annotated[int, Field(ge=1, le=32)] = 4
@@ -204,6 +217,11 @@ async def _download(session: aiohttp.ClientSession, f: FetchFile, plan: FetchPla
             if digest != f.sha256:
                 part.unlink()
                 raise _Retry(f"sha256 mismatch: expected {f.sha256}, got {digest}")
+            try:
+                await asyncio.to_thread(_check_signature, f, part)
+            except FetchError:
+                part.unlink()
+                raise
             os.replace(part, f.dest)
             size = f.dest.stat().st_size
             log.info("%s: downloaded %s in %.1fs, sha256 ok", f.label, mib(size), time.monotonic() - started)
@@ -225,6 +243,7 @@ def _local(f: FetchFile) -> None:
         digest = sha256_file(f.path)
         if digest != f.sha256:
             raise FetchError(f"{f.path}: sha256 mismatch: expected {f.sha256}, got {digest}")
+    _check_signature(f, f.path)
     if f.dest is None:
         log.info("%s: verified in place%s", f.path, ", sha256 ok" if f.sha256 else "")
         return
@@ -232,6 +251,24 @@ def _local(f: FetchFile) -> None:
     shutil.copyfile(f.path, tmp)
     os.replace(tmp, f.dest)
     log.info("%s: copied from %s (%s)%s", f.label, f.path, mib(f.dest.stat().st_size), ", sha256 ok" if f.sha256 else "")
+
+
+def _check_signature(f: FetchFile, path: Path) -> None:
+    """The file's signature against each policy (raises FetchError), before it is moved into place."""
+    from wasminfer_runtime.supply import signatures
+
+    for policy in f.policies:
+        if f.signature is None:
+            if policy.required:
+                raise FetchError(f"{f.label}: {policy.origin}: unsigned: the file has no signature")
+            log.warning("%s: not signed; fetched anyway (the %s does not require a signature)", f.label, policy.origin)
+            continue
+        try:
+            signer = signatures.verify_blob(path.read_bytes(), signatures.signature_from_file(f.signature.encode(), f.label),
+                                            signatures.load_public_keys(policy.keys), f.label)
+        except signatures.SignatureError as err:
+            raise FetchError(f"{policy.origin}: {err}") from None
+        log.info("%s: signed by %s, verified (%s)", f.label, signer, policy.origin)
 
 
 def _already_there(f: FetchFile) -> bool:
@@ -290,14 +327,20 @@ def _pull_artifact(artifact: FetchArtifact, plan: FetchPlan) -> None:
     from wasminfer_runtime.supply import signatures
     from wasminfer_runtime.supply.oci import OciClient, OciError, RegistryAccess
 
-    access = RegistryAccess(ca_file=plan.ca_file, auth_file=plan.registry_config, retries=plan.retries,
+    access = RegistryAccess(ca_file=artifact.ca_file or plan.ca_file, auth_file=artifact.registry_config, retries=plan.retries,
                             backoff_seconds=plan.backoff_seconds, timeout_seconds=plan.timeout_seconds)
     client = OciClient(access)
     try:
         manifest = client.resolve(Reference.parse(artifact.oci))
-        if artifact.keys:
-            signer = signatures.verify_attached(client, manifest.reference, signatures.load_public_keys(artifact.keys))
-            log.info("%s: signed by %s, verified", manifest.reference, signer)
+        for policy in artifact.policies:
+            try:
+                signer = signatures.verify_attached(client, manifest.reference, signatures.load_public_keys(policy.keys))
+            except signatures.SignatureError as err:
+                if policy.required or "unsigned" not in str(err):
+                    raise signatures.SignatureError(f"{policy.origin}: {err}") from None
+                log.warning("%s: not signed; fetched anyway (the %s does not require a signature)", manifest.reference, policy.origin)
+                continue
+            log.info("%s: signed by %s, verified (%s)", manifest.reference, signer, policy.origin)
         if artifact.kind == "module":
             client.pull_module(manifest.reference, artifact.dest, artifact.layer)
         else:
@@ -332,9 +375,10 @@ def _plan_from_args(args: argparse.Namespace) -> FetchPlan:
     else:
         entry: dict[str, Any] = {"sha256": args.sha256, "dest": str(args.output.resolve()) if args.output else None}
         if args.source.startswith("oci://"):
+            policies = [{"keys": [str(k.resolve()) for k in args.key], "origin": "--key"}] if args.key else []
             entry = {"oci": args.source.removeprefix("oci://"), "dest": entry["dest"], "kind": "folder" if args.folder else "module",
-                     "keys": [str(k.resolve()) for k in args.key]}
-            document: dict[str, Any] = {"artifacts": [entry], "registry_config": args.registry_config}
+                     "policies": policies, "registry_config": args.registry_config}
+            document: dict[str, Any] = {"artifacts": [entry]}
         else:
             entry["url" if "://" in args.source else "path"] = args.source
             document = {"files": [entry]}

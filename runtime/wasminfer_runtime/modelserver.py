@@ -21,6 +21,7 @@ from wasminfer_runtime.config import LOAD_FAILURE_EXIT, ConfigError, RuntimeConf
 from wasminfer_runtime.metrics import Metrics
 from wasminfer_runtime.modelpool import PoolArgsError, add_pool_arguments, pool_share
 from wasminfer_runtime.models import ModelLoadError, ModelRegistry
+from wasminfer_runtime.supply.sources import Supply, SupplyError
 from wasminfer_runtime.oip.dataplane import DataPlane
 from wasminfer_runtime.oip.rest import build_app
 from wasminfer_runtime.service import default_threads
@@ -125,10 +126,11 @@ async def _serve(cfg: RuntimeConfig, args: argparse.Namespace, elsewhere: dict[s
 
 
 async def _load_all(cfg: RuntimeConfig, registry: ModelRegistry, failed: list[str], stop: asyncio.Event | None) -> None:
+    supply = Supply(cfg.server)
     for model in cfg.models:
         try:
-            await asyncio.to_thread(registry.load, model)
-        except ModelLoadError as err:
+            await asyncio.to_thread(lambda: registry.load(supply.prepare_model(model)))
+        except (ModelLoadError, SupplyError) as err:
             log.error("%s", err)
             failed.append(str(err))
     log.info("%d of %d model(s) loaded", len(cfg.models) - len(failed), len(cfg.models))

@@ -35,7 +35,7 @@ def test_troubleshooting_explains_every_reason_the_operator_reports() -> None:
     """Each reason string the operator's status code can write has an entry."""
     text = (DOCS / "troubleshooting.md").read_text()
     operator = REPO / "operator" / "wasminfer_operator"
-    source = "".join((operator / f).read_text() for f in ("status.py", "reconcile.py", "placement.py", "observe.py"))
+    source = "".join((operator / f).read_text() for f in ("status.py", "reconcile.py", "placement.py", "observe.py", "artifacts.py"))
     # Every CamelCase string literal is a reason, a condition type or a kind; kinds and words of the
     # API that are not reasons are left out.
     not_reasons = {"True", "False", "Unknown", "Deployment", "ConfigMap", "Service", "StatefulSet", "PodScheduled", "Warning", "Normal", "Lost"}

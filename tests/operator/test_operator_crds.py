@@ -92,7 +92,7 @@ def test_names_categories_subresources_and_columns() -> None:
 def test_cel_rules_cover_what_the_schema_cannot_say() -> None:
     text = "\n".join(crdgen.render_all().values())
     for message in (
-        "set exactly one of https, configMap or pvc",
+        "set exactly one of https, configMap, pvc or oci",
         "route must start with '/'",
         "sha256 must be 64 lowercase hex digits",
         "url must be an https:// URL",

@@ -96,6 +96,10 @@ in advance, so access is granted cluster-wide and the operator filters. */}}
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get"]
+# The pull Secret an OCI source names: read to resolve its tag and check its signature.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]

@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 
 from wasminfer_operator.api import SERVING_NAME_MAX, SERVING_NAME_MESSAGE, InferenceModelSpec, ModelPoolSpec
+from wasminfer_operator.artifacts import VERIFIED_WHEN_FETCHED, Artifacts, pin_source
 from wasminfer_operator.controllers.shared import (
     CHILD_KINDS,
     MODEL,
@@ -34,6 +35,7 @@ from wasminfer_operator.profiles import OperatorConfig
 from wasminfer_operator.render import NamedModel, ObjectRef, PoolRoute, model_server_urls, pool_replica_url
 from wasminfer_operator.render_serving import render_model_server, server_selector_string
 from wasminfer_operator.status import ModelObservation, ServingObservation, model_condition, model_status
+from wasminfer_operator.trust import policies_for
 from wasminfer_runtime.modelpool import place
 
 log = logging.getLogger("wasminfer.operator")
@@ -54,10 +56,12 @@ class ModelController(Controller):
         self._sources: dict[tuple[str, int], tuple[float, SourceState]] = {}  # (uid, generation) -> (until, state)
         self._finalizers_sent: dict[str, str] = {}  # model uid -> resourceVersion its finalizers were patched at
         self.terminating: set[str] = set()  # namespaces being deleted: their models are not held
+        self.artifacts = Artifacts(kube, cfg.source_recheck_seconds)  # OCI sources: tags resolved, signatures checked
 
     def forget(self, uid: str) -> None:
         self._finalizers_sent.pop(uid, None)
         self.move_backs.forget(uid)
+        self.artifacts.forget(uid)
 
     # --- what a model is ---------------------------------------------------------------------------
 
@@ -84,8 +88,18 @@ class ModelController(Controller):
             failure = ("NoDeviceProfile", f"no device profile provides device {spec.device.value} with backend {backend.value}")
         else:
             source = await self.source_state(view, spec)
+        artifact, verified = None, None
+        policies = policies_for(self.cfg, view.namespace, spec.signatures)
+        if spec.source.oci is not None and failure is None:
+            check = await self.artifacts.check(view.namespace, (view.uid, view.generation), spec.source.oci, policies)
+            source, artifact, verified = (check.ok, check.reason, check.message), check.pinned, check.verified
+            if check.pinned is not None:  # the pods pull the digest the tag resolved to
+                spec = pin_source(spec, check.pinned)
+        elif policies:
+            verified = VERIFIED_WHEN_FETCHED
         return spec, ModelObservation(
-            generation=view.generation, backend=backend.value, profile=profile, profile_failure=failure, source=source, serving=serving
+            generation=view.generation, backend=backend.value, profile=profile, profile_failure=failure, source=source, serving=serving,
+            artifact=artifact, verified=verified,
         )
 
     def _serving(self, view: ObjectView, spec: InferenceModelSpec) -> ServingObservation:
@@ -190,6 +204,8 @@ class ModelController(Controller):
         src = spec.source
         if src.https is not None:
             return (True, "SourceDeclared", f"{len(src.https.files)} https file(s), each verified against its sha256 when pods fetch it")
+        if src.oci is not None:  # checked by evaluate, with the trust policies
+            return (True, "SourceDeclared", f"OCI artifact {src.oci.reference}")
         cache_key = (view.uid, view.generation)
         cached = self._sources.get(cache_key)
         if cached is not None and cached[0] > time.monotonic():
@@ -260,7 +276,7 @@ class ModelController(Controller):
         await self.write_status(key, view, "inferencemodels", status.wire(), changes)
         if not model_condition(obs).status == "True":
             self.queue.add_after(key, NOT_READY_RECHECK_SECONDS)
-        elif spec is not None and spec.source.https is None:
+        elif spec is not None and spec.source.https is None:  # ConfigMaps, claims and registry tags change
             self.queue.add_after(key, self.cfg.source_recheck_seconds)
 
     async def _set_finalizers(self, view: ObjectView, finalizers: list[str]) -> None:

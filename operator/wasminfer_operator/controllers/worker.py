@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from wasminfer_operator.api import WasmWorkerSpec
+from wasminfer_operator.artifacts import FAILED_RECHECK_SECONDS, VERIFIED_WHEN_FETCHED, pin_source
 from wasminfer_operator.controllers.model import ModelController
 from wasminfer_operator.controllers.shared import CHILD_KINDS, WORKER, ChildApplier, Controller, Indexes, Key, SpecCache, StatusWriter, all_of, one_of
 from wasminfer_operator.handmade.workqueue import WorkQueue
@@ -19,6 +20,7 @@ from wasminfer_operator.placement import decide
 from wasminfer_operator.profiles import OperatorConfig
 from wasminfer_operator.render import NamedModel, ObjectRef, render_worker, selector_string, worker_url
 from wasminfer_operator.status import Cond, ModelState, Transition, WorkerObservation, model_condition, worker_status
+from wasminfer_operator.trust import policies_for
 
 log = logging.getLogger("wasminfer.operator")
 
@@ -51,8 +53,8 @@ class WorkerController(Controller):
             if view is None:  # a model being deleted stays usable: its deletion waits for its users
                 states[n] = ModelState(found=False)
                 continue
-            versions.append((view.uid, view.generation))
             spec, obs = await self.models.evaluate(view)
+            versions.append((view.uid, view.generation, obs.artifact))
             cond: Cond = model_condition(obs)
             states[n] = ModelState(found=True, ready=cond.status == "True", reason=cond.reason, message=cond.message)
             if spec is None:
@@ -77,6 +79,16 @@ class WorkerController(Controller):
             await self.write_status(key, view, "wasmworkers", *_wire(worker_status(obs, old, now)))
             return
         ref = ObjectRef(name, namespace, view.uid)
+        module_source, artifact, verified = None, None, None
+        policies = policies_for(self.cfg, namespace, spec.signatures)
+        if spec.module.oci is not None:
+            check = await self.models.artifacts.check(namespace, (view.uid, view.generation), spec.module.oci, policies)
+            module_source, artifact, verified = (check.ok, check.reason, check.message), check.pinned, check.verified
+            if check.pinned is not None:  # the pods pull the digest the tag resolved to
+                spec = pin_source(spec, check.pinned)
+            self.queue.add_after(key, self.cfg.source_recheck_seconds if check.ok else FAILED_RECHECK_SECONDS)
+        elif policies:
+            verified = VERIFIED_WHEN_FETCHED
         states, named, versions = await self._model_states(namespace, spec.models)
         children: dict[str, ChildView] = {}
         for index in (self.ix.config_maps, self.ix.services, self.ix.deployments):
@@ -87,12 +99,12 @@ class WorkerController(Controller):
         applied = False
         desired_hash = None
         apply_error = None
-        if all(s.ready for s in states.values()) and len(named) == len(spec.models):
+        if all(s.ready for s in states.values()) and len(named) == len(spec.models) and (module_source is None or module_source[0]):
             decision = decide(spec, named, self.cfg, old.get("profile"), pods, now)
             runtime_pods = PodsOf(spec.replicas, lambda p: render_worker(ref, spec, named, p, self.cfg).deployment["spec"]["template"]["spec"])
             decision = await self.move_backs.decide(decision, ref, runtime_pods, old, now)
             if decision.profile is not None:
-                render_key = (view.uid, view.generation, decision.profile, versions)
+                render_key = (view.uid, view.generation, decision.profile, versions, artifact)
                 hashes, apply_error = await self._apply_children(ref, spec, named, decision.profile, render_key, children)
                 desired_hash = hashes.get("Deployment")
                 applied = apply_error is None
@@ -117,6 +129,9 @@ class WorkerController(Controller):
             pods=pods,
             apply_error=apply_error,
             previous_profile=old.get("profile"),
+            module_source=module_source,
+            artifact=artifact,
+            verified=verified,
         )
         await self.write_status(key, view, "wasmworkers", *_wire(worker_status(obs, old, now)))
 

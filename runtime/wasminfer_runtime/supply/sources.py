@@ -80,7 +80,14 @@ class Supply:
         """The model with its files on disk and their signatures checked (raises SupplyError)."""
         policy = self._policy(model.signatures)
         if model.oci is not None:
+            # Its signature is the one attached to the artifact, checked before the pull.
             return model.model_copy(update={"files": self._pull_model(model, model.oci, policy), "oci": None})
+        if model.folder is not None:
+            found = sorted(p for p in model.folder.rglob("*") if p.is_file()) if model.folder.is_dir() else []
+            if not found:
+                raise SupplyError(f"model {model.name!r}: folder {model.folder} holds no files")
+            files = model_files(model.format, found, f"model {model.name!r} ({model.folder})")
+            return self.prepare_model(model.model_copy(update={"files": files, "folder": None}))
         if policy is not None and model.remote is None:
             for f in model.files:
                 self._verify_file(f"model {model.name!r}", f, _sig_of(f), policy)

@@ -1,0 +1,52 @@
+"""Which signatures a module or model must carry: the namespace's policy from the operator configuration
+and the resource's own spec.signatures, each of which must verify (a resource cannot loosen its
+namespace's policy). Pure: the operator's checks and the pods' fetch plans both start from here."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from wasminfer_operator import api
+from wasminfer_operator.profiles import OperatorConfig
+
+NAMESPACE_POLICY = "namespace signature policy"
+SPEC_POLICY = "spec.signatures"
+
+
+@dataclass(frozen=True)
+class TrustPolicy:
+    """Keys one of which must have signed the artifact; the keys are PEM texts (the namespace's, from the
+    operator configuration) or ConfigMap keys of the namespace (the resource's own)."""
+
+    origin: str
+    required: bool
+    pem: tuple[str, ...] = ()
+    config_map_keys: tuple[tuple[str, str], ...] = ()  # (ConfigMap, key)
+
+
+def policies_for(cfg: OperatorConfig, namespace: str, own: api.SignaturePolicy | None) -> list[TrustPolicy]:
+    out = []
+    ns = cfg.signatures_for(namespace)
+    if ns is not None:
+        out.append(TrustPolicy(NAMESPACE_POLICY, ns.required, pem=tuple(ns.keys)))
+    if own is not None:
+        out.append(TrustPolicy(SPEC_POLICY, own.required, config_map_keys=tuple((k.name, k.key) for k in own.keys)))
+    return out
+
+
+def inline_key_name(pem: str) -> str:
+    """The child ConfigMap key a namespace policy's key is written under (mounted in the fetch step)."""
+    return f"trust-{hashlib.sha256(pem.encode()).hexdigest()[:16]}.pub"
+
+
+def inline_keys(policies: list[TrustPolicy]) -> dict[str, str]:
+    """The child ConfigMap entries for the namespace policy's keys."""
+    return {inline_key_name(pem): pem for p in policies for pem in p.pem}
+
+
+def key_paths(policy: TrustPolicy, config_dir: PurePosixPath, mounted: list[PurePosixPath]) -> list[PurePosixPath]:
+    """Where the fetch step finds the policy's keys: its inline keys in the config folder, then the
+    ConfigMap keys mounted for it (in the order of `config_map_keys`)."""
+    return [config_dir / inline_key_name(pem) for pem in policy.pem] + mounted
