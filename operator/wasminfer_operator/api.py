@@ -40,9 +40,10 @@ from wasminfer_runtime.routing import RESERVED_PATHS, RESERVED_RE, ROUTE_RE, che
 
 SHA256_RE = r"^[0-9a-f]{64}$"
 DIGEST_RE = r"^sha256:[0-9a-f]{64}$"
-# An OCI artifact's reference with its registry always named, and a tag, a digest or both.
+# An OCI artifact's reference with its registry always named (a host with a dot or a port, or localhost),
+# and a tag, a digest or both.
 OCI_REFERENCE_RE = (
-    r"^[A-Za-z0-9.-]+(:[0-9]+)?/[a-z0-9]+([._/-][a-z0-9]+)*"
+    r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+(?::[0-9]+)?|[A-Za-z0-9-]+:[0-9]+|localhost)/[a-z0-9]+([._/-][a-z0-9]+)*"
     r"(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}(@sha256:[0-9a-f]{64})?|@sha256:[0-9a-f]{64})$"
 )
 # A cosign sign-blob signature (base64 of the DER signature: RSA-4096's is 684 characters).

@@ -252,7 +252,7 @@ def place_source(
         oci = source.oci
         auth = vols.secret_path(oci.pull_secret, ".dockerconfigjson") if oci.pull_secret else None
         ca = vols.config_map_path(oci.ca.name, oci.ca.key) if oci.ca else None
-        common = {"oci": oci.reference, "policies": trust, "registry_config": auth, "ca_file": ca}
+        common = {"oci": oci.reference, "policies": trust, "registry_config": auth and Path(auth), "ca_file": ca and Path(ca)}
         if module_name is not None:
             dest = dest_dir / module_name
             return Placed([], [FetchArtifact(dest=Path(dest), kind="module", layer=oci.layer, **common)], [dest])

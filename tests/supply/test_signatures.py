@@ -98,3 +98,24 @@ def test_attached_signatures_by_strangers_and_replays_are_refused(keys: KeyPair,
     client.push_manifest(b.with_tag(signature_tag(b.digest or "")), sig_of_a.content)
     with pytest.raises(SignatureError, match=f"a valid signature, but for {a.digest}, not this artifact"):
         verify_attached(client, b, trusted)
+
+
+async def test_the_fetch_step_checks_each_files_signature_before_it_is_in_place(keys: KeyPair, other_keys: KeyPair,
+                                                                                module: Path, tmp_path: Path) -> None:
+    from wasminfer_runtime.fetch import FetchPlan, fetch_all
+
+    good = signatures.sign_blob(signatures.load_private_key(keys.private), module.read_bytes())
+    stranger = signatures.sign_blob(signatures.load_private_key(other_keys.private), module.read_bytes())
+    policy = {"keys": [str(keys.public)], "origin": "spec.signatures"}
+
+    def plan(name: str, signature: str | None, required: bool = True) -> FetchPlan:
+        entry = {"path": str(module), "dest": str(tmp_path / name), "signature": signature, "policies": [{**policy, "required": required}]}
+        return FetchPlan.model_validate({"files": [entry]})
+
+    assert await fetch_all(plan("signed.wasm", good)) == [] and (tmp_path / "signed.wasm").is_file()
+    assert await fetch_all(plan("optional.wasm", None, required=False)) == [] and (tmp_path / "optional.wasm").is_file()
+    errors = await fetch_all(plan("unsigned.wasm", None))
+    assert errors == ["unsigned.wasm: spec.signatures: unsigned: the file has no signature"]
+    errors = await fetch_all(plan("stranger.wasm", stranger))
+    assert len(errors) == 1 and "spec.signatures: stranger.wasm: the signature does not verify with the trusted key(s) release.pub" in errors[0]
+    assert not (tmp_path / "unsigned.wasm").exists() and not (tmp_path / "stranger.wasm").exists(), "nothing refused is in place"
