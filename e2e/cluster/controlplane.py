@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import binaries, images, network, node, processes, state
 from .components import start_apiserver, start_controller, start_etcd, start_kwok
+from .registry import start_cluster_registry
 from .credentials import Credentials
 from .launcher import ClusterError, Launcher, PortPicker, check_alive
 from .state import ClusterState
@@ -140,7 +141,7 @@ def up(
         host = network.NODE_IP if real_node else "127.0.0.1"
         cluster.server = start_apiserver(launcher, files, data_dir, etcd_url, host)
         if real_node:
-            network.allow_api_server(int(cluster.server.rsplit(":", 1)[1]))
+            network.allow_host_ports(int(cluster.server.rsplit(":", 1)[1]))
         admin = files.write_kubeconfig(data_dir / "admin.kubeconfig", cluster.server, "admin")
         cluster.kubeconfig = str(admin)
         state.save(cluster)
@@ -161,6 +162,11 @@ def up(
         start_controller(launcher, files, data_dir, "kube-scheduler", [])
         wait_default_service_account(launcher, files)
         start_kwok(launcher, files, data_dir)
+        registry = start_cluster_registry(launcher, data_dir / "registry", host)
+        cluster.registry_dir = str(data_dir / "registry")
+        if real_node:  # the pods' fetch step pulls from it
+            network.allow_host_ports(int(cluster.server.rsplit(":", 1)[1]), int(registry.address.rsplit(":", 1)[1]))
+        log.info("OCI registry at %s (CA %s)", registry.address, registry.ca_file)
         if nodes is not None:
             names = add_nodes(cluster, nodes, timeout)
             log.info("nodes ready: %s", ", ".join(names))

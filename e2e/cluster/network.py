@@ -78,16 +78,16 @@ def _drop_chain(table: str, chain: str, hook: str, *hook_match: str) -> None:
         _iptables("-t", table, "-X", chain, check=False)
 
 
-def _input_rules(api_port: int | None) -> list[tuple[str, ...]]:
-    """What pods may reach on this host: answers to what the host asked them, the cluster DNS and
-    the API server; nothing else the host listens on."""
+def _input_rules(ports: tuple[int, ...]) -> list[tuple[str, ...]]:
+    """What pods may reach on this host: answers to what the host asked them, the cluster DNS, the API
+    server and the test registry; nothing else the host listens on."""
     rules: list[tuple[str, ...]] = [
         ("-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"),
         ("-d", NODE_IP, "-p", "udp", "--dport", "53", "-j", "ACCEPT"),
         ("-d", NODE_IP, "-p", "tcp", "--dport", "53", "-j", "ACCEPT"),
     ]
-    if api_port is not None:
-        rules.append(("-d", NODE_IP, "-p", "tcp", "--dport", str(api_port), "-j", "ACCEPT"))
+    for port in ports:
+        rules.append(("-d", NODE_IP, "-p", "tcp", "--dport", str(port), "-j", "ACCEPT"))
     return [*rules, ("-j", "DROP")]
 
 
@@ -113,14 +113,14 @@ def setup() -> None:
         ("-d", TEST_RANGE, "-j", "DROP"),
         ("-s", TEST_RANGE, "-j", "DROP"),
     ])
-    allow_api_server(None)
+    allow_host_ports()
     log.info("host network: node %s on %s, test range %s blackholed", NODE_IP, NODE_LINK, TEST_RANGE)
 
 
-def allow_api_server(port: int | None) -> None:
+def allow_host_ports(*ports: int) -> None:
     """The pods' way into the host (mangle INPUT, where kube-proxy adds nothing): DNS, and the API
-    server once its port is known."""
-    _ensure_chain("mangle", INPUT_CHAIN, "INPUT", _input_rules(port), "-i", BRIDGE)
+    server (and the test registry) once their ports are known."""
+    _ensure_chain("mangle", INPUT_CHAIN, "INPUT", _input_rules(ports), "-i", BRIDGE)
 
 
 def conflicts() -> list[str]:

@@ -18,6 +18,7 @@ import bcrypt
 import yaml
 
 from . import pki, processes
+from .launcher import Launcher
 
 USERNAME = "wasminfer"
 READY_SECONDS = 30.0
@@ -35,11 +36,13 @@ class RegistryFiles:
     storage: Path  # where the registry keeps repositories and blobs (docker/registry/v2/...)
 
 
-def write_files(directory: Path, port: int, bin_dir: Path) -> tuple[RegistryFiles, list[str]]:
-    """The registry's certificate, htpasswd and config under directory; returns them and its argv."""
+def write_files(directory: Path, port: int, bin_dir: Path, host: str = "127.0.0.1", debug_port: int | None = None) -> tuple[RegistryFiles, list[str]]:
+    """The registry's certificate, htpasswd and config under directory; returns them and its argv. It
+    listens on host:port (the real node's address when pods pull from it), and with debug_port answers
+    its health at http://127.0.0.1:DEBUG_PORT/debug/health."""
     directory.mkdir(parents=True, exist_ok=True)
     ca = pki.new_ca("wasminfer-test-registry-ca")
-    serving = pki.issue(ca, "127.0.0.1", ip_addresses=("127.0.0.1",), dns_names=("localhost",), server=True)
+    serving = pki.issue(ca, host, ip_addresses=tuple(sorted({"127.0.0.1", host})), dns_names=("localhost",), server=True)
     ca_file = directory / "ca.crt"
     ca_file.write_bytes(ca.cert_pem)
     cert, key = serving.write(directory, "registry")
@@ -52,18 +55,45 @@ def write_files(directory: Path, port: int, bin_dir: Path) -> tuple[RegistryFile
         "version": 0.1,
         "log": {"level": "info", "accesslog": {"disabled": True}},
         "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
-        "http": {"addr": f"127.0.0.1:{port}", "secret": secrets.token_hex(16), "tls": {"certificate": str(cert), "key": str(key)}},
+        "http": {
+            "addr": f"{host}:{port}", "secret": secrets.token_hex(16), "tls": {"certificate": str(cert), "key": str(key)},
+            **({"debug": {"addr": f"127.0.0.1:{debug_port}"}} if debug_port is not None else {}),
+        },
         "auth": {"htpasswd": {"realm": "wasminfer-test-registry", "path": str(htpasswd)}},
     }
     config_file = directory / "config.yml"
     config_file.write_text(yaml.safe_dump(config))
-    address = f"127.0.0.1:{port}"
+    address = f"{host}:{port}"
     login = {"auths": {address: {"auth": _basic(USERNAME, password)}}}
     docker_config = directory / "docker-config.json"
     docker_config.write_text(json.dumps(login))
     docker_config.chmod(0o600)
     argv = [str(bin_dir / "registry"), "serve", str(config_file)]
-    return RegistryFiles(address, ca_file, USERNAME, password, docker_config, storage), argv
+    files = RegistryFiles(address, ca_file, USERNAME, password, docker_config, storage)
+    (directory / "registry.json").write_text(json.dumps({"address": address, "password": password}))
+    return files, argv
+
+
+def files_in(directory: Path) -> RegistryFiles:
+    """The files of a registry started before (by `e2e/cluster/up`), from its folder."""
+    saved = json.loads((directory / "registry.json").read_text())
+    return RegistryFiles(saved["address"], directory / "ca.crt", USERNAME, saved["password"], directory / "docker-config.json",
+                         directory / "storage")
+
+
+def start_cluster_registry(launcher: Launcher, directory: Path, host: str) -> RegistryFiles:
+    """The cluster's registry, started and watched like its other components."""
+    files: RegistryFiles | None = None
+
+    def make() -> tuple[list[str], str, list[int]]:
+        nonlocal files
+        port, debug = launcher.pick_port(), launcher.pick_port()
+        files, argv = write_files(directory, port, Path(launcher.cluster.bin_dir), host, debug)
+        return argv, f"http://127.0.0.1:{debug}/debug/health", [port, debug]
+
+    launcher.start("registry", make, env=registry_env())
+    assert files is not None
+    return files
 
 
 def registry_env() -> dict[str, str]:

@@ -62,6 +62,8 @@ class ClusterState(BaseModel):
     images: dict[str, str] = {}
     kubeconfig: str = ""
     server: str = ""
+    # The OCI registry beside the control plane (TLS, basic auth): its folder holds its CA and login.
+    registry_dir: str = ""
     processes: list[Process] = []
 
     def owner_alive(self) -> bool:

@@ -172,7 +172,7 @@ def _resolve_and_verify(
         manifest = client.resolve(Reference.parse(source.reference))
     except OciError as err:
         msg = str(err)
-        reason = "SourceNotFound" if "not found" in msg else "CredentialsRefused" if "credentials" in msg else "PullFailed"
+        reason = {"not_found": "SourceNotFound", "credentials": "CredentialsRefused"}.get(err.kind, "PullFailed")
         return ArtifactCheck(False, reason, msg, verified=_unknown(policies, msg))
     pinned = str(manifest.reference)
     signers = []
@@ -180,7 +180,7 @@ def _resolve_and_verify(
         try:
             signer = signatures.verify_attached(client, manifest.reference, signatures.load_public_keys(paths))
         except signatures.SignatureError as err:
-            unsigned = "unsigned" in str(err)
+            unsigned = err.unsigned
             if unsigned and not policy.required:
                 signers.append(f"unsigned, allowed by the {policy.origin}")
                 continue

@@ -336,7 +336,7 @@ def _pull_artifact(artifact: FetchArtifact, plan: FetchPlan) -> None:
             try:
                 signer = signatures.verify_attached(client, manifest.reference, signatures.load_public_keys(policy.keys))
             except signatures.SignatureError as err:
-                if policy.required or "unsigned" not in str(err):
+                if policy.required or not err.unsigned:
                     raise signatures.SignatureError(f"{policy.origin}: {err}") from None
                 log.warning("%s: not signed; fetched anyway (the %s does not require a signature)", manifest.reference, policy.origin)
                 continue

@@ -51,7 +51,12 @@ _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 class OciError(BadReference):
-    """A reference that cannot be resolved, pulled or pushed; the message says which and why."""
+    """A reference that cannot be resolved, pulled or pushed; the message says which and why, and
+    `kind` what kind of failure it is: not_found, credentials (refused or missing), or other."""
+
+    def __init__(self, message: str, kind: str = "other") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class _Retry(Exception):
@@ -181,7 +186,7 @@ class OciClient:
         try:
             response: requests.Response = send(client, url, method, data=data, headers=dict(headers or {}), stream=stream)
         except ValueError as err:  # oras-py: the registry asked for credentials it could not give
-            raise OciError(f"{ref.name}: authentication failed ({err}); check the registry credentials") from None
+            raise OciError(f"{ref.name}: authentication failed ({err}); check the registry credentials", "credentials") from None
         except requests.exceptions.SSLError as err:
             raise OciError(f"{ref.registry}: TLS verification failed ({_first_line(err)})") from None
         except requests.RequestException as err:
@@ -191,10 +196,10 @@ class OciClient:
         if response.status_code in (401, 403):
             if not getattr(client.auth, "_basic_auth", None):
                 raise OciError(f"{ref.name}: the registry needs credentials (HTTP {response.status_code}) and none "
-                               f"were given for {ref.registry}; give a Docker config.json with its login")
+                               f"were given for {ref.registry}; give a Docker config.json with its login", "credentials")
             raise OciError(
                 f"{ref.name}: the registry refused the credentials (HTTP {response.status_code}); "
-                "check the pull secret or the Docker config given"
+                "check the pull secret or the Docker config given", "credentials",
             )
         return response
 
@@ -217,7 +222,7 @@ class OciClient:
         def once() -> Manifest:
             response = self._request(ref, "GET", f"manifests/{ref.selector}", headers={"Accept": ", ".join(ACCEPTED_MANIFESTS)})
             if response.status_code == 404:
-                raise OciError(f"{ref}: not found in the registry")
+                raise OciError(f"{ref}: not found in the registry", "not_found")
             if response.status_code != 200:
                 raise OciError(f"{ref}: HTTP {response.status_code} {response.reason} for its manifest")
             raw = response.content

@@ -39,7 +39,12 @@ PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519Pri
 
 
 class SignatureError(Exception):
-    """A signature that is missing, malformed or made by no trusted key; the message says which and why."""
+    """A signature that is missing (`unsigned`), malformed or made by no trusted key; the message says
+    which and why."""
+
+    def __init__(self, message: str, unsigned: bool = False) -> None:
+        super().__init__(message)
+        self.unsigned = unsigned
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,7 @@ def verify_file(path: Path, signature_file: Path, keys: Sequence[TrustedKey]) ->
     try:
         text = signature_file.read_bytes()
     except FileNotFoundError:
-        raise SignatureError(f"{path.name}: unsigned: no signature at {signature_file}") from None
+        raise SignatureError(f"{path.name}: unsigned: no signature at {signature_file}", unsigned=True) from None
     except OSError as err:
         raise SignatureError(f"{signature_file}: {err.strerror or err}") from None
     return verify_blob(path.read_bytes(), signature_from_file(text, str(signature_file)), keys, path.name)
@@ -177,8 +182,8 @@ def verify_attached(client: OciClient, pinned: Reference, keys: Sequence[Trusted
     try:
         manifest = client.resolve(sig_ref)
     except OciError as err:
-        if "not found" in str(err):
-            raise SignatureError(f"{pinned}: unsigned: no signature is attached ({sig_ref.tag} not found)") from None
+        if err.kind == "not_found":
+            raise SignatureError(f"{pinned}: unsigned: no signature is attached ({sig_ref.tag} not found)", unsigned=True) from None
         raise SignatureError(f"{pinned}: its signature cannot be read: {err}") from None
     reasons = []
     for layer in manifest.layers:

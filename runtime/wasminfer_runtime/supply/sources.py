@@ -130,7 +130,7 @@ class Supply:
             keys = signatures.load_public_keys(policy.keys)
             signer = signatures.verify_attached(client, pinned, keys)
         except signatures.SignatureError as err:
-            if not policy.required and "unsigned" in str(err):
+            if not policy.required and err.unsigned:
                 log.warning("%s: %s is not signed; loading it (the signature policy does not require one)", what, pinned)
                 return
             raise SupplyError(f"{what}: signature: {err}") from None
