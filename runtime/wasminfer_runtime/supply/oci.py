@@ -146,10 +146,12 @@ class OciClient:
     """One registry conversation per reference; safe to use from one thread at a time."""
 
     def __init__(self, access: RegistryAccess | None = None) -> None:
+        import oras.auth
         import oras.provider  # imported here: `wasminfer run` never needs it
 
         self.access = access or RegistryAccess()
         self._oras = oras.provider
+        self._basic_auth = oras.auth.BasicAuth
         self._clients: dict[str, Any] = {}
 
     # -- the registry conversation ------------------------------------------------------------
@@ -183,8 +185,13 @@ class OciClient:
         client = self._client(ref.registry)
         url = url_path if url_path.startswith("http") else f"{client.prefix}://{ref.registry}/v2/{ref.repository}/{url_path}"
         send = self._oras.Registry.do_request.__wrapped__  # oras-py's retry sleeps minutes on a refused login
+        headers = dict(headers or {})
+        if getattr(client.auth, "_basic_auth", None) and isinstance(client.auth, self._basic_auth):
+            # Up front: a registry answers an upload without it with 401 and closes the connection
+            # while the body is still being sent.
+            headers.update(client.auth.get_auth_header())
         try:
-            response: requests.Response = send(client, url, method, data=data, headers=dict(headers or {}), stream=stream)
+            response: requests.Response = send(client, url, method, data=data, headers=headers, stream=stream)
         except ValueError as err:  # oras-py: the registry asked for credentials it could not give
             raise OciError(f"{ref.name}: authentication failed ({err}); check the registry credentials", "credentials") from None
         except requests.exceptions.SSLError as err:
