@@ -407,6 +407,44 @@ def test_bad_files_keep_their_worker_unready_and_say_why(demo: Demo) -> None:
                                  "--ignore-not-found", "--wait=false")
 
 
+def test_a_module_whose_signature_does_not_verify_is_stopped_by_the_fetch_step(demo: Demo) -> None:
+    """A claim source the operator cannot check itself: its file's signature (by a key the policy does
+    not trust) is refused by the pod's fetch step where the bytes land; the worker says why and the
+    demo is undisturbed."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from wasminfer_runtime.supply import signatures
+
+    trusted = ec.generate_private_key(ec.SECP256R1()).public_key()
+    pem = trusted.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    stranger = signatures.sign_blob(ec.generate_private_key(ec.SECP256R1()), (demo.files / "classify.wasm").read_bytes())
+    name = "badsig"
+    objects: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "badsig-keys"}, "data": {"cosign.pub": pem}},
+        {"apiVersion": "wasminfer.dev/v1alpha1", "kind": "WasmWorker", "metadata": {"name": name},
+         "spec": {"module": {"pvc": {"claimName": "wasminfer-demo-files", "files": [{"path": "classify.wasm", "signature": stranger}]}},
+                  "route": "/badsig", "signatures": {"keys": [{"name": "badsig-keys", "key": "cosign.pub"}]}}},
+    ]  # fmt: skip
+    demo.cluster.apply("\n---\n".join(json.dumps(o) for o in objects), namespace=demo.namespace)
+    try:
+        def failing() -> dict[str, Any] | None:
+            obj = demo.cluster.get_json(f"wasmworker/{name}", namespace=demo.namespace)
+            c = condition(obj, "Degraded")
+            return obj if c is not None and c["status"] == "True" and c["reason"] != "AsExpected" else None
+
+        obj = demo.cluster.wait_until(failing, timeout=180, what=f"{name} Degraded")
+        message = condition(obj, "Degraded")["message"]  # type: ignore[index]
+        assert "spec.signatures" in message and "does not verify with the trusted key(s) cosign.pub" in message, message
+        assert (condition(obj, "Verified") or {}).get("reason") == "VerifiedWhenFetched", obj["status"]
+        assert condition(obj, "Ready")["status"] == "False"  # type: ignore[index]
+        demo.wait_worker("Ready", "True", timeout=60)
+    finally:
+        for o in objects:
+            demo.cluster.kubectl("delete", o["kind"].lower(), o["metadata"]["name"], "-n", demo.namespace,
+                                 "--ignore-not-found", "--wait=false")
+
+
 def _runtime_pod_current(demo: Demo) -> dict[str, Any] | None:
     """The worker's one runtime pod once it runs the Deployment's current configuration and is ready."""
     want = demo.cluster.get_json(f"deployment/{WORKER}", namespace=demo.namespace)["spec"]["template"]["metadata"]["annotations"]

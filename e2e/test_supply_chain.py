@@ -164,9 +164,10 @@ def test_unsigned_strangers_and_wrong_logins_are_refused_with_the_reason_and_rol
     cluster.apply(yaml.safe_dump({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wrong"},
                                   "type": "kubernetes.io/dockerconfigjson",
                                   "data": {".dockerconfigjson": base64.b64encode(wrong.encode()).decode()}}), namespace=ns)
+    absent = f"{registry.address}/e2e/{ns}/good@sha256:" + "0" * 64
     for doc in (oci_worker("unsigned", str(unsigned.with_tag("v1"))), oci_worker("stranger", f"{registry.address}/e2e/{ns}/stranger:v1"),
                 oci_worker("wronglogin", f"{registry.address}/e2e/{ns}/good:v1", pull_secret="wrong"),
-                oci_worker("good", f"{registry.address}/e2e/{ns}/good:v1")):
+                oci_worker("wrongdigest", absent), oci_worker("good", f"{registry.address}/e2e/{ns}/good:v1")):
         cluster.apply(doc, namespace=ns)
     obj = wait_reason(cluster, ns, "unsigned", "Ready", "False", "SignatureMissing")
     assert condition(obj, "Verified")["status"] == "False"  # type: ignore[index]
@@ -175,6 +176,8 @@ def test_unsigned_strangers_and_wrong_logins_are_refused_with_the_reason_and_rol
     assert "a signature by none of the trusted keys" in condition(obj, "Verified")["message"]  # type: ignore[index]
     obj = wait_reason(cluster, ns, "wronglogin", "Ready", "False", "CredentialsRefused")
     assert condition(obj, "Verified")["reason"] == "NotChecked"  # type: ignore[index]
+    obj = wait_reason(cluster, ns, "wrongdigest", "Ready", "False", "SourceNotFound")
+    assert "not found in the registry" in condition(obj, "Ready")["message"]  # type: ignore[index]
     wait_reason(cluster, ns, "good", "Verified", "True", "SignatureVerified")
     deployments = {d["metadata"]["name"] for d in cluster.get_json("deployments", namespace=ns)["items"]}
     assert deployments == {"good"}, "nothing is rolled out for a refused module; the good worker is untouched"
