@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import chart
 import yaml
 from operator_process import REPO, OperatorProcess
 
@@ -101,6 +102,32 @@ def own_operator(cluster: Cluster, folder: Path, config_yaml: str, prefix: str, 
     with op:
         op.wait_leading()
         yield op
+    print(f"operator log: {op.log_path}")
+
+
+@contextlib.contextmanager
+def chart_operator(cluster: Cluster, folder: Path, prefix: str, config_yaml: str | None = None, release_prefix: str | None = None,
+                   ) -> Iterator[OperatorProcess]:
+    """An operator of a module's own on namespaces starting with `prefix`, with exactly the Helm chart's
+    RBAC: authenticated as the ServiceAccount of a release watching the same namespaces (a missing
+    permission fails the module's tests as Forbidden)."""
+    install_crds(cluster)
+    config = None
+    if config_yaml is not None:
+        config = folder / "operator.yaml"
+        config.write_text(config_yaml)
+    extra = {"prefix": release_prefix} if release_prefix else {}
+    release = chart.install(cluster, {"watchNamespaces": [f"{prefix}*"]}, **extra)
+    op = OperatorProcess(
+        release.token_kubeconfig(folder / "operator.kubeconfig"), folder / "operator.log", namespaces=[f"{prefix}*"],
+        config=config, lease_name=release.fullname, lease_namespace=release.namespace,
+    )
+    try:
+        with op:
+            op.wait_leading()
+            yield op
+    finally:
+        release.uninstall()
     print(f"operator log: {op.log_path}")
 
 

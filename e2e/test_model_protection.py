@@ -11,9 +11,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import chart
 import pytest
-from operator_objects import install_crds, model_yaml, worker_yaml
+from operator_objects import chart_operator, model_yaml, worker_yaml
 from operator_process import OperatorProcess
 
 from kube import Cluster
@@ -26,20 +25,8 @@ FINALIZER = "wasminfer.dev/in-use-protection"
 
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    install_crds(cluster)
-    tmp = tmp_path_factory.mktemp("protection-operator")
-    release = chart.install(cluster, {"watchNamespaces": [f"{PREFIX}*"]}, prefix="prot")
-    op = OperatorProcess(
-        release.token_kubeconfig(tmp / "operator.kubeconfig"), tmp / "operator.log", namespaces=[f"{PREFIX}*"],
-        lease_name=release.fullname, lease_namespace=release.namespace,
-    )
-    try:
-        with op:
-            op.wait_leading()
-            yield op
-    finally:
-        release.uninstall()
-    print(f"operator log: {op.log_path}")
+    with chart_operator(cluster, tmp_path_factory.mktemp("protection-operator"), PREFIX, release_prefix="prot") as op:
+        yield op
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-import chart
-from operator_objects import SHA, install_crds, model_yaml, worker_yaml
+from operator_objects import SHA, chart_operator, install_crds, model_yaml, worker_yaml
 from operator_process import REPO, OperatorProcess
 
 from wasminfer_runtime import modelpool
@@ -43,23 +42,8 @@ def crds(cluster: Cluster) -> None:
 
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster, crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    tmp = tmp_path_factory.mktemp("operator")
-    config = tmp / "operator.yaml"
-    config.write_text(OPERATOR_CONFIG)
-    # The operator runs with exactly the Helm chart's RBAC: authenticated as the ServiceAccount of a
-    # release that watches the same namespaces (a missing permission fails these tests as Forbidden).
-    release = chart.install(cluster, {"watchNamespaces": [f"{PREFIX}*"]})
-    op = OperatorProcess(
-        release.token_kubeconfig(tmp / "operator.kubeconfig"), tmp / "operator.log", namespaces=[f"{PREFIX}*"],
-        config=config, lease_name=release.fullname, lease_namespace=release.namespace,
-    )
-    try:
-        with op:
-            op.wait_leading()
-            yield op
-    finally:
-        release.uninstall()
-    print(f"operator log: {op.log_path}")
+    with chart_operator(cluster, tmp_path_factory.mktemp("operator"), PREFIX, OPERATOR_CONFIG) as op:
+        yield op
 
 
 @pytest.fixture

@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 import yaml
-import chart
 from chart import condition
 from cluster.registry import RegistryFiles, files_in
-from operator_objects import install_crds
+from operator_objects import chart_operator
 from operator_process import REPO, OperatorProcess
 
 from kube import Cluster
@@ -56,21 +55,9 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, str]:
 
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    install_crds(cluster)
-    tmp = tmp_path_factory.mktemp("operator")
-    config = tmp / "operator.yaml"
-    config.write_text(f"sourceRecheckSeconds: {RECHECK_SECONDS}\n")
-    release = chart.install(cluster, {"watchNamespaces": [f"{PREFIX}*"]})
-    op = OperatorProcess(
-        release.token_kubeconfig(tmp / "operator.kubeconfig"), tmp / "operator.log", namespaces=[f"{PREFIX}*"],
-        config=config, lease_name=release.fullname, lease_namespace=release.namespace,
-    )
-    try:
-        with op:
-            op.wait_leading()
-            yield op
-    finally:
-        release.uninstall()
+    config = f"sourceRecheckSeconds: {RECHECK_SECONDS}\n"
+    with chart_operator(cluster, tmp_path_factory.mktemp("supply-operator"), PREFIX, config, release_prefix="sup") as op:
+        yield op
 
 
 @pytest.fixture
