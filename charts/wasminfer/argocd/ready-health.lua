@@ -14,6 +14,10 @@ local failures = {
   InvalidSpec = true,
   NoDeviceProfile = true,
   KeyNotFound = true,
+  SignatureMissing = true,
+  SignatureInvalid = true,
+  CredentialsRefused = true,
+  PullSecretInvalid = true,
   ChecksumMismatch = true,
   ConflictingModels = true,
   -- model servers: a model's own, or a pool's replicas

@@ -11,6 +11,11 @@ local failures = {
   NoDeviceProfile = true,
   ConflictingModels = true,
   UnknownProfile = true,
+  -- an OCI module refused before any pod runs: a signature or a login to fix
+  SignatureMissing = true,
+  SignatureInvalid = true,
+  CredentialsRefused = true,
+  PullSecretInvalid = true,
 }
 
 local function find(conditions, kind)
