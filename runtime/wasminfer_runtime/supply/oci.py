@@ -46,6 +46,7 @@ FILE_LAYER_TYPE = "application/octet-stream"
 TAR_GZIP_LAYER_TYPES = ("application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.docker.image.rootfs.diff.tar.gzip")
 TITLE = "org.opencontainers.image.title"
 CHUNK = 1 << 20
+MAX_MANIFEST_BYTES = 4 << 20  # the distribution spec's limit a registry must accept
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -227,12 +228,14 @@ class OciClient:
         """The manifest a reference names, checked against its digest; a tag is resolved here, once."""
 
         def once() -> Manifest:
-            response = self._request(ref, "GET", f"manifests/{ref.selector}", headers={"Accept": ", ".join(ACCEPTED_MANIFESTS)})
-            if response.status_code == 404:
-                raise OciError(f"{ref}: not found in the registry", "not_found")
-            if response.status_code != 200:
-                raise OciError(f"{ref}: HTTP {response.status_code} {response.reason} for its manifest")
-            raw = response.content
+            response = self._request(ref, "GET", f"manifests/{ref.selector}", headers={"Accept": ", ".join(ACCEPTED_MANIFESTS)},
+                                     stream=True)
+            with response:
+                if response.status_code == 404:
+                    raise OciError(f"{ref}: not found in the registry", "not_found")
+                if response.status_code != 200:
+                    raise OciError(f"{ref}: HTTP {response.status_code} {response.reason} for its manifest")
+                raw = _read_at_most(response, MAX_MANIFEST_BYTES, f"{ref}: the manifest")
             digest = sha256_digest(raw)
             if ref.digest is not None and digest != ref.digest:
                 raise OciError(f"{ref}: the registry served a manifest whose digest is {digest}, not {ref.digest}; refused")
@@ -256,10 +259,11 @@ class OciClient:
             raise OciError(f"{ref}: blob {digest} is {size} bytes, more than the {limit} expected here")
 
         def once() -> bytes:
-            response = self._request(ref, "GET", f"blobs/{digest}")
-            if response.status_code != 200:
-                raise OciError(f"{ref}: blob {digest}: HTTP {response.status_code} {response.reason}")
-            data = response.content
+            response = self._request(ref, "GET", f"blobs/{digest}", stream=True)
+            with response:
+                if response.status_code != 200:
+                    raise OciError(f"{ref}: blob {digest}: HTTP {response.status_code} {response.reason}")
+                data = _read_at_most(response, size, f"{ref}: blob {digest}")
             if sha256_digest(data) != digest or len(data) != size:
                 raise OciError(f"{ref}: blob {digest} arrived with other content; refused")
             return data
@@ -422,6 +426,20 @@ class OciClient:
             "config": config_desc, "layers": layers,
         }
         return self.push_manifest(ref, manifest)
+
+
+def _read_at_most(response: requests.Response, limit: int, what: str) -> bytes:
+    """A body of at most `limit` bytes; a registry that sends more is refused before it fills memory."""
+    chunks, got = [], 0
+    try:
+        for chunk in response.iter_content(CHUNK):
+            got += len(chunk)
+            if got > limit:
+                raise OciError(f"{what} is larger than {limit} bytes; refused")
+            chunks.append(chunk)
+    except requests.RequestException as err:
+        raise _Retry(f"{what}: {_first_line(err)}") from None
+    return b"".join(chunks)
 
 
 def _checked_descriptor(ref: Reference, descriptor: dict[str, Any]) -> tuple[str, int]:
