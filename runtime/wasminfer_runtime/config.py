@@ -82,15 +82,37 @@ class OciSource(_Strict):
         return Reference.parse(self.reference)
 
 
-class SignaturePolicy(_Strict):
-    """Which signatures a module or model must carry before it is compiled or loaded (cosign key pairs)."""
+class SigstoreIdentity(_Strict):
+    identity: Annotated[str, Field(min_length=1)] = Field(description="The signing certificate's e-mail or URI.")
+    issuer: Annotated[str, Field(min_length=1)] = Field(description="The OIDC issuer that vouched for it.")
 
-    keys: list[Path] = Field(min_length=1, description="PEM public keys (cosign.pub); a signature by any of them verifies.")
+
+class SigstorePolicy(_Strict):
+    """Keyless signatures: Sigstore bundles verified offline against this trusted root."""
+
+    trusted_root: Path = Field(description="A Sigstore trusted_root.json: the Fulcio CAs, the Rekor and CT log keys.")
+    identities: list[SigstoreIdentity] = Field(min_length=1, description="Who may have signed; any of them.")
+
+
+class SignaturePolicy(_Strict):
+    """Which signatures a module or model must carry before it is compiled or loaded: cosign key pairs,
+    Sigstore identities (keyless), or either."""
+
+    keys: list[Path] = Field(default_factory=list, description="PEM public keys (cosign.pub); a signature by any of them verifies.")
+    sigstore: SigstorePolicy | None = Field(
+        None, description="Keyless: a Sigstore bundle (FILE.sigstore.json) by one of these identities verifies."
+    )
     required: bool = Field(
         True,
         description="Refuse what carries no signature. false: a signature that is there must verify, and what has "
         "none loads with a warning.",
     )
+
+    @model_validator(mode="after")
+    def _something_trusted(self) -> SignaturePolicy:
+        if not self.keys and self.sigstore is None:
+            raise ValueError("set keys, sigstore or both: whose signatures verify")
+        return self
 
 
 class RegistryAccessConfig(_Strict):
@@ -520,6 +542,8 @@ class RuntimeConfig(_Strict):
         def res_policy(policy: SignaturePolicy | None) -> None:
             if policy is not None:
                 policy.keys = [res(k) for k in policy.keys]
+                if policy.sigstore is not None:
+                    policy.sigstore.trusted_root = res(policy.sigstore.trusted_root)
 
         data = self.model_copy(deep=True)
         for m in data.models:

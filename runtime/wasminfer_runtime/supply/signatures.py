@@ -19,7 +19,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -33,6 +33,9 @@ SIMPLE_SIGNING_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 COSIGN_SIGNATURE_TYPE = "cosign container image signature"
 MAX_SIGNATURE_FILE = 1 << 20
+
+if TYPE_CHECKING:
+    from wasminfer_runtime.supply.keyless import SigstoreTrust
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -81,6 +84,27 @@ def load_public_keys(paths: Sequence[Path]) -> list[TrustedKey]:
     if not keys:
         raise SignatureError("no trusted keys are configured")
     return keys
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What a policy trusts: key pairs, Sigstore identities under a trusted root, or both."""
+
+    keys: tuple[TrustedKey, ...] = ()
+    sigstore: SigstoreTrust | None = None
+
+    def describe(self) -> str:
+        names = [k.name for k in self.keys]
+        if self.sigstore is not None:
+            names += [f"{i.identity} ({i.issuer})" for i in self.sigstore.identities]
+        return ", ".join(names)
+
+
+def load_trust(keys: Sequence[Path], sigstore: SigstoreTrust | None = None) -> Trust:
+    """The keys loaded (none needed when Sigstore identities are trusted)."""
+    if not keys and sigstore is None:
+        raise SignatureError("no trusted keys or Sigstore identities are configured")
+    return Trust(tuple(load_public_keys(keys)) if keys else (), sigstore)
 
 
 def load_private_key(path: Path, password: bytes | None = None) -> PrivateKey:
@@ -145,15 +169,30 @@ def verify_blob(data: bytes, signature: bytes, keys: Sequence[TrustedKey], what:
     raise SignatureError(f"{what}: the signature does not verify with the trusted key(s) {', '.join(k.name for k in keys)}")
 
 
-def verify_file(path: Path, signature_file: Path, keys: Sequence[TrustedKey]) -> str:
-    """A file checked against its sign-blob signature file."""
+def verify_file(path: Path, signature_file: Path, trust: Trust | Sequence[TrustedKey]) -> str:
+    """A file checked against its signature file: a sign-blob signature or bundle, or a keyless Sigstore bundle."""
     try:
         text = signature_file.read_bytes()
     except FileNotFoundError:
         raise SignatureError(f"{path.name}: unsigned: no signature at {signature_file}", unsigned=True) from None
     except OSError as err:
         raise SignatureError(f"{signature_file}: {err.strerror or err}") from None
-    return verify_blob(path.read_bytes(), signature_from_file(text, str(signature_file)), keys, path.name)
+    return verify_signed(path.read_bytes(), text, trust, path.name, str(signature_file))
+
+
+def verify_signed(data: bytes, signature_text: bytes, trust: Trust | Sequence[TrustedKey], what: str, where: str) -> str:
+    """Who signed data: the signature text is a key pair's (base64, or a bundle holding it) or a keyless bundle."""
+    from wasminfer_runtime.supply import keyless
+
+    if not isinstance(trust, Trust):
+        trust = Trust(tuple(trust))
+    if len(signature_text) <= MAX_SIGNATURE_FILE and keyless.is_bundle(signature_text):
+        if trust.sigstore is None:
+            raise SignatureError(f"{what}: a keyless Sigstore bundle, but the policy trusts keys only ({trust.describe()})")
+        return keyless.verify_bundle(data, signature_text, trust.sigstore, what)
+    if not trust.keys:
+        raise SignatureError(f"{what}: a key pair's signature, but the policy trusts Sigstore identities only")
+    return verify_blob(data, signature_from_file(signature_text, where), trust.keys, what)
 
 
 # -- signatures attached to OCI artifacts ------------------------------------------------------

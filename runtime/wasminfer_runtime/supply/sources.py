@@ -18,6 +18,7 @@ from wasminfer_runtime.config import ModelConfig, OciSource, ServerConfig, Signa
 from wasminfer_runtime.supply.reference import Reference
 
 if TYPE_CHECKING:
+    from wasminfer_runtime.supply import signatures
     from wasminfer_runtime.supply.oci import OciClient
 
 log = logging.getLogger("wasminfer.supply")
@@ -56,7 +57,7 @@ class Supply:
             return worker.model_copy(update={"module": self._pull_module(worker.name, worker.oci, policy), "oci": None})
         if policy is not None:
             module = worker.module_file
-            self._verify_file(f"worker {worker.name!r}", module, worker.signature or _sig_of(module), policy)
+            self._verify_file(f"worker {worker.name!r}", module, worker.signature or signature_of(module), policy)
         return worker
 
     def _pull_module(self, name: str, source: OciSource, policy: SignaturePolicy | None) -> Path:
@@ -90,7 +91,7 @@ class Supply:
             return self.prepare_model(model.model_copy(update={"files": files, "folder": None}))
         if policy is not None and model.remote is None:
             for f in model.files:
-                self._verify_file(f"model {model.name!r}", f, _sig_of(f), policy)
+                self._verify_file(f"model {model.name!r}", f, signature_of(f), policy)
         return model
 
     def _pull_model(self, model: ModelConfig, source: OciSource, policy: SignaturePolicy | None) -> list[Path]:
@@ -116,7 +117,7 @@ class Supply:
             log.warning("%s: %s is not signed; loading it (the signature policy does not require one)", what, path.name)
             return
         try:
-            signer = signatures.verify_file(path, signature, signatures.load_public_keys(policy.keys))
+            signer = signatures.verify_file(path, signature, _trust(policy))
         except signatures.SignatureError as err:
             raise SupplyError(f"{what}: signature: {err}") from None
         log.info("%s: %s signed by %s, verified", what, path.name, signer)
@@ -127,8 +128,9 @@ class Supply:
         from wasminfer_runtime.supply import signatures
 
         try:
-            keys = signatures.load_public_keys(policy.keys)
-            signer = signatures.verify_attached(client, pinned, keys)
+            if not policy.keys:
+                raise signatures.SignatureError(f"{pinned}: keyless signatures of OCI artifacts are not verified yet; trust a key")
+            signer = signatures.verify_attached(client, pinned, signatures.load_public_keys(policy.keys))
         except signatures.SignatureError as err:
             if not policy.required and err.unsigned:
                 log.warning("%s: %s is not signed; loading it (the signature policy does not require one)", what, pinned)
@@ -158,5 +160,20 @@ def model_files(fmt: formats.ModelFormat, files: list[Path], what: str) -> list[
     return picked
 
 
-def _sig_of(path: Path) -> Path:
-    return path.with_name(path.name + ".sig")
+def signature_of(path: Path) -> Path:
+    """Where a file's signature is looked for: FILE.sig (a key pair's), else FILE.sigstore.json (keyless)."""
+    from wasminfer_runtime.supply.keyless import BUNDLE_SUFFIX
+
+    sig = path.with_name(path.name + ".sig")
+    bundle = path.with_name(path.name + BUNDLE_SUFFIX)
+    return bundle if not sig.exists() and bundle.exists() else sig
+
+
+def _trust(policy: SignaturePolicy) -> signatures.Trust:
+    from wasminfer_runtime.supply import keyless, signatures
+
+    sigstore = None
+    if policy.sigstore is not None:
+        sigstore = keyless.SigstoreTrust(policy.sigstore.trusted_root,
+                                         keyless.identities_of([(i.identity, i.issuer) for i in policy.sigstore.identities]))
+    return signatures.load_trust(policy.keys, sigstore)
