@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import hashlib
 import logging
 import os
@@ -65,14 +67,39 @@ class _Retry(Exception):
     """A failure worth another attempt (network error, 5xx, 429, checksum of a truncated transfer)."""
 
 
+class FetchIdentity(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    identity: str
+    issuer: str
+
+
 class FetchPolicy(BaseModel):
-    """A set of trusted keys (PEM public keys) one of which must have signed the file or artifact."""
+    """Who must have signed the file or artifact: one of the trusted keys (PEM public keys), or for a
+    file, one of the Sigstore identities under the trusted root (keyless)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    keys: list[Path] = Field(min_length=1)
+    keys: list[Path] = Field(default_factory=list)
+    trusted_root: Path | None = Field(None, description="A Sigstore trusted_root.json, for keyless bundles.")
+    identities: list[FetchIdentity] = Field(default_factory=list)
     required: bool = Field(True, description="false: what carries no signature is fetched (a signature present must verify).")
     origin: str = Field("signature policy", description="Whose policy it is, for the messages.")
+
+    @model_validator(mode="after")
+    def _trusts_someone(self) -> FetchPolicy:
+        if not self.keys and (self.trusted_root is None or not self.identities):
+            raise ValueError("a policy needs keys, or a trusted_root with identities")
+        return self
+
+    def trust(self) -> Any:
+        """The policy as signatures.Trust (imported when a signature is checked)."""
+        from wasminfer_runtime.supply import keyless, signatures
+
+        sigstore = None
+        if self.trusted_root is not None and self.identities:
+            sigstore = keyless.SigstoreTrust(self.trusted_root, keyless.identities_of([(i.identity, i.issuer) for i in self.identities]))
+        return signatures.load_trust(self.keys, sigstore)
 
 
 class FetchFile(BaseModel):
@@ -264,11 +291,20 @@ def _check_signature(f: FetchFile, path: Path) -> None:
             log.warning("%s: not signed; fetched anyway (the %s does not require a signature)", f.label, policy.origin)
             continue
         try:
-            signer = signatures.verify_blob(path.read_bytes(), signatures.signature_from_file(f.signature.encode(), f.label),
-                                            signatures.load_public_keys(policy.keys), f.label)
+            signer = signatures.verify_signed(path.read_bytes(), _signature_text(f.signature), policy.trust(), f.label, f.label)
         except signatures.SignatureError as err:
             raise FetchError(f"{policy.origin}: {err}") from None
         log.info("%s: signed by %s, verified (%s)", f.label, signer, policy.origin)
+
+
+def _signature_text(signature: str) -> bytes:
+    """A file's signature as written in a plan: a sign-blob signature (base64), or a Sigstore bundle,
+    itself base64-encoded (a plan names it in one line)."""
+    try:
+        decoded = base64.b64decode(signature, validate=True)
+    except (binascii.Error, ValueError):
+        return signature.encode()
+    return decoded if decoded.lstrip().startswith(b"{") else signature.encode()
 
 
 def _already_there(f: FetchFile) -> bool:
@@ -334,6 +370,8 @@ def _pull_artifact(artifact: FetchArtifact, plan: FetchPlan) -> None:
         manifest = client.resolve(Reference.parse(artifact.oci))
         for policy in artifact.policies:
             try:
+                if not policy.keys:
+                    raise signatures.SignatureError(f"{manifest.reference}: keyless signatures of OCI artifacts are not verified yet")
                 signer = signatures.verify_attached(client, manifest.reference, signatures.load_public_keys(policy.keys))
             except signatures.SignatureError as err:
                 if policy.required or not err.unsigned:

@@ -136,3 +136,22 @@ workers:
     finally:
         proc.terminate()
         proc.communicate(timeout=60)
+
+
+async def test_the_fetch_step_checks_a_keyless_bundle_before_the_file_is_in_place(sigstore: LocalSigstore, root: Path,
+                                                                                  tmp_path: Path) -> None:
+    import base64
+
+    from wasminfer_runtime.fetch import FetchPlan, fetch_all
+
+    bundle = base64.b64encode(sigstore.sign(HELLO.read_bytes(), ME, ISSUER)).decode()
+
+    def plan(name: str, identity: str) -> FetchPlan:
+        policy = {"trusted_root": str(root), "identities": [{"identity": identity, "issuer": ISSUER}], "origin": "spec.signatures"}
+        return FetchPlan.model_validate({"files": [{"path": str(HELLO), "dest": str(tmp_path / name), "signature": bundle,
+                                                     "policies": [policy]}]})
+
+    assert await fetch_all(plan("ok.wasm", ME)) == [] and (tmp_path / "ok.wasm").is_file()
+    errors = await fetch_all(plan("refused.wasm", "mallory@example.com"))
+    assert len(errors) == 1 and "spec.signatures: refused.wasm: the Sigstore bundle does not verify" in errors[0], errors
+    assert not (tmp_path / "refused.wasm").exists()
