@@ -46,7 +46,8 @@ OCI_REFERENCE_RE = (
     r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+(?::[0-9]+)?|[A-Za-z0-9-]+:[0-9]+|localhost)/[a-z0-9]+([._/-][a-z0-9]+)*"
     r"(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}(@sha256:[0-9a-f]{64})?|@sha256:[0-9a-f]{64})$"
 )
-# A cosign sign-blob signature (base64 of the DER signature: RSA-4096's is 684 characters).
+# A cosign sign-blob signature (base64 of the DER signature: RSA-4096's is 684 characters), or a
+# keyless Sigstore bundle, base64-encoded (a few KiB).
 SIGNATURE_RE = r"^[A-Za-z0-9+/]+={0,2}$"
 FILE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 DNS_SUBDOMAIN_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -186,8 +187,9 @@ class HttpsFile(_Api):
         description="File name inside the pod. Defaults to the last segment of the URL path.",
     )
     signature: str | None = Field(
-        default=None, max_length=1024, pattern=SIGNATURE_RE,
-        description="The file's cosign sign-blob signature (base64), checked with the signature policy's keys when the pod fetches it.",
+        default=None, max_length=32768, pattern=SIGNATURE_RE,
+        description="The file's cosign sign-blob signature (base64), or its Sigstore bundle (base64 of the JSON), checked "
+        "with the signature policy when the pod fetches it.",
     )
 
     @field_validator("url")
@@ -226,8 +228,9 @@ class ConfigMapFile(_Api):
     key: str = Field(max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key in the ConfigMap (data or binaryData); also the file name.")
     sha256: str | None = Field(default=None, max_length=64, pattern=SHA256_RE, description="Optional sha256 the value must have.")
     signature: str | None = Field(
-        default=None, max_length=1024, pattern=SIGNATURE_RE,
-        description="The file's cosign sign-blob signature (base64), checked with the signature policy's keys when the pod fetches it.",
+        default=None, max_length=32768, pattern=SIGNATURE_RE,
+        description="The file's cosign sign-blob signature (base64), or its Sigstore bundle (base64 of the JSON), checked "
+        "with the signature policy when the pod fetches it.",
     )
 
 
@@ -252,8 +255,9 @@ class PvcFile(_Api):
     path: str = Field(max_length=1024, description="Path of the file relative to the root of the volume.")
     sha256: str | None = Field(default=None, max_length=64, pattern=SHA256_RE, description="Optional sha256 the file must have.")
     signature: str | None = Field(
-        default=None, max_length=1024, pattern=SIGNATURE_RE,
-        description="The file's cosign sign-blob signature (base64), checked with the signature policy's keys when the pod fetches it.",
+        default=None, max_length=32768, pattern=SIGNATURE_RE,
+        description="The file's cosign sign-blob signature (base64), or its Sigstore bundle (base64 of the JSON), checked "
+        "with the signature policy when the pod fetches it.",
     )
 
     @field_validator("path")
@@ -298,19 +302,45 @@ class OciSource(_Api):
     )
 
 
+class SigstoreIdentity(_Api):
+    identity: str = Field(min_length=1, max_length=1024, description="The signing certificate's e-mail or URI (a CI workflow's).")
+    issuer: str = Field(min_length=1, max_length=1024, description="The OIDC issuer that vouched for it.")
+
+
+class SigstorePolicy(_Api):
+    """Keyless signatures: Sigstore bundles, verified offline against a trusted root."""
+
+    trusted_root: KeySelector = Field(description="A ConfigMap key of the namespace holding a Sigstore trusted_root.json.")
+    identities: list[SigstoreIdentity] = Field(min_length=1, max_length=16, description="Who may have signed; any of them.")
+
+
 class SignaturePolicy(_Api):
-    """Signatures the module or the model files must carry (cosign key pairs), checked before anything is
-    loaded: by the operator for an OCI artifact (the signature cosign attached to its digest) and a
-    ConfigMap's files, and by each pod's fetch step where the bytes land, for every source."""
+    """Signatures the module or the model files must carry, checked before anything is loaded: by the
+    operator for an OCI artifact (the signature cosign attached to its digest), and by each pod's fetch
+    step where the bytes land, for every source."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(("size(self.keys) > 0 || has(self.sigstore)", "set keys, sigstore or both: whose signatures verify"))
+    )
 
     keys: list[KeySelector] = Field(
-        min_length=1, max_length=8,
+        default_factory=list, max_length=8,
         description="ConfigMap keys of the namespace holding trusted PEM public keys (cosign.pub); a signature by any of them verifies.",
+    )
+    sigstore: SigstorePolicy | None = Field(
+        default=None,
+        description="Keyless: a file's `signature` may be a Sigstore bundle by one of these identities (OCI artifacts need keys so far).",
     )
     required: bool = Field(
         default=True,
         description="Refuse what carries no signature. false: a signature present must verify; what has none loads.",
     )
+
+    @model_validator(mode="after")
+    def _trusts_someone(self) -> SignaturePolicy:
+        if not self.keys and self.sigstore is None:
+            raise ValueError("set keys, sigstore or both: whose signatures verify")
+        return self
 
 
 class Source(_Api):

@@ -177,6 +177,9 @@ def _resolve_and_verify(
     pinned = str(manifest.reference)
     signers = []
     for policy, paths in zip(policies, keys):
+        if not paths:
+            msg = f"{policy.origin}: keyless signatures of OCI artifacts are not verified yet; trust a key for OCI sources"
+            return ArtifactCheck(False, "UnsupportedPolicy", msg, pinned, ("False", "UnsupportedPolicy", msg))
         try:
             signer = signatures.verify_attached(client, manifest.reference, signatures.load_public_keys(paths))
         except signatures.SignatureError as err:

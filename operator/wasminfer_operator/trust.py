@@ -24,6 +24,8 @@ class TrustPolicy:
     required: bool
     pem: tuple[str, ...] = ()
     config_map_keys: tuple[tuple[str, str], ...] = ()  # (ConfigMap, key)
+    trusted_root: tuple[str, str] | None = None  # (ConfigMap, key) of a Sigstore trusted_root.json
+    identities: tuple[tuple[str, str], ...] = ()  # (identity, issuer) allowed to sign keyless
 
 
 def policies_for(cfg: OperatorConfig, namespace: str, own: api.SignaturePolicy | None) -> list[TrustPolicy]:
@@ -32,7 +34,12 @@ def policies_for(cfg: OperatorConfig, namespace: str, own: api.SignaturePolicy |
     if ns is not None:
         out.append(TrustPolicy(NAMESPACE_POLICY, ns.required, pem=tuple(ns.keys)))
     if own is not None:
-        out.append(TrustPolicy(SPEC_POLICY, own.required, config_map_keys=tuple((k.name, k.key) for k in own.keys)))
+        sigstore = own.sigstore
+        out.append(TrustPolicy(
+            SPEC_POLICY, own.required, config_map_keys=tuple((k.name, k.key) for k in own.keys),
+            trusted_root=(sigstore.trusted_root.name, sigstore.trusted_root.key) if sigstore else None,
+            identities=tuple((i.identity, i.issuer) for i in sigstore.identities) if sigstore else (),
+        ))  # fmt: skip
     return out
 
 

@@ -109,12 +109,28 @@ def test_file_signatures_reach_the_fetch_plan(cfg: OperatorConfig) -> None:
     assert by_name["m.onnx"].signature == "MEQCIA==" and [(p.origin, p.required) for p in by_name["m.onnx"].policies] == [(SPEC_POLICY, False)]
 
 
+def test_a_keyless_policy_reaches_the_fetch_step_with_its_trusted_root_mounted(cfg: OperatorConfig) -> None:
+    bundle = "eyJtZWRpYVR5cGUiOiAiYXBwbGljYXRpb24vdm5kLmRldi5zaWdzdG9yZS5idW5kbGUudjAuMytqc29uIn0="
+    module = {"pvc": {"claimName": "files", "files": [{"path": "w.wasm", "signature": bundle}]}}
+    keyless = {"sigstore": {"trustedRoot": {"name": "sigstore", "key": "trusted_root.json"},
+                            "identities": [{"identity": "release@example.com", "issuer": "https://accounts.example.com"}]}}
+    spec = api.WasmWorkerSpec.model_validate(worker_spec(module=module, signatures=keyless))
+    r = render_worker(REF, spec, [], "cpu", cfg)
+    (step,) = plan_of(r).files
+    (policy,) = step.policies
+    assert step.signature == bundle and policy.keys == [] and policy.origin == SPEC_POLICY
+    assert str(policy.trusted_root).endswith("/trusted_root.json")
+    assert [(i.identity, i.issuer) for i in policy.identities] == [("release@example.com", "https://accounts.example.com")]
+    volume = next(v for v in r.deployment["spec"]["template"]["spec"]["volumes"] if v.get("configMap", {}).get("name") == "sigstore")
+    assert str(policy.trusted_root) == f"/var/run/wasminfer/sources/{volume['name']}/trusted_root.json"
+
+
 @pytest.mark.parametrize(("spec", "message"), [
     (model_spec(source=oci("registry.example.com/models/m")), "String should match pattern"),
     (model_spec(source=oci("models/m:v1")), "String should match pattern"),
     (model_spec(source=oci(MODEL_REF, layer=DIGEST)), "oci.layer chooses a module's Wasm layer"),
     (model_spec(source={**oci(MODEL_REF), "https": {"files": [{"url": "https://x/m.xml", "sha256": SHA}]}}), "set exactly one of"),
-    (model_spec(source=oci(MODEL_REF), signatures={"keys": []}), "at least 1 item"),
+    (model_spec(source=oci(MODEL_REF), signatures={"keys": []}), "set keys, sigstore or both"),
 ])  # fmt: skip
 def test_bad_oci_sources_and_policies_are_refused_with_the_field(spec: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
