@@ -97,8 +97,9 @@ def test_rendered_runtime_runs_the_local_demo_configuration() -> None:
     model_doc, worker_doc = custom("InferenceModel"), custom("WasmWorker")
     ref = render.ObjectRef(name=worker_doc["metadata"]["name"], namespace="demo", uid="0")
     models = [render.NamedModel(model_doc["metadata"]["name"], api.InferenceModelSpec.model_validate(model_doc["spec"]))]
-    profile = OperatorConfig().profiles["cpu"]
-    cfg, _, _ = render.runtime_config(ref, api.WasmWorkerSpec.model_validate(worker_doc["spec"]), models, profile)
+    operator_cfg = OperatorConfig()
+    cfg, _, _ = render.runtime_config(ref, api.WasmWorkerSpec.model_validate(worker_doc["spec"]), models,
+                                      operator_cfg.profiles["cpu"], operator_cfg)
 
     local = tomllib.loads((ROOT / "examples" / "classify.toml").read_text())
     (worker,) = cfg.workers
