@@ -58,7 +58,9 @@ def test_helm_install_creates_everything(cluster: Cluster) -> None:
         assert rel.can_i("update", f"leases.coordination.k8s.io/{rel.fullname}", namespace=rel.namespace)
         # delete: only the kinds it renders (a model's model servers and a pool's replicas go with their spec).
         assert rel.can_i("delete", "statefulsets.apps", namespace="default")
-        for verb, resource in [("delete", "pods"), ("get", "secrets"), ("create", "pods"),
+        # A Secret by name only: the pull Secret an OCI source names; never a list of them.
+        assert rel.can_i("get", "secrets", namespace="default")
+        for verb, resource in [("delete", "pods"), ("list", "secrets"), ("watch", "secrets"), ("create", "pods"),
                                ("update", "deployments.apps"), ("list", "namespaces"), ("create", "clusterroles")]:
             assert rel.can_i(verb, resource) is False, f"the operator may {verb} {resource}"
         assert rel.can_i("update", "leases.coordination.k8s.io/another-lease", namespace=rel.namespace) is False

@@ -350,7 +350,19 @@ def test_the_model_pool_example_serves_its_models_and_worker(cluster: Cluster, n
         ),
         (
             worker_yaml("bad", module={"https": {"files": [{"url": "https://e.com/a.wasm", "sha256": SHA}]}, "pvc": {"claimName": "c", "files": [{"path": "a"}]}}),
-            ["spec.module", "set exactly one of https, configMap or pvc"],
+            ["spec.module", "set exactly one of https, configMap, pvc or oci"],
+        ),
+        (
+            worker_yaml("bad", module={"oci": {"reference": "models/m:v1"}}),
+            ["spec.module.oci.reference", "should match"],
+        ),
+        (
+            model_yaml("bad", source={"oci": {"reference": "registry.example.com/m:v1", "layer": "sha256:" + "0" * 64}}),
+            ["spec.source", "oci.layer chooses a module's Wasm layer"],
+        ),
+        (
+            worker_yaml("bad", signatures={"keys": []}),
+            ["spec.signatures", "set keys, sigstore or both"],
         ),
         (worker_yaml("Bad-Name"), ["metadata.name", "DNS-1035"]),
         (worker_yaml("bad", placement={"profile": "cpu", "fallbacks": ["cpu"]}), ["spec.placement.fallbacks", "fallbacks must not repeat profile"]),
