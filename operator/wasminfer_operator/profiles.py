@@ -8,6 +8,7 @@ YAML file (`--config` / WASMINFER_OPERATOR_CONFIG), which a Helm chart renders f
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -160,12 +161,42 @@ def builtin_profiles() -> dict[str, DeviceProfile]:
     }
 
 
-class NamespaceSignatures(_Cfg):
-    """A namespace's signature policy: every module and model there must carry a signature by one of its keys,
-    whatever the resource's own spec.signatures says (those apply too)."""
+class NamespaceIdentity(_Cfg):
+    identity: str = Field(min_length=1, description="The signing certificate's e-mail or URI.")
+    issuer: str = Field(min_length=1, description="The OIDC issuer that vouched for it.")
 
-    keys: list[str] = Field(min_length=1, max_length=8, description="Trusted PEM public keys (the text of cosign.pub).")
+
+class NamespaceSigstore(_Cfg):
+    """Keyless: Sigstore bundles verified offline against this trusted root, by one of these identities."""
+
+    trusted_root: str = Field(description="The text of a Sigstore trusted_root.json.")
+    identities: list[NamespaceIdentity] = Field(min_length=1, max_length=16)
+
+    @field_validator("trusted_root")
+    @classmethod
+    def _root(cls, v: str) -> str:
+        try:
+            doc = json.loads(v)
+        except ValueError as err:
+            raise ValueError(f"trustedRoot is not JSON: {err}") from None
+        if not isinstance(doc, dict) or "trustedroot" not in str(doc.get("mediaType", "")):
+            raise ValueError("trustedRoot is not a Sigstore trusted root (its mediaType names trustedroot)")
+        return v
+
+
+class NamespaceSignatures(_Cfg):
+    """A namespace's signature policy: every module and model there must carry a signature by one of its keys
+    or Sigstore identities, whatever the resource's own spec.signatures says (those apply too)."""
+
+    keys: list[str] = Field(default_factory=list, max_length=8, description="Trusted PEM public keys (the text of cosign.pub).")
+    sigstore: NamespaceSigstore | None = Field(default=None, description="Keyless: trusted Sigstore identities (files so far).")
     required: bool = Field(default=True, description="false: what carries no signature loads; a signature present must verify.")
+
+    @model_validator(mode="after")
+    def _trusts_someone(self) -> NamespaceSignatures:
+        if not self.keys and self.sigstore is None:
+            raise ValueError("set keys, sigstore or both: whose signatures verify")
+        return self
 
     @field_validator("keys")
     @classmethod

@@ -53,7 +53,7 @@ from wasminfer_runtime.config import (
     WorkerConfig,
     dump_runtime_config,
 )
-from wasminfer_operator.trust import TrustPolicy, inline_key_name, policies_for
+from wasminfer_operator.trust import TrustPolicy, inline_key_name, inline_root_name, policies_for
 from wasminfer_runtime.fetch import FetchArtifact, FetchFile, FetchIdentity, FetchPlan, FetchPolicy, dump_fetch_plan
 from wasminfer_runtime.formats import needs_no_profile
 
@@ -228,6 +228,9 @@ def fetch_policies(policies: list[TrustPolicy], vols: Volumes) -> list[FetchPoli
             vols.inline_keys[inline_key_name(pem)] = pem
         keys += [vols.config_map_path(cm, key) for cm, key in p.config_map_keys]
         root = vols.config_map_path(*p.trusted_root) if p.trusted_root is not None else None
+        if p.trusted_root_json is not None:
+            vols.inline_keys[inline_root_name(p.trusted_root_json)] = p.trusted_root_json
+            root = CONFIG_DIR / inline_root_name(p.trusted_root_json)
         out.append(FetchPolicy(
             keys=[Path(k) for k in keys], trusted_root=Path(root) if root is not None else None,
             identities=[FetchIdentity(identity=i, issuer=o) for i, o in p.identities], required=p.required, origin=p.origin,

@@ -25,6 +25,7 @@ class TrustPolicy:
     pem: tuple[str, ...] = ()
     config_map_keys: tuple[tuple[str, str], ...] = ()  # (ConfigMap, key)
     trusted_root: tuple[str, str] | None = None  # (ConfigMap, key) of a Sigstore trusted_root.json
+    trusted_root_json: str | None = None  # or its text (the namespace's, from the operator configuration)
     identities: tuple[tuple[str, str], ...] = ()  # (identity, issuer) allowed to sign keyless
 
 
@@ -32,7 +33,11 @@ def policies_for(cfg: OperatorConfig, namespace: str, own: api.SignaturePolicy |
     out = []
     ns = cfg.signatures_for(namespace)
     if ns is not None:
-        out.append(TrustPolicy(NAMESPACE_POLICY, ns.required, pem=tuple(ns.keys)))
+        keyless = ns.sigstore
+        out.append(TrustPolicy(
+            NAMESPACE_POLICY, ns.required, pem=tuple(ns.keys), trusted_root_json=keyless.trusted_root if keyless else None,
+            identities=tuple((i.identity, i.issuer) for i in keyless.identities) if keyless else (),
+        ))  # fmt: skip
     if own is not None:
         sigstore = own.sigstore
         out.append(TrustPolicy(
@@ -48,9 +53,9 @@ def inline_key_name(pem: str) -> str:
     return f"trust-{hashlib.sha256(pem.encode()).hexdigest()[:16]}.pub"
 
 
-def inline_keys(policies: list[TrustPolicy]) -> dict[str, str]:
-    """The child ConfigMap entries for the namespace policy's keys."""
-    return {inline_key_name(pem): pem for p in policies for pem in p.pem}
+def inline_root_name(text: str) -> str:
+    """The child ConfigMap key a namespace policy's Sigstore trusted root is written under."""
+    return f"trust-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
 
 
 def key_paths(policy: TrustPolicy, config_dir: PurePosixPath, mounted: list[PurePosixPath]) -> list[PurePosixPath]:

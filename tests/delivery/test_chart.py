@@ -103,6 +103,25 @@ def test_rendered_config_is_accepted_by_the_operator(render: Render) -> None:
     assert cfg.default_profile == "cpu" and cfg.fallback_after_seconds == 120
 
 
+def test_namespace_signature_policies_reach_the_operator(render: Render, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pem = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    root = '{"mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1"}'
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"signatures": {
+        "production": {"keys": [pem]},
+        "*": {"sigstore": {"trustedRoot": root, "identities": [{"identity": "ci@example.com", "issuer": "https://issuer.example.com"}]},
+              "required": False},
+    }}))  # fmt: skip
+    cfg = parse_operator_config(yaml.safe_load(one(render("-f", str(values)), "ConfigMap")["data"]["config.yaml"]), "chart ConfigMap")
+    production, others = cfg.signatures_for("production"), cfg.signatures_for("anything-else")
+    assert production is not None and production.keys == [pem] and production.required
+    assert others is not None and others.sigstore is not None and others.sigstore.trusted_root == root and not others.required
+
+
 def test_profiles_and_images_come_from_values(render: Render, tmp_path: Path) -> None:
     values = tmp_path / "values.yaml"
     values.write_text(

@@ -4,6 +4,7 @@ namespace's from the operator configuration, the resource's own) reaches the fet
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,21 @@ def test_a_keyless_policy_reaches_the_fetch_step_with_its_trusted_root_mounted(c
 def test_bad_oci_sources_and_policies_are_refused_with_the_field(spec: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         api.InferenceModelSpec.model_validate(spec)
+
+
+def test_a_keyless_namespace_policy_travels_in_the_pods_configmap(cfg: OperatorConfig) -> None:
+    root = json.dumps({"mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1", "tlogs": []})
+    identity = {"identity": "release@example.com", "issuer": "https://accounts.example.com"}
+    cfg = parse_operator_config({"signatures": {"*": {"sigstore": {"trustedRoot": root, "identities": [identity]}}}}, "test")
+    module = {"pvc": {"claimName": "files", "files": [{"path": "w.wasm", "signature": "eyJ9"}]}}
+    r = render_worker(REF, api.WasmWorkerSpec.model_validate(worker_spec(module=module)), [], "cpu", cfg)
+    (policy,) = plan_of(r).files[0].policies
+    assert policy.origin == NAMESPACE_POLICY and policy.keys == [] and policy.identities[0].identity == "release@example.com"
+    assert policy.trusted_root is not None and r.config_map["data"][policy.trusted_root.name] == root
+    with pytest.raises(Exception, match="trustedRoot is not a Sigstore trusted root"):
+        parse_operator_config({"signatures": {"*": {"sigstore": {"trustedRoot": "{}", "identities": [identity]}}}}, "test")
+    with pytest.raises(Exception, match="set keys, sigstore or both"):
+        parse_operator_config({"signatures": {"*": {"required": True}}}, "test")
 
 
 def test_a_namespace_policy_with_a_key_that_is_not_pem_is_refused() -> None:
