@@ -28,27 +28,15 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "e2e"))
 
-from cluster import controlplane, state  # noqa: E402
+from cluster import controlplane  # noqa: E402
 from cluster.registry import files_in  # noqa: E402
+from harness import say  # noqa: E402
 from kube import Cluster  # noqa: E402
+from real_node import attach_or_start  # noqa: E402  (bench/real_node.py: the same cluster, attached or started)
 from realnode import demo_volume_files, install_on_real_node, real_node_of  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "kubernetes" / "classify.yaml"
 TARGET_OVERHEAD = 0.05
-
-
-def say(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-def attach_or_start(name: str | None) -> tuple[Cluster, bool]:
-    if name:
-        running = state.load(name)
-        if running is None or not running.real_node:
-            raise SystemExit(f"no running cluster {name!r} with a real node: start one with e2e/cluster/up --real-node --name {name}")
-        return Cluster.from_state(running), False
-    say("starting the test cluster with its real node (e2e/cluster)")
-    return Cluster.from_state(controlplane.up(f"bench-{os.getpid()}", real_node=True)), True
 
 
 def documents(registry_address: str, login: str, ca: str, pem: str, signed: bool) -> list[dict[str, Any]]:

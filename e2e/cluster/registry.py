@@ -5,6 +5,7 @@ runtime's tests start their own with `start_registry`."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -64,7 +65,7 @@ def write_files(directory: Path, port: int, bin_dir: Path, host: str = "127.0.0.
     config_file = directory / "config.yml"
     config_file.write_text(yaml.safe_dump(config))
     address = f"{host}:{port}"
-    login = {"auths": {address: {"auth": _basic(USERNAME, password)}}}
+    login = {"auths": {address: {"auth": base64.b64encode(f"{USERNAME}:{password}".encode()).decode()}}}
     docker_config = directory / "docker-config.json"
     docker_config.write_text(json.dumps(login))
     docker_config.chmod(0o600)
@@ -99,12 +100,6 @@ def start_cluster_registry(launcher: Launcher, directory: Path, host: str) -> Re
 def registry_env() -> dict[str, str]:
     # distribution v3 exports traces over OTLP by default; nothing listens for them here.
     return {**os.environ, "OTEL_TRACES_EXPORTER": "none", "OTEL_SDK_DISABLED": "true"}
-
-
-def _basic(username: str, password: str) -> str:
-    import base64
-
-    return base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
 def is_ready(files: RegistryFiles) -> bool:

@@ -40,6 +40,7 @@ import os
 import shutil
 import ssl
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -96,9 +97,8 @@ class FetchPolicy(BaseModel):
         """The policy as signatures.Trust (imported when a signature is checked)."""
         from wasminfer_runtime.supply import keyless, signatures
 
-        sigstore = None
-        if self.trusted_root is not None and self.identities:
-            sigstore = keyless.SigstoreTrust(self.trusted_root, keyless.identities_of([(i.identity, i.issuer) for i in self.identities]))
+        pairs = [(i.identity, i.issuer) for i in self.identities]
+        sigstore = keyless.SigstoreTrust.of(self.trusted_root, pairs) if self.trusted_root is not None and pairs else None
         return signatures.load_trust(self.keys, sigstore)
 
 
@@ -325,36 +325,29 @@ async def fetch_all(plan: FetchPlan) -> list[str]:
 
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(ssl=ssl_ctx)) as session:
 
-        async def pull(artifact: FetchArtifact) -> None:
+        async def guarded(label: str, step: Awaitable[None]) -> None:
+            """One file's or artifact's step, its failure recorded (the others go on)."""
             async with gate:
                 try:
-                    await asyncio.to_thread(_pull_artifact, artifact, plan)
+                    await step
                 except FetchError as err:
                     log.error("%s", err)
                     errors.append(str(err))
                 except OSError as err:
-                    msg = f"{artifact.oci}: {err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+                    msg = f"{label}: {err.strerror or err}" + (f": {err.filename}" if err.filename else "")
                     log.error("%s", msg)
                     errors.append(msg)
 
         async def one(f: FetchFile) -> None:
-            async with gate:
-                try:
-                    if await asyncio.to_thread(_already_there, f):
-                        log.info("%s: already present, sha256 ok", f.label)
-                    elif f.url is not None:
-                        await _download(session, f, plan)
-                    else:
-                        await asyncio.to_thread(_local, f)
-                except FetchError as err:
-                    log.error("%s", err)
-                    errors.append(str(err))
-                except OSError as err:
-                    msg = f"{f.label}: {err.strerror or err}" + (f": {err.filename}" if err.filename else "")
-                    log.error("%s", msg)
-                    errors.append(msg)
+            if await asyncio.to_thread(_already_there, f):
+                log.info("%s: already present, sha256 ok", f.label)
+            elif f.url is not None:
+                await _download(session, f, plan)
+            else:
+                await asyncio.to_thread(_local, f)
 
-        await asyncio.gather(*(one(f) for f in plan.files), *(pull(a) for a in plan.artifacts))
+        await asyncio.gather(*(guarded(f.label, one(f)) for f in plan.files),
+                             *(guarded(a.oci, asyncio.to_thread(_pull_artifact, a, plan)) for a in plan.artifacts))
     return errors
 
 
@@ -380,9 +373,9 @@ def _pull_artifact(artifact: FetchArtifact, plan: FetchPlan) -> None:
                 continue
             log.info("%s: signed by %s, verified (%s)", manifest.reference, signer, policy.origin)
         if artifact.kind == "module":
-            client.pull_module(manifest.reference, artifact.dest, artifact.layer)
+            client.pull_module(manifest, artifact.dest, artifact.layer)
         else:
-            client.pull_folder(manifest.reference, artifact.dest)
+            client.pull_folder(manifest, artifact.dest)
     except (OciError, signatures.SignatureError) as err:
         raise FetchError(str(err)) from None
 

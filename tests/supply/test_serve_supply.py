@@ -80,7 +80,7 @@ def site(reg: RegistryFiles, keys: KeyPair, other_keys: KeyPair, tmp_path_factor
     client = OciClient(RegistryAccess(ca_file=reg.ca_file, auth_file=reg.docker_config))
     hello = build_guest(ROOT / "examples" / "hello.c")
     nn = build_guest(ROOT / "bench" / "guests" / "nn_named.c")
-    key, stranger = signatures.load_private_key(keys.private), signatures.load_private_key(other_keys.private)
+    key = signatures.load_private_key(keys.private)
     for name, module in (("hello", hello), ("nn", nn)):
         signatures.attach_signature(client, client.push_module(module, Reference.parse(f"{reg.address}/site/{name}:v1")), key)
     client.push_module(hello, Reference.parse(f"{reg.address}/site/unsigned:v1"))

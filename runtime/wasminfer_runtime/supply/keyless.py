@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from wasminfer_runtime.backends.base import first_line
 from wasminfer_runtime.supply.signatures import SignatureError
 
 BUNDLE_SUFFIX = ".sigstore.json"
@@ -29,6 +30,11 @@ class Identity:
 class SigstoreTrust:
     trusted_root: Path  # a Sigstore trusted_root.json
     identities: tuple[Identity, ...]
+
+    @classmethod
+    def of(cls, trusted_root: Path, pairs: Sequence[tuple[str, str]]) -> SigstoreTrust:
+        """From (identity, issuer) pairs, as configurations and plans list them."""
+        return cls(trusted_root, tuple(Identity(i, o) for i, o in pairs))
 
 
 def is_bundle(text: bytes) -> bool:
@@ -56,22 +62,13 @@ def verify_bundle(data: bytes, bundle_text: bytes, trust: SigstoreTrust, what: s
     try:
         bundle = Bundle.from_json(bundle_text)
     except (ValueError, SigstoreError) as err:
-        raise SignatureError(f"{what}: not a Sigstore bundle: {_first_line(err)}") from None
+        raise SignatureError(f"{what}: not a Sigstore bundle: {first_line(err)}") from None
     reasons = []
     for allowed in trust.identities:
         try:
             verifier.verify_artifact(data, bundle, policy.Identity(identity=allowed.identity, issuer=allowed.issuer))
         except (SigstoreError, ValueError) as err:
-            reasons.append(_first_line(err))
+            reasons.append(first_line(err))
             continue
         return f"{allowed.identity} ({allowed.issuer})"
     raise SignatureError(f"{what}: the Sigstore bundle does not verify: {'; '.join(dict.fromkeys(reasons))}")
-
-
-def identities_of(pairs: Sequence[tuple[str, str]]) -> tuple[Identity, ...]:
-    return tuple(Identity(i, o) for i, o in pairs)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

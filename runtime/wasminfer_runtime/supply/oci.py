@@ -14,7 +14,6 @@ artifact layouts users publish:
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
@@ -29,6 +28,7 @@ from typing import Any
 
 import requests
 
+from wasminfer_runtime.backends.base import first_line
 from wasminfer_runtime.progress import Progress, mib
 from wasminfer_runtime.supply.reference import Reference, BadReference
 
@@ -312,9 +312,12 @@ class OciClient:
         log.info("%s: pulled %s in %.1fs, digest ok", label, mib(size), time.monotonic() - started)
         return dest
 
-    def pull_module(self, ref: Reference, dest: Path, layer: str | None = None) -> Pulled:
-        """The Wasm module of a wkg or Spin artifact, stored at dest."""
-        manifest = self.resolve(ref)
+    def _manifest(self, target: Reference | Manifest) -> Manifest:
+        return target if isinstance(target, Manifest) else self.resolve(target)
+
+    def pull_module(self, target: Reference | Manifest, dest: Path, layer: str | None = None) -> Pulled:
+        """The Wasm module of a wkg or Spin artifact (a reference, or a manifest already resolved), stored at dest."""
+        manifest = self._manifest(target)
         wasm = [d for d in manifest.layers if d.get("mediaType") in WASM_LAYER_TYPES]
         if layer is not None:
             wasm = [d for d in wasm if d.get("digest") == layer]
@@ -332,9 +335,9 @@ class OciClient:
         self.download_blob(manifest.reference, wasm[0], dest, dest.name)
         return Pulled(manifest.reference, [dest])
 
-    def pull_folder(self, ref: Reference, dest_dir: Path) -> Pulled:
+    def pull_folder(self, target: Reference | Manifest, dest_dir: Path) -> Pulled:
         """Every file of an ORAS-style artifact (a model folder) into dest_dir, by layer title."""
-        manifest = self.resolve(ref)
+        manifest = self._manifest(target)
         dest_dir.mkdir(parents=True, exist_ok=True)
         files: list[Path] = []
         for i, layer in enumerate(manifest.layers):
@@ -463,13 +466,5 @@ def _first_line(err: BaseException) -> str:
     """The reason of a network error, without urllib3's wrapping (`[Errno 111] Connection refused`)."""
     text = str(err).strip()
     inner = re.findall(r"\[Errno -?\d+\] [^'\")]+", text)
-    if inner:
-        return str(inner[-1]).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-def docker_config(registry: str, username: str, password: str) -> dict[str, Any]:
-    """A Docker config.json granting one registry (what `kubectl create secret docker-registry` writes)."""
-    auth = base64.b64encode(f"{username}:{password}".encode()).decode()
-    return {"auths": {registry: {"username": username, "password": password, "auth": auth}}}
+    return str(inner[-1]).strip() if inner else first_line(err)
 

@@ -10,7 +10,7 @@ import logging
 import os
 from pathlib import Path
 
-from wasminfer_runtime.supply.keyless import BUNDLE_SUFFIX, Identity, SigstoreTrust
+from wasminfer_runtime.supply.keyless import BUNDLE_SUFFIX, SigstoreTrust
 from wasminfer_runtime.supply.signatures import SignatureError, load_private_key, load_trust, sign_blob, verify_file
 
 log = logging.getLogger("wasminfer.sign")
@@ -39,7 +39,7 @@ def main(args: argparse.Namespace) -> int:
                 if not args.identity or len(args.identity) != len(args.issuer):
                     log.error("--trusted-root needs --identity and --issuer, one issuer for each identity")
                     return 2
-                sigstore = SigstoreTrust(args.trusted_root, tuple(Identity(i, o) for i, o in zip(args.identity, args.issuer)))
+                sigstore = SigstoreTrust.of(args.trusted_root, list(zip(args.identity, args.issuer)))
             signer = verify_file(args.file, signature, load_trust([args.key] if args.key else [], sigstore))
             log.info("%s: signature verified: signed by %s", args.file, signer)
             return 0

@@ -70,7 +70,7 @@ class Supply:
             folder = self._folder(manifest.digest)
             # Named after the repository: the guest's argv[0], as a file name would be.
             name_in_cache = manifest.reference.repository.rsplit("/", 1)[-1] + ".wasm"
-            pulled = client.pull_module(manifest.reference, folder / name_in_cache, source.layer)
+            pulled = client.pull_module(manifest, folder / name_in_cache, source.layer)
         except OciError as err:
             raise SupplyError(f"worker {name!r}: {err}") from None
         log.info("worker %r: module %s pulled", name, pulled.reference)
@@ -102,7 +102,7 @@ class Supply:
         try:
             manifest = client.resolve(source.parsed)
             self._verify_attached(what, client, manifest.reference, policy)
-            pulled = client.pull_folder(manifest.reference, self._folder(manifest.digest) / "files")
+            pulled = client.pull_folder(manifest, self._folder(manifest.digest) / "files")
         except OciError as err:
             raise SupplyError(f"{what}: {err}") from None
         files = model_files(model.format, pulled.files, f"{what} ({pulled.reference})")
@@ -172,8 +172,8 @@ def signature_of(path: Path) -> Path:
 def _trust(policy: SignaturePolicy) -> signatures.Trust:
     from wasminfer_runtime.supply import keyless, signatures
 
+    keyless_policy = policy.sigstore
     sigstore = None
-    if policy.sigstore is not None:
-        sigstore = keyless.SigstoreTrust(policy.sigstore.trusted_root,
-                                         keyless.identities_of([(i.identity, i.issuer) for i in policy.sigstore.identities]))
+    if keyless_policy is not None:
+        sigstore = keyless.SigstoreTrust.of(keyless_policy.trusted_root, [(i.identity, i.issuer) for i in keyless_policy.identities])
     return signatures.load_trust(policy.keys, sigstore)
