@@ -124,7 +124,7 @@ def main() -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from wasminfer_runtime.fetch import sha256_file
-    from wasminfer_runtime.supply import signatures
+    from wasminfer_runtime.supply import attached, signatures
     from wasminfer_runtime.supply.oci import OciClient, RegistryAccess
     from wasminfer_runtime.supply.reference import Reference
 
@@ -150,7 +150,7 @@ def main() -> None:
         pinned_module = client.push_module(site / "classify.wasm", Reference.parse(f"{reg.address}/bench/classify:v1"))
         pinned_model = client.push_folder(work / "model", Reference.parse(f"{reg.address}/bench/orientation:v1"))
         for p in (pinned_module, pinned_model):
-            signatures.attach_signature(client, p, key)
+            attached.attach_signature(client, p, key)
 
         def plans(dest: Path) -> dict[str, dict[str, Any]]:
             policy = [{"keys": [str(pub)]}]

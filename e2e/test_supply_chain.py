@@ -21,7 +21,7 @@ from operator_objects import chart_operator
 from operator_process import REPO, OperatorProcess
 
 from kube import Cluster
-from wasminfer_runtime.supply import signatures
+from wasminfer_runtime.supply import attached
 from wasminfer_runtime.supply.oci import OciClient, RegistryAccess
 from wasminfer_runtime.supply.reference import Reference
 
@@ -113,7 +113,7 @@ def test_a_signed_module_is_pinned_to_its_digest_and_a_moved_tag_rolls_out_only_
 ) -> None:
     tag = Reference.parse(f"{registry.address}/e2e/{ns}/hello:v1")
     first = client.push_module(HELLO, tag)
-    signatures.attach_signature(client, first, keys[0])
+    attached.attach_signature(client, first, keys[0])
     cluster.apply(oci_worker("hello", str(tag)), namespace=ns)
     obj = wait_reason(cluster, ns, "hello", "Verified", "True", "SignatureVerified")
     assert obj["status"]["artifact"] == str(first)
@@ -127,7 +127,7 @@ def test_a_signed_module_is_pinned_to_its_digest_and_a_moved_tag_rolls_out_only_
     shutil.copy(HELLO, other)
     other.write_bytes(other.read_bytes() + b"\x00\x06\x05x-e2e")  # an empty custom section: another module
     second = client.push_module(other, tag)
-    signatures.attach_signature(client, second, keys[0])
+    attached.attach_signature(client, second, keys[0])
     assert fetch_plan(cluster, ns, "hello")["artifacts"][0]["oci"] == str(first), "pods keep the digest in status"
     cluster.wait_until(lambda: worker(cluster, ns, "hello")["status"].get("artifact") == str(second),
                        RECHECK_SECONDS * 6, "the new digest in status")
@@ -144,9 +144,9 @@ def test_unsigned_strangers_and_wrong_logins_are_refused_with_the_reason_and_rol
 
     unsigned = client.push_module(HELLO, Reference.parse(f"{registry.address}/e2e/{ns}/unsigned:v1"))
     stranger = client.push_module(HELLO, Reference.parse(f"{registry.address}/e2e/{ns}/stranger:v1"))
-    signatures.attach_signature(client, stranger, ec.generate_private_key(ec.SECP256R1()))
+    attached.attach_signature(client, stranger, ec.generate_private_key(ec.SECP256R1()))
     good = client.push_module(HELLO, Reference.parse(f"{registry.address}/e2e/{ns}/good:v1"))
-    signatures.attach_signature(client, good, keys[0])
+    attached.attach_signature(client, good, keys[0])
     wrong = json.dumps({"auths": {registry.address: {"auth": base64.b64encode(b"wasminfer:wrong").decode()}}})
     cluster.apply(yaml.safe_dump({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wrong"},
                                   "type": "kubernetes.io/dockerconfigjson",

@@ -25,6 +25,7 @@ from wasminfer_operator.trust import TrustPolicy
 
 log = logging.getLogger("wasminfer.operator")
 _SpecT = TypeVar("_SpecT", api.InferenceModelSpec, api.WasmWorkerSpec)
+_TrustFiles = tuple[list[Path], Path | None]  # a policy's key files and its Sigstore trusted root
 
 FAILED_RECHECK_SECONDS = 10.0
 TRANSIENT = {"PullFailed", "SourceCheckFailed"}  # a registry or API out of reach, not an answer
@@ -94,8 +95,8 @@ class Artifacts:
                 folder = Path(tmp)
                 auth = await self._pull_secret(namespace, source, folder)
                 ca = await self._ca(namespace, source, folder)
-                keys = [await self._keys(namespace, p, folder / f"policy-{i}") for i, p in enumerate(policies)]
-                return await asyncio.to_thread(_resolve_and_verify, source, auth, ca, policies, keys)
+                trusts = [await self._trust_files(namespace, p, folder / f"policy-{i}") for i, p in enumerate(policies)]
+                return await asyncio.to_thread(_resolve_and_verify, source, auth, ca, policies, trusts)
         except _Refused as err:
             return ArtifactCheck(False, err.reason, err.message, verified=_unknown(policies, err.message))
         except KubeError as err:
@@ -135,7 +136,8 @@ class Artifacts:
         path.write_text(await self._config_map_value(namespace, source.ca.name, source.ca.key, "the registry's CA"))
         return path
 
-    async def _keys(self, namespace: str, policy: TrustPolicy, folder: Path) -> list[Path]:
+    async def _trust_files(self, namespace: str, policy: TrustPolicy, folder: Path) -> _TrustFiles:
+        """The policy's keys and Sigstore trusted root, written where the verification reads them."""
         folder.mkdir()
         texts = list(policy.pem)
         for name, key in policy.config_map_keys:
@@ -143,7 +145,15 @@ class Artifacts:
         paths = [folder / f"key-{i}.pub" for i in range(len(texts))]
         for path, text in zip(paths, texts):
             path.write_text(text)
-        return paths
+        root_text = policy.trusted_root_json
+        if policy.trusted_root is not None:
+            name, key = policy.trusted_root
+            root_text = await self._config_map_value(namespace, name, key, f"the Sigstore trusted root of {policy.origin}")
+        root = None
+        if root_text is not None:
+            root = folder / "trusted_root.json"
+            root.write_text(root_text)
+        return paths, root
 
 
 def pin_source(spec: _SpecT, pinned: str) -> _SpecT:
@@ -160,10 +170,10 @@ def _unknown(policies: list[TrustPolicy], why: str) -> Verification | None:
 
 
 def _resolve_and_verify(
-    source: api.OciSource, auth: Path | None, ca: Path | None, policies: list[TrustPolicy], keys: list[list[Path]]
+    source: api.OciSource, auth: Path | None, ca: Path | None, policies: list[TrustPolicy], trusts: list[_TrustFiles]
 ) -> ArtifactCheck:
     """Blocking: the registry conversation (oras-py runs on requests)."""
-    from wasminfer_runtime.supply import signatures
+    from wasminfer_runtime.supply import attached, keyless, signatures
     from wasminfer_runtime.supply.oci import OciClient, OciError, RegistryAccess
     from wasminfer_runtime.supply.reference import Reference
 
@@ -176,12 +186,10 @@ def _resolve_and_verify(
         return ArtifactCheck(False, reason, msg, verified=_unknown(policies, msg))
     pinned = str(manifest.reference)
     signers = []
-    for policy, paths in zip(policies, keys):
-        if not paths:
-            msg = f"{policy.origin}: keyless signatures of OCI artifacts are not verified yet; trust a key for OCI sources"
-            return ArtifactCheck(False, "UnsupportedPolicy", msg, pinned, ("False", "UnsupportedPolicy", msg))
+    for policy, (keys, root) in zip(policies, trusts):
         try:
-            signer = signatures.verify_attached(client, manifest.reference, signatures.load_public_keys(paths))
+            sigstore = keyless.SigstoreTrust.of(root, policy.identities) if root is not None and policy.identities else None
+            signer = attached.verify_attached(client, manifest.reference, signatures.load_trust(keys, sigstore))
         except signatures.SignatureError as err:
             unsigned = err.unsigned
             if unsigned and not policy.required:

@@ -352,8 +352,8 @@ async def fetch_all(plan: FetchPlan) -> list[str]:
 
 
 def _pull_artifact(artifact: FetchArtifact, plan: FetchPlan) -> None:
-    """Resolves, verifies (when keys are given) and pulls one artifact; raises FetchError."""
-    from wasminfer_runtime.supply import signatures
+    """Resolves, verifies (when a policy applies) and pulls one artifact; raises FetchError."""
+    from wasminfer_runtime.supply import attached, signatures
     from wasminfer_runtime.supply.oci import OciClient, OciError, RegistryAccess
 
     access = RegistryAccess(ca_file=artifact.ca_file or plan.ca_file, auth_file=artifact.registry_config, retries=plan.retries,
@@ -363,9 +363,7 @@ def _pull_artifact(artifact: FetchArtifact, plan: FetchPlan) -> None:
         manifest = client.resolve(Reference.parse(artifact.oci))
         for policy in artifact.policies:
             try:
-                if not policy.keys:
-                    raise signatures.SignatureError(f"{manifest.reference}: keyless signatures of OCI artifacts are not verified yet")
-                signer = signatures.verify_attached(client, manifest.reference, signatures.load_public_keys(policy.keys))
+                signer = attached.verify_attached(client, manifest.reference, policy.trust())
             except signatures.SignatureError as err:
                 if policy.required or not err.unsigned:
                     raise signatures.SignatureError(f"{policy.origin}: {err}") from None

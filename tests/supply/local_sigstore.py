@@ -1,8 +1,8 @@
 """A Sigstore of the test's own, made with `cryptography`: a Fulcio-like CA, a CT log and a Rekor log,
 each with its own key, written as a trusted_root.json; and keyless signing that issues a short-lived
-certificate for an identity (with its embedded SCT), signs the artifact with a throwaway key, logs a
-hashedrekord entry (signed entry timestamp, a one-leaf inclusion proof and its signed checkpoint) and
-writes a v0.3 bundle. Both sigstore-python and the cosign CLI verify these bundles offline against the
+certificate for an identity (with its embedded SCT), signs the artifact (or a DSSE envelope) with a
+throwaway key, logs a hashedrekord (or dsse) entry (signed entry timestamp, a one-leaf inclusion proof and
+its signed checkpoint) and writes a v0.3 bundle. Both sigstore-python and the cosign CLI verify these bundles offline against the
 trusted root: nothing reaches the public Sigstore."""
 
 from __future__ import annotations
@@ -135,25 +135,48 @@ class LocalSigstore:
             "data": {"hash": {"algorithm": "sha256", "value": digest.hexdigest()}},
             "signature": {"content": _b64(signature), "publicKey": {"content": _b64(cert.public_bytes(serialization.Encoding.PEM))}},
         }})  # fmt: skip
-        integrated = int((logged_at or signed_at).timestamp())
+        content = {"messageSignature": {"messageDigest": {"algorithm": "SHA2_256", "digest": _b64(digest.digest())},
+                                        "signature": _b64(signature)}}
+        return self._bundle(cert, self._log_entry(body, "hashedrekord", logged_at or signed_at), content)
+
+    def sign_dsse(self, payload: bytes, payload_type: str, identity: str, issuer: str) -> bytes:
+        """A keyless v0.3 bundle whose DSSE envelope holds payload (as cosign v3 signs an OCI artifact)."""
+        signed_at = _now()
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = self._certificate(key, identity, issuer, signed_at)
+        kind = payload_type.encode()
+        signature = key.sign(b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload), ec.ECDSA(hashes.SHA256()))
+        envelope = {"payload": _b64(payload), "payloadType": payload_type, "signatures": [{"sig": _b64(signature)}]}
+        body = rfc8785.dumps({"apiVersion": "0.0.1", "kind": "dsse", "spec": {
+            "envelopeHash": {"algorithm": "sha256", "value": hashlib.sha256(json.dumps(envelope).encode()).hexdigest()},
+            "payloadHash": {"algorithm": "sha256", "value": hashlib.sha256(payload).hexdigest()},
+            "signatures": [{"signature": _b64(signature), "verifier": _b64(cert.public_bytes(serialization.Encoding.PEM))}],
+        }})  # fmt: skip
+        return self._bundle(cert, self._log_entry(body, "dsse", signed_at), {"dsseEnvelope": envelope})
+
+    def _log_entry(self, body: bytes, kind: str, logged_at: datetime.datetime) -> dict[str, Any]:
+        """The Rekor entry of body: its signed entry timestamp, a one-leaf inclusion proof and its checkpoint."""
+        integrated = int(logged_at.timestamp())
         promise = rfc8785.dumps({"body": _b64(body), "integratedTime": integrated, "logID": self.rekor_log_id.hex(), "logIndex": 0})
         root_hash = hashlib.sha256(b"\x00" + body).digest()  # a one-leaf tree: the leaf is the root
         note = f"{self.name}.rekor - 1\n1\n{_b64(root_hash)}\n"
         note_sig = self.rekor_key.sign(note.encode(), ec.ECDSA(hashes.SHA256()))
         checkpoint = f"{note}\n\u2014 {self.name}.rekor {_b64(self.rekor_log_id[:4] + note_sig)}\n"
+        return {
+            "logIndex": "0", "logId": {"keyId": _b64(self.rekor_log_id)},
+            "kindVersion": {"kind": kind, "version": "0.0.1"}, "integratedTime": str(integrated),
+            "inclusionPromise": {"signedEntryTimestamp": _b64(self.rekor_key.sign(promise, ec.ECDSA(hashes.SHA256())))},
+            "inclusionProof": {"logIndex": "0", "rootHash": _b64(root_hash), "treeSize": "1", "hashes": [],
+                               "checkpoint": {"envelope": checkpoint}},
+            "canonicalizedBody": _b64(body),
+        }  # fmt: skip
+
+    @staticmethod
+    def _bundle(cert: x509.Certificate, entry: dict[str, Any], content: dict[str, Any]) -> bytes:
         bundle = {
             "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
-            "verificationMaterial": {
-                "certificate": {"rawBytes": _b64(cert.public_bytes(serialization.Encoding.DER))},
-                "tlogEntries": [{
-                    "logIndex": "0", "logId": {"keyId": _b64(self.rekor_log_id)},
-                    "kindVersion": {"kind": "hashedrekord", "version": "0.0.1"}, "integratedTime": str(integrated),
-                    "inclusionPromise": {"signedEntryTimestamp": _b64(self.rekor_key.sign(promise, ec.ECDSA(hashes.SHA256())))},
-                    "inclusionProof": {"logIndex": "0", "rootHash": _b64(root_hash), "treeSize": "1", "hashes": [],
-                                       "checkpoint": {"envelope": checkpoint}},
-                    "canonicalizedBody": _b64(body),
-                }],
-            },
-            "messageSignature": {"messageDigest": {"algorithm": "SHA2_256", "digest": _b64(digest.digest())}, "signature": _b64(signature)},
-        }  # fmt: skip
+            "verificationMaterial": {"certificate": {"rawBytes": _b64(cert.public_bytes(serialization.Encoding.DER))},
+                                     "tlogEntries": [entry]},
+            **content,
+        }
         return json.dumps(bundle).encode()

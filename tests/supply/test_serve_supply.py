@@ -21,7 +21,7 @@ from cluster.registry import RegistryFiles
 from signing import KeyPair
 
 from wasminfer_runtime import cli
-from wasminfer_runtime.supply import signatures
+from wasminfer_runtime.supply import attached, signatures
 from wasminfer_runtime.supply.oci import OciClient
 from wasminfer_runtime.supply.reference import Reference
 
@@ -82,17 +82,17 @@ def site(reg: RegistryFiles, keys: KeyPair, other_keys: KeyPair, tmp_path_factor
     nn = build_guest(ROOT / "bench" / "guests" / "nn_named.c")
     key = signatures.load_private_key(keys.private)
     for name, module in (("hello", hello), ("nn", nn)):
-        signatures.attach_signature(client, client.push_module(module, Reference.parse(f"{reg.address}/site/{name}:v1")), key)
+        attached.attach_signature(client, client.push_module(module, Reference.parse(f"{reg.address}/site/{name}:v1")), key)
     client.push_module(hello, Reference.parse(f"{reg.address}/site/unsigned:v1"))
     model = client.push_folder(add_one_model(here / "add"), Reference.parse(f"{reg.address}/site/add:v1"))
-    signatures.attach_signature(client, model, key)
+    attached.attach_signature(client, model, key)
     # the "tampered" model: signed, then the tag moved to other bytes with the old signature copied over
     signed = client.push_folder(add_one_model(here / "add2"), Reference.parse(f"{reg.address}/site/tampered:v1"))
-    signatures.attach_signature(client, signed, key)
+    attached.attach_signature(client, signed, key)
     (here / "add2" / "model.onnx").write_bytes((here / "add2" / "model.onnx").read_bytes() + b"\x00")
     moved = client.push_folder(here / "add2", Reference.parse(f"{reg.address}/site/tampered:v1"))
-    old_sig = client.resolve(signed.with_tag(signatures.signature_tag(signed.digest or "")))
-    client.push_manifest(moved.with_tag(signatures.signature_tag(moved.digest or "")), old_sig.content)
+    old_sig = client.resolve(signed.with_tag(attached.signature_tag(signed.digest or "")))
+    client.push_manifest(moved.with_tag(attached.signature_tag(moved.digest or "")), old_sig.content)
     (here / "local.wasm").write_bytes(hello.read_bytes())
     assert cli.main(["sign", str(here / "local.wasm"), "--key", str(other_keys.private)]) == 0
     (here / "runtime.yaml").write_text(f"""

@@ -16,7 +16,8 @@ from wasminfer_runtime import cli
 from wasminfer_runtime.supply import signatures
 from wasminfer_runtime.supply.oci import OciClient
 from wasminfer_runtime.supply.reference import Reference
-from wasminfer_runtime.supply.signatures import SignatureError, load_public_keys, signature_tag, verify_attached, verify_file
+from wasminfer_runtime.supply.attached import attach_signature, signature_tag, verify_attached
+from wasminfer_runtime.supply.signatures import SignatureError, Trust, load_public_keys, verify_file
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = ROOT / "examples" / "hello.wasm"
@@ -67,7 +68,7 @@ def test_refusals_say_why(keys: KeyPair, other_keys: KeyPair, module: Path) -> N
 
 def test_cosign_signs_an_artifact_and_we_verify_it(cosign: Cosign, reg: RegistryFiles, client: OciClient) -> None:
     pinned = client.push_module(HELLO, Reference.parse(f"{reg.address}/signed/by-cosign:v1"))
-    trusted = load_public_keys([cosign.public])
+    trusted = Trust(tuple(load_public_keys([cosign.public])))
     with pytest.raises(SignatureError, match="unsigned: no signature is attached"):
         verify_attached(client, pinned, trusted)
     cosign.run("sign", "--key", str(cosign.key), "--tlog-upload=false", "--yes", str(pinned))
@@ -85,13 +86,13 @@ def test_we_sign_an_artifact_and_cosign_verifies_it(cosign: Cosign, keys: KeyPai
 
 def test_attached_signatures_by_strangers_and_replays_are_refused(keys: KeyPair, other_keys: KeyPair, reg: RegistryFiles,
                                                                 client: OciClient) -> None:
-    trusted = load_public_keys([keys.public])
+    trusted = Trust(tuple(load_public_keys([keys.public])))
     a = client.push_module(HELLO, Reference.parse(f"{reg.address}/signed/replay:a"))
     b = client.push_module(HELLO.with_name("hello.c"), Reference.parse(f"{reg.address}/signed/replay:b"))
-    signatures.attach_signature(client, a, signatures.load_private_key(other_keys.private))
+    attach_signature(client, a, signatures.load_private_key(other_keys.private))
     with pytest.raises(SignatureError, match="a signature by none of the trusted keys"):
         verify_attached(client, a, trusted)
-    signatures.attach_signature(client, a, signatures.load_private_key(keys.private))
+    attach_signature(client, a, signatures.load_private_key(keys.private))
     assert verify_attached(client, a, trusted) == "release.pub"
     # a's valid signature copied under b's signature tag: it names a's digest, so b stays unverified
     sig_of_a = client.resolve(a.with_tag(signature_tag(a.digest or "")))

@@ -8,9 +8,10 @@ the trusted root names the CAs, the transparency log's and the CT log's keys.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from wasminfer_runtime.backends.base import first_line
 from wasminfer_runtime.supply.signatures import SignatureError
@@ -51,6 +52,22 @@ def is_bundle(text: bytes) -> bool:
 
 def verify_bundle(data: bytes, bundle_text: bytes, trust: SigstoreTrust, what: str) -> str:
     """The identity that signed data, by the bundle's verification; raises SignatureError otherwise."""
+    signer, _ = _verified(bundle_text, trust, what, lambda verifier, bundle, allowed: verifier.verify_artifact(data, bundle, allowed))
+    return signer
+
+
+def verify_dsse(bundle_text: bytes, trust: SigstoreTrust, what: str) -> tuple[str, str, bytes]:
+    """The identity that signed a bundle's DSSE envelope, the envelope's payload type and its payload."""
+    signer, (payload_type, payload) = _verified(bundle_text, trust, what,
+                                                lambda verifier, bundle, allowed: verifier.verify_dsse(bundle, allowed))
+    return signer, payload_type, payload
+
+
+_T = TypeVar("_T")
+
+
+def _verified(bundle_text: bytes, trust: SigstoreTrust, what: str, check: Callable[[Any, Any, Any], _T]) -> tuple[str, _T]:
+    """The first allowed identity for which `check(verifier, bundle, identity policy)` passes, and its result."""
     from sigstore.errors import Error as SigstoreError
     from sigstore.models import Bundle, TrustedRoot
     from sigstore.verify import Verifier, policy
@@ -66,9 +83,9 @@ def verify_bundle(data: bytes, bundle_text: bytes, trust: SigstoreTrust, what: s
     reasons = []
     for allowed in trust.identities:
         try:
-            verifier.verify_artifact(data, bundle, policy.Identity(identity=allowed.identity, issuer=allowed.issuer))
+            result = check(verifier, bundle, policy.Identity(identity=allowed.identity, issuer=allowed.issuer))
         except (SigstoreError, ValueError) as err:
             reasons.append(first_line(err))
             continue
-        return f"{allowed.identity} ({allowed.issuer})"
+        return f"{allowed.identity} ({allowed.issuer})", result
     raise SignatureError(f"{what}: the Sigstore bundle does not verify: {'; '.join(dict.fromkeys(reasons))}")

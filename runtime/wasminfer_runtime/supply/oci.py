@@ -114,6 +114,11 @@ class Pulled:
         return self.reference.digest
 
 
+def referrers_tag(digest: str) -> str:
+    """The tag a registry without the referrers API keeps a digest's referrers under (sha256-<hex>)."""
+    return digest.replace(":", "-")
+
+
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -226,18 +231,27 @@ class OciClient:
     # -- reading ------------------------------------------------------------------------------
     def resolve(self, ref: Reference) -> Manifest:
         """The manifest a reference names, checked against its digest; a tag is resolved here, once."""
+        manifest = self._get_manifest(ref, ACCEPTED_MANIFESTS)
+        if manifest is None:
+            raise OciError(f"{ref}: not found in the registry", "not_found")
+        if manifest.content.get("mediaType") == INDEX_TYPE or "manifests" in manifest.content:
+            raise OciError(f"{ref}: an image index, not one artifact; name the artifact's own digest")
+        return manifest
 
-        def once() -> Manifest:
-            response = self._request(ref, "GET", f"manifests/{ref.selector}", headers={"Accept": ", ".join(ACCEPTED_MANIFESTS)},
+    def _get_manifest(self, ref: Reference, accept: tuple[str, ...], url_path: str | None = None) -> Manifest | None:
+        """A manifest (or an index), checked against the reference's digest; None when the registry has none."""
+
+        def once() -> Manifest | None:
+            response = self._request(ref, "GET", url_path or f"manifests/{ref.selector}", headers={"Accept": ", ".join(accept)},
                                      stream=True)
             with response:
                 if response.status_code == 404:
-                    raise OciError(f"{ref}: not found in the registry", "not_found")
+                    return None
                 if response.status_code != 200:
                     raise OciError(f"{ref}: HTTP {response.status_code} {response.reason} for its manifest")
                 raw = _read_at_most(response, MAX_MANIFEST_BYTES, f"{ref}: the manifest")
             digest = sha256_digest(raw)
-            if ref.digest is not None and digest != ref.digest:
+            if url_path is None and ref.digest is not None and digest != ref.digest:
                 raise OciError(f"{ref}: the registry served a manifest whose digest is {digest}, not {ref.digest}; refused")
             try:
                 content = json.loads(raw)
@@ -247,10 +261,24 @@ class OciClient:
                 raise OciError(f"{ref}: the manifest is not a JSON object")
             return Manifest(ref.pinned(digest), raw, content)
 
-        manifest: Manifest = self._retrying(str(ref), once)
-        if manifest.content.get("mediaType") == INDEX_TYPE or "manifests" in manifest.content:
-            raise OciError(f"{ref}: an image index, not one artifact; name the artifact's own digest")
+        manifest: Manifest | None = self._retrying(str(ref), once)
         return manifest
+
+    def referrers(self, subject: Reference, artifact_type: str) -> list[dict[str, Any]]:
+        """Descriptors of the manifests that name `subject` (pinned) as theirs (OCI 1.1) and may be of
+        `artifact_type` (check each manifest's own): from the referrers API, or where a registry lacks it,
+        from its fallback tag `sha256-<hex>`."""
+        assert subject.digest is not None
+        index = self._get_manifest(subject, (INDEX_TYPE,), f"referrers/{subject.digest}?artifactType={artifact_type}")
+        if index is None:
+            index = self._get_manifest(subject.with_tag(referrers_tag(subject.digest)), (INDEX_TYPE,))
+        listed = index.content.get("manifests") if index is not None else None
+        if not isinstance(listed, list):
+            return []
+        # go-containerregistry (cosign) lists a referrer in the fallback index under its config's media type.
+        kinds = (artifact_type, EMPTY_CONFIG_TYPE, None)
+        return [d for d in listed if isinstance(d, dict) and d.get("artifactType") in kinds
+                and isinstance(d.get("digest"), str) and _DIGEST.match(d["digest"])]
 
     def blob_bytes(self, ref: Reference, descriptor: dict[str, Any], limit: int = 4 << 20) -> bytes:
         """A small blob (a config, a signature payload), checked against its digest."""
@@ -397,17 +425,42 @@ class OciClient:
 
     def push_manifest(self, ref: Reference, manifest: dict[str, Any]) -> Reference:
         """Puts a manifest under the reference's tag (or its digest) and returns the pinned reference."""
+        pinned, _ = self._put_manifest(ref, manifest)
+        return pinned
+
+    def _put_manifest(self, ref: Reference, manifest: dict[str, Any]) -> tuple[Reference, bool]:
+        """The pinned reference, and whether the registry took note of the manifest's subject (OCI 1.1)."""
         raw = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
         digest = sha256_digest(raw)
 
-        def once() -> None:
+        def once() -> bool:
             response = self._request(ref, "PUT", f"manifests/{ref.tag or digest}", data=raw,
                                      headers={"Content-Type": str(manifest.get("mediaType", MANIFEST_TYPE))})
             if response.status_code != 201:
                 raise OciError(f"{ref}: manifest refused: HTTP {response.status_code} {_registry_errors(response)}")
+            return "OCI-Subject" in response.headers
 
-        self._retrying(f"{ref} manifest", once)
-        return ref.pinned(digest)
+        subject_noted: bool = self._retrying(f"{ref} manifest", once)
+        return ref.pinned(digest), subject_noted
+
+    def push_referrer(self, subject: Reference, manifest: dict[str, Any]) -> Reference:
+        """Puts a manifest that refers to `subject` (pinned) and lists it where a registry without the
+        referrers API keeps referrers: the index under the fallback tag `sha256-<hex>`."""
+        assert subject.digest is not None
+        subject_manifest = self.resolve(subject)
+        manifest = {**manifest, "subject": _descriptor(str(subject_manifest.content.get("mediaType", MANIFEST_TYPE)),
+                                                      subject.digest, len(subject_manifest.raw))}
+        pinned, noted = self._put_manifest(subject.with_tag(None), manifest)
+        if not noted:
+            tag = subject.with_tag(referrers_tag(subject.digest))
+            index = self._get_manifest(tag, (INDEX_TYPE,))
+            listed = [d for d in (index.content.get("manifests") or []) if isinstance(d, dict)] if index else []
+            raw = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+            entry = {**_descriptor(MANIFEST_TYPE, pinned.digest or "", len(raw), manifest.get("annotations")),
+                     "artifactType": manifest.get("artifactType")}
+            listed = [d for d in listed if d.get("digest") != pinned.digest] + [entry]
+            self._put_manifest(tag, {"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": listed})
+        return pinned
 
     def push_module(self, module: Path, ref: Reference) -> Reference:
         """A module in the wkg layout (which Spin and runwasi shims pull too)."""

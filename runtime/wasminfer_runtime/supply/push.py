@@ -11,7 +11,8 @@ from pathlib import Path
 
 from wasminfer_runtime.supply.oci import OciClient, OciError, RegistryAccess
 from wasminfer_runtime.supply.reference import BadReference, Reference
-from wasminfer_runtime.supply.signatures import SignatureError, attach_signature, load_private_key
+from wasminfer_runtime.supply.attached import attach_signature
+from wasminfer_runtime.supply.signatures import SignatureError, load_private_key
 
 log = logging.getLogger("wasminfer.push")
 

@@ -40,7 +40,7 @@ class Reference:
     def pinned(self, digest: str) -> Reference:
         return Reference(self.registry, self.repository, self.tag, digest)
 
-    def with_tag(self, tag: str) -> Reference:
+    def with_tag(self, tag: str | None) -> Reference:
         return Reference(self.registry, self.repository, tag, None)
 
     @property

@@ -2,13 +2,11 @@
 
 - A file (a module, a model file) carries a `cosign sign-blob` signature: base64 of the signature
   over the file's bytes, or a cosign bundle (the legacy `--bundle` JSON or a Sigstore bundle) holding it.
-- An OCI artifact carries a signature attached the way `cosign sign` attaches it: a manifest tagged
-  `sha256-<digest>.sig` in the same repository whose simple-signing payload names the artifact's
-  manifest digest, with the signature in the layer's `dev.cosignproject.cosign/signature` annotation.
+- An OCI artifact carries its signatures attached to it (attached.py).
 
 A signature verifies when one of the trusted public keys (PEM, as `cosign generate-key-pair` writes
 cosign.pub) verifies it: ECDSA with SHA-256, RSA PKCS#1 v1.5 with SHA-256, or Ed25519.
-`sign_blob` and `attach_signature` produce the same formats, so cosign verifies what this signs.
+`sign_blob` and attached.py produce the same formats, so cosign verifies what this signs.
 """
 
 from __future__ import annotations
@@ -25,13 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
-from wasminfer_runtime.supply.oci import MANIFEST_TYPE, OciClient, OciError
-from wasminfer_runtime.supply.reference import Reference
 
-IMAGE_CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
-SIMPLE_SIGNING_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
-SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
-COSIGN_SIGNATURE_TYPE = "cosign container image signature"
 MAX_SIGNATURE_FILE = 1 << 20
 
 if TYPE_CHECKING:
@@ -193,83 +185,3 @@ def verify_signed(data: bytes, signature_text: bytes, trust: Trust | Sequence[Tr
     if not trust.keys:
         raise SignatureError(f"{what}: a key pair's signature, but the policy trusts Sigstore identities only")
     return verify_blob(data, signature_from_file(signature_text, where), trust.keys, what)
-
-
-# -- signatures attached to OCI artifacts ------------------------------------------------------
-
-
-def signature_tag(digest: str) -> str:
-    return digest.replace(":", "-") + ".sig"
-
-
-def simple_signing_payload(ref: Reference, digest: str) -> bytes:
-    payload = {
-        "critical": {
-            "identity": {"docker-reference": ref.name},
-            "image": {"docker-manifest-digest": digest},
-            "type": COSIGN_SIGNATURE_TYPE,
-        },
-        "optional": None,
-    }
-    return json.dumps(payload, separators=(",", ":")).encode()
-
-
-def verify_attached(client: OciClient, pinned: Reference, keys: Sequence[TrustedKey]) -> str:
-    """The trusted key that signed the artifact's manifest digest, through a signature cosign attached."""
-    assert pinned.digest is not None
-    sig_ref = pinned.with_tag(signature_tag(pinned.digest))
-    try:
-        manifest = client.resolve(sig_ref)
-    except OciError as err:
-        if err.kind == "not_found":
-            raise SignatureError(f"{pinned}: unsigned: no signature is attached ({sig_ref.tag} not found)", unsigned=True) from None
-        raise SignatureError(f"{pinned}: its signature cannot be read: {err}") from None
-    reasons = []
-    for layer in manifest.layers:
-        if layer.get("mediaType") != SIMPLE_SIGNING_TYPE:
-            continue
-        encoded = (layer.get("annotations") or {}).get(SIGNATURE_ANNOTATION)
-        if not isinstance(encoded, str):
-            reasons.append("a signature layer without its signature annotation")
-            continue
-        try:
-            payload = client.blob_bytes(manifest.reference, layer, limit=MAX_SIGNATURE_FILE)
-            signature = signature_from_file(encoded.encode(), f"{sig_ref}")
-        except (OciError, SignatureError) as err:
-            reasons.append(str(err))
-            continue
-        signer = next((k.name for k in keys if k.verifies(payload, signature)), None)
-        if signer is None:
-            reasons.append("a signature by none of the trusted keys")
-            continue
-        signed_digest = _payload_digest(payload)
-        if signed_digest != pinned.digest:
-            reasons.append(f"a valid signature, but for {signed_digest}, not this artifact")
-            continue
-        return signer
-    why = "; ".join(reasons) or "no signature layers"
-    raise SignatureError(f"{pinned}: no attached signature verifies with {', '.join(k.name for k in keys)}: {why}")
-
-
-def _payload_digest(payload: bytes) -> str | None:
-    try:
-        critical = json.loads(payload)["critical"]
-        if critical.get("type") != COSIGN_SIGNATURE_TYPE:
-            return None
-        digest = critical["image"]["docker-manifest-digest"]
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
-    return digest if isinstance(digest, str) else None
-
-
-def attach_signature(client: OciClient, pinned: Reference, key: PrivateKey) -> Reference:
-    """Signs the artifact's manifest digest and attaches it as `cosign sign` does (tag sha256-<hex>.sig)."""
-    assert pinned.digest is not None
-    payload = simple_signing_payload(pinned, pinned.digest)
-    signature = base64.b64encode(sign(key, payload)).decode()
-    sig_ref = pinned.with_tag(signature_tag(pinned.digest))
-    layer = client.push_blob(sig_ref, None, payload, SIMPLE_SIGNING_TYPE, {SIGNATURE_ANNOTATION: signature})
-    # An image config as cosign writes one (its tools read the signature manifest as an image).
-    image_config = {"architecture": "", "os": "", "config": {}, "rootfs": {"type": "layers", "diff_ids": [layer["digest"]]}}
-    config = client.push_blob(sig_ref, None, json.dumps(image_config).encode(), IMAGE_CONFIG_TYPE)
-    return client.push_manifest(sig_ref, {"schemaVersion": 2, "mediaType": MANIFEST_TYPE, "config": config, "layers": [layer]})

@@ -125,12 +125,10 @@ class Supply:
     def _verify_attached(self, what: str, client: OciClient, pinned: Reference, policy: SignaturePolicy | None) -> None:
         if policy is None:
             return
-        from wasminfer_runtime.supply import signatures
+        from wasminfer_runtime.supply import attached, signatures
 
         try:
-            if not policy.keys:
-                raise signatures.SignatureError(f"{pinned}: keyless signatures of OCI artifacts are not verified yet; trust a key")
-            signer = signatures.verify_attached(client, pinned, signatures.load_public_keys(policy.keys))
+            signer = attached.verify_attached(client, pinned, _trust(policy))
         except signatures.SignatureError as err:
             if not policy.required and err.unsigned:
                 log.warning("%s: %s is not signed; loading it (the signature policy does not require one)", what, pinned)
