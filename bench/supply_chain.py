@@ -124,7 +124,7 @@ def main() -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from wasminfer_runtime.fetch import sha256_file
-    from wasminfer_runtime.supply import attached, signatures
+    from wasminfer_runtime.supply import attached
     from wasminfer_runtime.supply.oci import OciClient, RegistryAccess
     from wasminfer_runtime.supply.reference import Reference
 

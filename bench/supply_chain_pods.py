@@ -78,7 +78,7 @@ def main() -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from wasminfer_runtime.supply import attached, signatures
+    from wasminfer_runtime.supply import attached
     from wasminfer_runtime.supply.oci import OciClient, RegistryAccess
     from wasminfer_runtime.supply.reference import Reference
 

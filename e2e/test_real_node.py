@@ -16,7 +16,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -414,7 +413,7 @@ def test_a_module_whose_signature_does_not_verify_is_stopped_by_the_fetch_step(d
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from wasminfer_runtime.supply import attached, signatures
+    from wasminfer_runtime.supply import signatures
 
     trusted = ec.generate_private_key(ec.SECP256R1()).public_key()
     pem = trusted.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
@@ -528,7 +527,7 @@ def test_a_worker_and_its_model_pulled_from_the_registry_and_signed_answer_the_s
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from cluster.registry import files_in
-    from wasminfer_runtime.supply import attached, signatures
+    from wasminfer_runtime.supply import attached
     from wasminfer_runtime.supply.oci import OciClient, RegistryAccess
     from wasminfer_runtime.supply.reference import Reference
 
