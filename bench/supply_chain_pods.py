@@ -58,16 +58,46 @@ def documents(registry_address: str, login: str, ca: str, pem: str, signed: bool
     ]  # fmt: skip
 
 
-def ready_seconds(cluster: Cluster, ns: str, docs: list[dict[str, Any]]) -> float:
-    started = time.monotonic()
+def ready_seconds(cluster: Cluster, ns: str, docs: list[dict[str, Any]]) -> tuple[float, dict[str, float]]:
+    """Seconds from `kubectl apply` to the worker's Ready, and where they went (phases, from the
+    containers' log timestamps, which the container runtime takes to the nanosecond)."""
+    applied, started = time.time(), time.monotonic()
     cluster.apply(yaml.safe_dump_all(docs), namespace=ns)
     deadline = started + 300
     while time.monotonic() < deadline:
         obj = cluster.get_json("wasmworker/classify", namespace=ns)
         if any(c["type"] == "Ready" and c["status"] == "True" for c in (obj.get("status") or {}).get("conditions") or []):
-            return time.monotonic() - started
+            took = time.monotonic() - started
+            return took, phases(cluster, ns, applied, applied + took)
         time.sleep(0.1)
     raise SystemExit(f"{ns}: the worker did not get Ready: {obj.get('status')}")
+
+
+def phases(cluster: Cluster, ns: str, applied: float, ready: float) -> dict[str, float]:
+    """apply -> the fetch step's first line -> its last -> the runtime's first line -> its `ready in`
+    line -> Ready seen through the API (the kubelet's probes and the operator's status)."""
+    (pod,) = cluster.get_json("pods", namespace=ns)["items"]
+    name = pod["metadata"]["name"]
+
+    def stamps(container: str) -> list[tuple[float, str]]:
+        out = cluster.kubectl("logs", "-n", ns, name, "-c", container, "--timestamps").stdout.splitlines()
+        return [(_rfc3339(line.split(" ", 1)[0]), line) for line in out if line.strip()]
+
+    fetch = stamps("fetch")
+    runtime = stamps(next(c["name"] for c in pod["spec"]["containers"]))
+    runtime_ready = next(t for t, line in runtime if " ready in " in line and "worker(s)" in line)
+    marks = [applied, fetch[0][0], fetch[-1][0], runtime[0][0], runtime_ready, ready]
+    names = ["to fetch step", "fetch step", "to runtime", "runtime load", "to Ready"]
+    return {n: b - a for n, a, b in zip(names, marks, marks[1:])}
+
+
+def _rfc3339(text: str) -> float:
+    """A container log timestamp (RFC 3339 with nanoseconds) as epoch seconds."""
+    import datetime
+
+    head, _, frac = text.rstrip("Z").partition(".")
+    whole = datetime.datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc).timestamp()
+    return whole + (float("0." + frac[:9]) if frac else 0.0)
 
 
 def main() -> None:
@@ -102,12 +132,15 @@ def main() -> None:
         say("installing the chart on the real node")
         release = install_on_real_node(real_node_of(cluster), namespaces)
         times: dict[str, list[float]] = {row: [] for row in rows}
+        split: dict[str, list[dict[str, float]]] = {row: [] for row in rows}
         try:
             for r in range(args.rounds):
                 order = list(rows.items()) if r % 2 == 0 else list(reversed(rows.items()))
                 for i, (row, signed) in enumerate(order):
                     ns = namespaces[r * len(rows) + i]
-                    times[row].append(ready_seconds(cluster, ns, documents(registry.address, login, ca, pem, signed)))
+                    took, where = ready_seconds(cluster, ns, documents(registry.address, login, ca, pem, signed))
+                    times[row].append(took)
+                    split[row].append(where)
                     cluster.delete_namespace(ns)
                 say(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items()))
         finally:
@@ -117,6 +150,10 @@ def main() -> None:
         print(f"{'row':<22} {'s':>7} {'ratio':>7}")
         for row, values in times.items():
             print(f"{row:<22} {statistics.median(values):7.2f} {statistics.median(values) / plain:7.3f}")
+        print(f"\nwhere the time goes (median s; a row's phases need not add up to its median)\n{'phase':<16}" +
+              "".join(f" {row:>20}" for row in rows))
+        for phase in split["no policy"][0]:
+            print(f"{phase:<16}" + "".join(f" {statistics.median(w[phase] for w in split[row]):20.3f}" for row in rows))
         overhead = statistics.median(times["signatures verified"]) / plain - 1
         verdict = "met" if overhead <= TARGET_OVERHEAD else "NOT met"
         print(f"\nverification adds {overhead * 100:+.1f}% to a pod's time to Ready (target <= {TARGET_OVERHEAD * 100:.0f}%: {verdict})")

@@ -2,13 +2,15 @@
 real registry (TLS from its own CA, basic auth): a tag is resolved once and shown in status, pods get
 that digest and keep it while the tag moves until the next check; what is unsigned, signed by a
 stranger, or pulled with a wrong login is refused with the reason, and nothing is rolled out for it;
-the other workers are untouched. The operator runs with the chart's RBAC (Secrets read included)."""
+the other workers are untouched. Keyless signatures attached as Sigstore bundles verify for the
+identities allowed only. The operator runs with the chart's RBAC (Secrets read included)."""
 
 from __future__ import annotations
 
 import base64
 import json
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,9 @@ from operator_objects import chart_operator
 from operator_process import REPO, OperatorProcess
 
 from kube import Cluster
+
+sys.path.insert(0, str(REPO / "tests" / "supply"))
+from local_sigstore import LocalSigstore  # noqa: E402
 from wasminfer_runtime.supply import attached
 from wasminfer_runtime.supply.oci import OciClient, RegistryAccess
 from wasminfer_runtime.supply.reference import Reference
@@ -76,13 +81,16 @@ def ns(cluster: Cluster, operator: OperatorProcess, registry: RegistryFiles, key
     cluster.delete_namespace(name)
 
 
-def oci_worker(name: str, reference: str, pull_secret: str = "regcred", signed: bool = True) -> str:
+KEY_POLICY = {"keys": [{"name": "release-keys", "key": "cosign.pub"}]}
+
+
+def oci_worker(name: str, reference: str, pull_secret: str = "regcred", signatures: dict[str, Any] | None = KEY_POLICY) -> str:
     spec: dict[str, Any] = {
         "module": {"oci": {"reference": reference, "pullSecret": pull_secret, "ca": {"name": "registry-ca", "key": "ca.crt"}}},
         "route": f"/{name}",
     }
-    if signed:
-        spec["signatures"] = {"keys": [{"name": "release-keys", "key": "cosign.pub"}]}
+    if signatures is not None:
+        spec["signatures"] = signatures
     return yaml.safe_dump({"apiVersion": "wasminfer.dev/v1alpha1", "kind": "WasmWorker", "metadata": {"name": name}, "spec": spec})
 
 
@@ -171,3 +179,28 @@ def test_unsigned_strangers_and_wrong_logins_are_refused_with_the_reason_and_rol
     events = cluster.get_json("events", namespace=ns)["items"]
     assert any(e["involvedObject"]["name"] == "unsigned" and "SignatureMissing" in e.get("message", "") + e.get("reason", "")
                for e in events), [(e["involvedObject"]["name"], e.get("reason"), e.get("message")) for e in events]
+
+
+def test_a_keyless_signature_attached_to_the_module_verifies_for_an_allowed_identity_only(
+    cluster: Cluster, ns: str, registry: RegistryFiles, client: OciClient, tmp_path: Path,
+) -> None:
+    me, issuer = "release@example.com", "https://accounts.example.com"
+    sigstore = LocalSigstore()
+    root = sigstore.trusted_root(tmp_path / "trusted_root.json").read_text()
+    cluster.apply(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "sigstore"},
+                                  "data": {"trusted_root.json": root}}), namespace=ns)
+    policy = {"sigstore": {"trustedRoot": {"name": "sigstore", "key": "trusted_root.json"},
+                           "identities": [{"identity": me, "issuer": issuer}]}}
+    for name, identity in (("mine", me), ("theirs", "mallory@example.com")):
+        pinned = client.push_module(HELLO, Reference.parse(f"{registry.address}/e2e/{ns}/{name}:v1"))
+        assert pinned.digest is not None
+        statement = attached.cosign_statement(pinned.digest)
+        attached.attach_bundle(client, pinned, sigstore.sign_dsse(statement, attached.INTOTO_PAYLOAD_TYPE, identity, issuer))
+        cluster.apply(oci_worker(name, str(pinned.with_tag("v1")), signatures=policy), namespace=ns)
+    obj = wait_reason(cluster, ns, "mine", "Verified", "True", "SignatureVerified")
+    assert f"signed by {me} ({issuer}) (spec.signatures)" in condition(obj, "Verified")["message"]  # type: ignore[index]
+    (artifact,) = fetch_plan(cluster, ns, "mine")["artifacts"]
+    (fetch_policy,) = artifact["policies"]
+    assert fetch_policy["identities"] == [{"identity": me, "issuer": issuer}] and fetch_policy["trusted_root"], fetch_policy
+    obj = wait_reason(cluster, ns, "theirs", "Ready", "False", "SignatureInvalid")
+    assert "does not verify" in condition(obj, "Verified")["message"]  # type: ignore[index]

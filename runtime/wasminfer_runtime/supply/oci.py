@@ -197,7 +197,13 @@ class OciClient:
             # while the body is still being sent.
             headers.update(client.auth.get_auth_header())
         try:
-            response: requests.Response = send(client, url, method, data=data, headers=headers, stream=stream)
+            response: requests.Response = send(client, url, method, data=data, headers=dict(headers), stream=stream)
+            if response.status_code == 401 and getattr(client.auth, "token", None) is not None:
+                # A token holds the scopes it was asked for (pull, for a read before a push); the registry
+                # answers 401 for a wider one, and oras-py keeps presenting the old token. Ask anew once.
+                response.close()
+                client.auth.token = None
+                response = send(client, url, method, data=data, headers=dict(headers), stream=stream)
         except ValueError as err:  # oras-py: the registry asked for credentials it could not give
             raise OciError(f"{ref.name}: authentication failed ({err}); check the registry credentials", "credentials") from None
         except requests.exceptions.SSLError as err:
