@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup system-packages python kserve-client guests models cluster-binaries images serve test typecheck bench clean
+.PHONY: setup system-packages python llama-cpp kserve-client guests models cluster-binaries images serve test typecheck bench clean
 
 setup: python guests models
 
@@ -18,6 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $@
+
+# The GGML backend's llama.cpp binding, compiled from source once and kept as a wheel in ~/.cache/wasminfer.
+llama-cpp: python
+	bash .ci/llama-cpp.sh
 
 # KServe's Python client for the model-server tests, in a virtual environment of its own: its pins
 # (kubernetes among them) clash with the project's.
@@ -50,7 +54,7 @@ serve: setup
 typecheck: python
 	$(VENV)/bin/mypy
 
-test: system-packages setup kserve-client cluster-binaries images typecheck
+test: system-packages setup llama-cpp kserve-client cluster-binaries images typecheck
 	$(VENV)/bin/pytest -ra
 
 bench: setup

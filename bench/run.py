@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-SCRIPTS = ["wasinn_overhead", "named_vs_load", "http_latency", "under_attack", "overload", "processes", "profile_requests", "cli_start", "remote_models", "model_pool", "supply_chain", "operator_scale", "real_node", "supply_chain_pods"]
+SCRIPTS = ["wasinn_overhead", "named_vs_load", "http_latency", "under_attack", "overload", "processes", "profile_requests", "cli_start", "remote_models", "model_pool", "ggml_tokens", "supply_chain", "operator_scale", "real_node", "supply_chain_pods"]
 
 
 def main(argv: list[str]) -> int:

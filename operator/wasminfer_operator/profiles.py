@@ -147,13 +147,13 @@ def builtin_profiles() -> dict[str, DeviceProfile]:
     return {
         "cpu": DeviceProfile(
             device=Device.CPU,
-            backends=[BackendName.openvino, BackendName.onnxruntime],
+            backends=[BackendName.openvino, BackendName.onnxruntime, BackendName.llamacpp],
         ),
         "intel-gpu": DeviceProfile(device=Device.GPU, backends=[BackendName.openvino], resources={INTEL_GPU_RESOURCE: 1}),
         "intel-npu": DeviceProfile(device=Device.NPU, backends=[BackendName.openvino], resources={INTEL_NPU_RESOURCE: 1}),
         "nvidia-gpu": DeviceProfile(
             device=Device.GPU,
-            backends=[BackendName.onnxruntime],
+            backends=[BackendName.onnxruntime, BackendName.llamacpp],
             resources={NVIDIA_GPU_RESOURCE: 1},
             tolerations=[Toleration(key=NVIDIA_GPU_RESOURCE, operator="Exists", effect="NoSchedule")],
             image=NVIDIA_IMAGE,

@@ -201,7 +201,8 @@ class ModelConfig(_Strict):
     backend: BackendName | None = Field(None, validate_default=True, description="Defaults from the format.")
     device: Device = Field(Device.CPU, validate_default=True)
     files: list[Path] = Field(
-        default_factory=list, description="openvino: [model.xml, model.bin] (or [model.xml]); onnx: [model.onnx]", max_length=2
+        default_factory=list, description="openvino: [model.xml, model.bin] (or [model.xml]); onnx: [model.onnx]; ggml: [model.gguf]",
+        max_length=2
     )
     remote: RemoteModel | None = Field(None, description="Served by a model server instead of loaded from files here.")
     oci: OciSource | None = Field(
@@ -254,8 +255,8 @@ class ModelConfig(_Strict):
             return self
         if not self.files:
             raise ValueError("files: a model needs its files (or a `folder` or `oci` artifact holding them, or `remote`, a model server serving it)")
-        if self.format is ModelFormat.onnx and len(self.files) != 1:
-            raise ValueError("format 'onnx' takes exactly one file")
+        if self.format in (ModelFormat.onnx, ModelFormat.ggml) and len(self.files) != 1:
+            raise ValueError(f"format '{self.format.value}' takes exactly one file")
         return self
 
     @property

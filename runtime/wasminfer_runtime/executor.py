@@ -134,6 +134,7 @@ class WorkerExecutor:
         self.engine = engine
         # Set when the server stops: guests asleep in WASI calls wake and end as timeouts.
         self.stopping = stopping if stopping is not None else threading.Event()
+        self.current_stdout: capture.GuestOutput | None = None  # the running invocation's (one at a time: `run`)
         engine.add_tick_hook(capture.check_all)  # holds guest output to its limit while guests run
         self.worker = worker
         self.memory_cap = worker.limits.memory_mib * _MIB
@@ -184,6 +185,7 @@ class WorkerExecutor:
     def invoke(self, stdin: bytes, args: Sequence[str] = ()) -> Invocation:
         """Run `_start` once in a fresh instance; never raises for anything the guest does."""
         out, err = capture.GuestOutput.take("stdout"), capture.GuestOutput.take("stderr")
+        self.current_stdout = out
         deadline = wasi_deadline.Deadline.after(self.worker.limits.timeout_seconds, self.stopping)
         wasi_deadline.bind(deadline)
         deadlines.bind(time.monotonic() + self.worker.limits.timeout_seconds)
@@ -200,6 +202,7 @@ class WorkerExecutor:
         finally:
             wasi_deadline.bind(None)
             deadlines.bind(None)
+            self.current_stdout = None
             stdout, out_over = out.collect()
             stderr, err_over = err.collect()
         failure = session.failure if session is not None else None

@@ -14,11 +14,13 @@ from collections.abc import Mapping
 class ModelFormat(str, enum.Enum):
     openvino = "openvino"  # OpenVINO IR: model.xml + model.bin
     onnx = "onnx"
+    ggml = "ggml"  # a GGUF file (llama.cpp)
 
 
 class BackendName(str, enum.Enum):
     openvino = "openvino"
     onnxruntime = "onnxruntime"
+    llamacpp = "llamacpp"
 
 
 class Device(str, enum.Enum):
@@ -33,6 +35,7 @@ class Device(str, enum.Enum):
 READERS: Mapping[ModelFormat, tuple[BackendName, ...]] = {
     ModelFormat.openvino: (BackendName.openvino,),
     ModelFormat.onnx: (BackendName.openvino, BackendName.onnxruntime),
+    ModelFormat.ggml: (BackendName.llamacpp,),
 }
 
 # Format -> the suffixes of its files, the one a backend reads first: how a model folder pulled from a
@@ -40,14 +43,20 @@ READERS: Mapping[ModelFormat, tuple[BackendName, ...]] = {
 MODEL_FILES: Mapping[ModelFormat, tuple[str, ...]] = {
     ModelFormat.openvino: (".xml", ".bin"),
     ModelFormat.onnx: (".onnx",),
+    ModelFormat.ggml: (".gguf",),
 }
 
 # Backend -> the devices it runs models on. GPU is an Intel GPU for OpenVINO, an NVIDIA GPU (CUDA) for
-# ONNX Runtime; AUTO lets OpenVINO pick.
+# ONNX Runtime and llama.cpp; AUTO lets OpenVINO pick.
 DEVICES: Mapping[BackendName, tuple[Device, ...]] = {
     BackendName.openvino: (Device.CPU, Device.GPU, Device.NPU, Device.AUTO),
     BackendName.onnxruntime: (Device.CPU, Device.GPU),
+    BackendName.llamacpp: (Device.CPU, Device.GPU),
 }
+
+# Formats a model host process serves (model_isolation: process). A GGML model's token streams do not
+# cross the model host's wire: it loads in the serving process that uses it.
+HOSTED: frozenset[ModelFormat] = frozenset({ModelFormat.openvino, ModelFormat.onnx})
 
 # Devices every node has (AUTO falls back to the CPU): a model on them needs no device profile.
 RUNS_ANYWHERE: frozenset[Device] = frozenset({Device.CPU, Device.AUTO})

@@ -22,6 +22,7 @@ from typing import Literal
 
 from wasminfer_runtime.backends import get_backend
 from wasminfer_runtime.backends.base import Backend, BackendError, Graph, ShapeBounds
+from wasminfer_runtime import formats
 from wasminfer_runtime.config import BackendName, Device, ModelConfig, ModelFormat
 from wasminfer_runtime.metrics import Metrics
 from wasminfer_runtime.modelhost.client import RemoteGraph
@@ -82,7 +83,8 @@ class ModelRegistry:
                  cfg.device.value, files)
         started = time.perf_counter()
         try:
-            graph = self._load_hosted(cfg) if self.isolation == "process" else get_backend(backend_name).load_model(cfg)
+            hosted = self.isolation == "process" and cfg.format in formats.HOSTED
+            graph = self._load_hosted(cfg) if hosted else get_backend(backend_name).load_model(cfg)
         except BackendError as err:
             raise ModelLoadError(f"model {cfg.name!r} ({files}): {err}") from None
         elapsed = time.perf_counter() - started
@@ -162,6 +164,15 @@ class ModelRegistry:
 
     def config(self, name: str) -> ModelConfig | None:
         return self._configs.get(name)
+
+    def mark_missing(self, cfg: ModelConfig) -> None:
+        """A model named on `wasminfer run`'s command line whose file is not there: its guest finds out at
+        load_by_name (WasmEdge's model_not_found), as it would under WasmEdge."""
+        with self._lock:
+            self._configs[cfg.name] = cfg
+
+    def is_missing(self, name: str) -> bool:
+        return name in self._configs and name not in self._graphs
 
     def host(self, name: str) -> ModelHost | None:
         """The process a named model runs in (None in-process)."""

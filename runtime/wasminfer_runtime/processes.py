@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from wasminfer_runtime import formats
 from wasminfer_runtime.config import LOAD_FAILURE_EXIT, ModelConfig, RuntimeConfig
 from wasminfer_runtime.metrics import Metrics, forget_process, share_between_processes
 from wasminfer_runtime.modelhost.link import HostEvent, HostLink
@@ -74,7 +75,7 @@ def shared_models(cfg: RuntimeConfig) -> list[str]:
     into model hosts; a remote model's server is asked by each process itself)."""
     if cfg.server.model_isolation != "process":
         return []
-    return [m.name for m in cfg.models if m.remote is None]
+    return [m.name for m in cfg.models if m.remote is None and m.format in formats.HOSTED]
 
 
 # -- in a serving process --------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from wasminfer_runtime.config import (
     BackendName,
+    Device,
     FolderConfig,
     Limits,
     ModelConfig,
@@ -37,7 +38,7 @@ TRAP_EXIT_CODE = 134  # what wasmtime returns for a trap (128 + SIGABRT)
 USAGE_EXIT_CODE = 2
 MAX_TIMEOUT_SECONDS = 3600.0  # the most a worker's limits allow
 
-_ENCODINGS = {"openvino": ModelFormat.openvino, "onnx": ModelFormat.onnx}
+_ENCODINGS = {"openvino": ModelFormat.openvino, "onnx": ModelFormat.onnx, "ggml": ModelFormat.ggml}
 
 
 class UsageError(Exception):
@@ -59,6 +60,8 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
                         help="set a guest environment variable (NAME alone passes ours on); repeatable")
     parser.add_argument("--nn-graph", action="append", default=[], metavar="ENCODING::DIR",
                         help="preload DIR as the named model basename(DIR) (encoding openvino or onnx); repeatable")
+    parser.add_argument("--nn-preload", action="append", default=[], metavar="NAME:ENCODING:TARGET:PATH",
+                        help="preload a model file as NAME, as WasmEdge does (e.g. default:GGML:AUTO:model.gguf); repeatable")
     parser.add_argument("-S", dest="wasi", action="append", default=[], metavar="OPTION",
                         help="wasmtime-style WASI options: nn, nn-graph=ENCODING::DIR")
     parser.add_argument("--timeout", type=float, default=MAX_TIMEOUT_SECONDS, metavar="SECONDS",
@@ -69,7 +72,7 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
 
 
 # The options above; each takes a value (`--dir X` or `--dir=X`; `-Snn` is `-S nn`).
-_VALUED = ("--dir", "--env", "--nn-graph", "-S", "--timeout", "--max-memory-mib", "--cache-dir")
+_VALUED = ("--dir", "--env", "--nn-graph", "--nn-preload", "-S", "--timeout", "--max-memory-mib", "--cache-dir")
 
 
 def _is_option(token: str) -> bool:
@@ -131,6 +134,21 @@ def parse_nn_graph(spec: str) -> ModelConfig:
     return ModelConfig.model_validate({"name": path.name, "format": fmt, "files": files})
 
 
+def parse_nn_preload(spec: str) -> ModelConfig:
+    """WasmEdge's `--nn-preload NAME:ENCODING:TARGET:PATH` (a file; a GGUF model for GGML)."""
+    parts = spec.split(":", 3)
+    if len(parts) != 4 or not parts[0] or parts[1].lower() not in _ENCODINGS or not parts[3]:
+        raise UsageError(f"--nn-preload {spec!r}: expected NAME:ENCODING:TARGET:PATH with ENCODING one of {', '.join(_ENCODINGS)}")
+    name, encoding, target, path = parts
+    devices = {"cpu": Device.CPU, "gpu": Device.GPU, "auto": Device.CPU if encoding.lower() == "ggml" else Device.AUTO}
+    if target.lower() not in devices:
+        raise UsageError(f"--nn-preload {spec!r}: TARGET is one of CPU, GPU, AUTO")
+    fmt = _ENCODINGS[encoding.lower()]
+    file = Path(path).resolve()
+    files = [file, file.with_suffix(".bin")] if fmt is ModelFormat.openvino else [file]
+    return ModelConfig.model_validate({"name": name, "format": fmt, "device": devices[target.lower()], "files": files})
+
+
 def build(args: argparse.Namespace) -> tuple[WorkerConfig, list[ModelConfig]]:
     """The worker and named models a command line describes (raises UsageError)."""
     nn_enabled = False
@@ -142,7 +160,7 @@ def build(args: argparse.Namespace) -> tuple[WorkerConfig, list[ModelConfig]]:
             graphs.append(opt.removeprefix("nn-graph="))
         else:
             raise UsageError(f"-S {opt}: unsupported (known: nn, nn-graph=ENCODING::DIR)")
-    models = [parse_nn_graph(g) for g in graphs]
+    models = [parse_nn_graph(g) for g in graphs] + [parse_nn_preload(p) for p in args.nn_preload]
     worker = WorkerConfig(
         name=args.module.stem,
         module=args.module.resolve(),
@@ -152,7 +170,7 @@ def build(args: argparse.Namespace) -> tuple[WorkerConfig, list[ModelConfig]]:
         limits=Limits(memory_mib=args.max_memory_mib, timeout_seconds=args.timeout),
         wasi_nn=WasiNnConfig(
             enabled=nn_enabled or bool(models),
-            allowed_backends=[BackendName.openvino, BackendName.onnxruntime],
+            allowed_backends=[BackendName.openvino, BackendName.onnxruntime, BackendName.llamacpp],
             models=[m.name for m in models],
         ),
     )
@@ -170,6 +188,11 @@ def main(args: argparse.Namespace) -> int:
     registry = ModelRegistry(metrics)
     try:
         for m in models:
+            if m.format is ModelFormat.ggml and not m.files[0].is_file():
+                print(f"wasminfer run: --nn-preload {m.name}: {m.files[0]} does not exist; the guest gets model_not_found",
+                      file=sys.stderr)
+                registry.mark_missing(m)
+                continue
             registry.load(m)
     except ModelLoadError as err:
         print(f"wasminfer run: {err}", file=sys.stderr)
@@ -182,8 +205,11 @@ def main(args: argparse.Namespace) -> int:
             hint = " (pass -S nn, or --nn-graph to preload a model)" if not worker.wasi_nn.enabled else ""
             print(f"wasminfer run: {err}{hint}", file=sys.stderr)
             return 1
+        tee = _StreamedStdout(executor)
+        if executor.nn is not None:  # stream-stdout: an LLM guest's tokens as they come
+            executor.nn.llm_stdout = tee.token
         result = executor.invoke(stdin, argv)
-    sys.stdout.buffer.write(result.stdout)
+    sys.stdout.buffer.write(result.stdout[tee.printed:])
     sys.stdout.buffer.flush()
     sys.stderr.buffer.write(result.stderr)
     sys.stderr.flush()
@@ -196,3 +222,22 @@ def main(args: argparse.Namespace) -> int:
     print(f"wasminfer run: {args.module}: {result.message}", file=sys.stderr)
     return TRAP_EXIT_CODE
 
+
+
+class _StreamedStdout:
+    """An LLM context's stream-stdout tokens on our stdout, in order with what the guest printed before
+    each (its stdout is collected while it runs, and printed when it ends)."""
+
+    def __init__(self, executor: WorkerExecutor) -> None:
+        self.executor = executor
+        self.printed = 0  # bytes of the guest's own stdout already printed
+
+    def token(self, piece: bytes) -> None:
+        out = self.executor.current_stdout
+        if out is not None:
+            size = os.fstat(out.fd).st_size
+            if size > self.printed:
+                sys.stdout.buffer.write(os.pread(out.fd, size - self.printed, self.printed))
+                self.printed = size
+        sys.stdout.buffer.write(piece)
+        sys.stdout.buffer.flush()

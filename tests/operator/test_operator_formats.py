@@ -27,7 +27,7 @@ from wasminfer_runtime.config import parse_runtime_config
 IM_SCHEMA: dict[str, Any] = crdgen.inference_model_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
 WW_SCHEMA: dict[str, Any] = crdgen.wasm_worker_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
 
-FILES = {ModelFormat.openvino: ["model.xml", "model.bin"], ModelFormat.onnx: ["model.onnx"]}
+FILES = {fmt: [f"model{suffix}" for suffix in formats.MODEL_FILES[fmt]] for fmt in ModelFormat}  # model.xml, model.onnx, ...
 COMBINATIONS = list(itertools.product(ModelFormat, [None, *BackendName], Device))
 
 

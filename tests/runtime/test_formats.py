@@ -14,7 +14,7 @@ from wasminfer_runtime import formats
 from wasminfer_runtime.config import BackendName, ConfigError, Device, ModelFormat
 from wasminfer_runtime.server import load_config
 
-FILES = {ModelFormat.openvino: ["model.xml", "model.bin"], ModelFormat.onnx: ["model.onnx"]}
+FILES = {fmt: [f"model{suffix}" for suffix in formats.MODEL_FILES[fmt]] for fmt in ModelFormat}  # model.xml, model.onnx, ...
 COMBINATIONS = list(itertools.product(ModelFormat, BackendName, Device))
 
 

@@ -29,4 +29,8 @@ def _create(name: BackendName) -> Backend:
         from wasminfer_runtime.backends.onnxruntime import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend()
+    if name is BackendName.llamacpp:
+        from wasminfer_runtime.backends.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend()
     raise ValueError(f"unknown backend {name!r}")

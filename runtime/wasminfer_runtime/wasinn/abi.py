@@ -28,6 +28,11 @@ class Errno(enum.IntEnum):
     unsupported_operation = 6
     too_large = 7
     not_found = 8
+    # WasmEdge's, for its LLM backends (a guest's loop reads them)
+    end_of_sequence = 100
+    context_full = 101
+    prompt_too_long = 102
+    model_not_found = 103
 
 
 class GraphEncoding(enum.IntEnum):
@@ -37,6 +42,7 @@ class GraphEncoding(enum.IntEnum):
     pytorch = 3
     tensorflowlite = 4
     autodetect = 5
+    ggml = 6  # WasmEdge's
 
 
 class ExecutionTarget(enum.IntEnum):

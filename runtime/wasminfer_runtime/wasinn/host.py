@@ -39,7 +39,7 @@ from wasminfer_runtime.backends.base import (
     TooLarge,
     Unsupported,
 )
-from wasminfer_runtime.config import BackendName, Device, ModelFormat, WasiNnConfig
+from wasminfer_runtime.config import Device, ModelFormat, WasiNnConfig
 from wasminfer_runtime.metrics import Metrics
 from wasminfer_runtime.modelhost.client import DeadlineExceeded
 from wasminfer_runtime.modelhost.wire import HostFailure
@@ -80,12 +80,23 @@ _u32_at = ctypes.c_uint32.from_address
 _unpack_tensor = TENSOR_STRUCT.unpack
 _perf_counter = time.perf_counter
 
-_ERRNO_SLOTS = 16  # errno values are < 16; counts are kept in one flat list
+_ERRNO_SLOTS = 16  # counts are kept in one flat list, 16 per import: errnos 0-8, then WasmEdge's 100-103 at 9-12
 
 
-def _errno_for(err: Exception) -> Errno:
+def _slot_of(errno: int) -> int:
+    return errno if errno < 100 else errno - 91
+
+
+def _errno_of_slot(slot: int) -> Errno:
+    return Errno(slot if slot < 9 else slot + 91)
+
+
+def _errno_for(err: BaseException) -> Errno:
     if isinstance(err, AbiError):
         return err.errno
+    llm = _LLM_ERRNOS.get(type(err).__name__)
+    if llm is not None:
+        return llm
     if isinstance(err, TooLarge):
         return Errno.too_large
     if isinstance(err, (InvalidTensor, InvalidModel)):
@@ -94,6 +105,14 @@ def _errno_for(err: Exception) -> Errno:
         return Errno.unsupported_operation
     return Errno.runtime_error
 
+
+# The LLM backend's errors by class name (importing it would load llama.cpp into every runtime).
+_LLM_ERRNOS = {
+    "EndOfSequence": Errno.end_of_sequence,
+    "ContextFull": Errno.context_full,
+    "PromptTooLong": Errno.prompt_too_long,
+    "InvalidEncoding": Errno.invalid_encoding,
+}
 
 _TARGETS = {
     ExecutionTarget.cpu: Device.CPU,
@@ -106,12 +125,13 @@ _TARGETS = {
 class _Context:
     """An execution context handle's contents."""
 
-    __slots__ = ("backend", "graph", "durations")
+    __slots__ = ("backend", "graph", "durations", "text_input")
 
     def __init__(self, backend: ExecutionContext, graph: Graph, durations: list[float]) -> None:
         self.backend = backend
         self.graph = graph
         self.durations = durations
+        self.text_input = bool(getattr(backend, "takes_text", False))
 
 
 class _GraphHandle:
@@ -247,6 +267,8 @@ class NnSession:
             return ModelFormat.openvino
         if encoding == GraphEncoding.onnx:
             return ModelFormat.onnx
+        if encoding == GraphEncoding.ggml:
+            return ModelFormat.ggml
         if encoding == GraphEncoding.autodetect:
             # IR is an XML document (plus weights); anything else is taken for ONNX.
             parts = m.read_builders(builders_ptr, builders_len)
@@ -273,9 +295,12 @@ class NnSession:
                 json.loads(raw.rstrip(b"\0"))
             except (ValueError, RecursionError):  # deep nesting ("[[[[...") exhausts the parser's stack
                 raise AbiError(Errno.invalid_argument, "config is not JSON") from None
-        # The config carries options of WasmEdge's LLM backends; OpenVINO and ONNX Runtime
-        # models take theirs from the runtime's model declaration.
+        # The config carries options of WasmEdge's LLM backends, the defaults of this handle's contexts;
+        # OpenVINO and ONNX Runtime models take theirs from the runtime's model declaration.
         graph, fmt = self._named(m, name_ptr, name_len)
+        with_defaults = getattr(graph, "with_defaults", None)
+        if with_defaults is not None and raw.strip(b"\0 \t\r\n"):
+            graph = with_defaults(raw)
         m.write_u32(graph_out, self._add_graph(graph, owned=False, fmt=fmt))
         return 0
 
@@ -288,6 +313,8 @@ class NnSession:
             raise AbiError(Errno.invalid_argument, "model name is not UTF-8") from None
         found = self.host.named_graph(name)
         if found is None:
+            if name in self.host.allowed_models and self.host.models.is_missing(name):
+                raise AbiError(Errno.model_not_found, f"model {name!r}: its file is missing")
             raise AbiError(Errno.not_found, f"no model named {name!r} for this worker")
         return found
 
@@ -300,6 +327,8 @@ class NnSession:
         if len(self.contexts) >= MAX_CONTEXTS:
             raise AbiError(Errno.too_large, f"more than {MAX_CONTEXTS} execution contexts in one instance")
         backend_ctx = g.graph.init_context()
+        if hasattr(backend_ctx, "stdout"):  # an LLM context's stream-stdout
+            backend_ctx.stdout = self.host.llm_stdout
         if g.nhwc:
             backend_ctx = NhwcInputs(backend_ctx)
         durations = self.durations.setdefault(g.graph.label, [])
@@ -322,6 +351,9 @@ class NnSession:
         data_end = data_ptr + data_len
         if dims_end > size or data_end > size:
             size = self._grown(max(dims_end, data_end))
+        if c.text_input:  # an LLM's prompt or metadata: bytes whatever type and shape the guest gave them
+            c.backend.set_input(index, ElementType.u8, (data_len,), base + data_ptr, data_len)
+            return 0
         raw_dims = _string_at(base + dims_ptr, 4 * dims_len)
         key = (code, raw_dims, data_len)
         decoded = self._tensor_cache.get(key)
@@ -346,15 +378,46 @@ class NnSession:
         if end > self.size:
             self._grown(end)
         addr, nbytes = c.backend.output(index)
-        if nbytes > out_max:
-            raise AbiError(Errno.too_large, f"output {index} is {nbytes} bytes, the buffer {out_max}")
+        return self._copy_out(index, addr, nbytes, out_ptr, out_max, written_ptr, hasattr(c.backend, "output_single"))
+
+    def _copy_out(self, index: int, addr: int, nbytes: int, out_ptr: int, out_max: int, written_ptr: int,
+                  report_size: bool = True) -> int:
         base = self.base
+        if nbytes > out_max:
+            if report_size:  # what a larger buffer needs, as WasmEdge's LLM backends tell their guests
+                _u32_at(base + written_ptr).value = nbytes
+            raise AbiError(Errno.too_large, f"output {index} is {nbytes} bytes, the buffer {out_max}")
         _memmove(base + out_ptr, addr, nbytes)
         _u32_at(base + written_ptr).value = nbytes
         return 0
 
+    # WasmEdge's token-at-a-time API. Backends without it (tensor models) answer with one whole inference.
+    def compute_single(self, ctx: int) -> int:
+        c = self._context(ctx)
+        single = getattr(c.backend, "compute_single", None)
+        if single is None:
+            return self.compute(ctx)
+        started = _perf_counter()
+        single()
+        c.durations.append(_perf_counter() - started)
+        return 0
+
+    def get_output_single(self, ctx: int, index: int, out_ptr: int, out_max: int, written_ptr: int) -> int:
+        c = self._context(ctx)
+        single = getattr(c.backend, "output_single", None)
+        if single is None:
+            return self.get_output(ctx, index, out_ptr, out_max, written_ptr)
+        end = max(out_ptr + out_max, written_ptr + 4)
+        if end > self.size:
+            self._grown(end)
+        addr, nbytes = single(index)
+        return self._copy_out(index, addr, nbytes, out_ptr, out_max, written_ptr)
+
     def fini_single(self, ctx: int) -> int:
-        self._context(ctx)
+        c = self._context(ctx)
+        fini = getattr(c.backend, "fini_single", None)
+        if fini is not None:
+            fini()
         return 0
 
     def unload(self, graph: int) -> int:
@@ -391,8 +454,8 @@ FUNCTIONS: list[tuple[str, int, Callable[..., int]]] = [
     ("set_input", 3, NnSession.set_input),
     ("compute", 1, NnSession.compute),
     ("get_output", 5, NnSession.get_output),
-    ("compute_single", 1, NnSession.compute),  # WasmEdge's token-at-a-time API: one whole inference here
-    ("get_output_single", 5, NnSession.get_output),
+    ("compute_single", 1, NnSession.compute_single),
+    ("get_output_single", 5, NnSession.get_output_single),
     ("fini_single", 1, NnSession.fini_single),
     ("unload", 1, NnSession.unload),
     ("finalize_execution_context", 1, NnSession.finalize_execution_context),
@@ -401,7 +464,9 @@ FUNCTIONS: list[tuple[str, int, Callable[..., int]]] = [
 
 def _failed(session: NnSession, name: str, err: BaseException) -> int:
     """The errno for an exception raised by an import; logs what the operator should see."""
-    if isinstance(err, (AbiError, InvalidTensor, InvalidModel, Unsupported)):
+    if type(err).__name__ == "EndOfSequence":  # how a token stream ends, not a failure
+        return int(Errno.end_of_sequence)
+    if isinstance(err, (AbiError, InvalidTensor, InvalidModel, Unsupported)) or type(err).__name__ in _LLM_ERRNOS:
         errno = _errno_for(err)
         log.debug("worker %s: wasi-nn %s -> %s: %s", session.host.owner, name, errno.name, err)
         if len(session.errors) < MAX_REASONS:
@@ -448,7 +513,7 @@ def _make_trampoline(fid: int, name: str, arity: int, impl: Callable[..., int]) 
         except BaseException as err:
             e = _failed(s, name, err)
         v[0] = e
-        s.counts[slot + e] += 1
+        s.counts[slot + _slot_of(e)] += 1
         return 0
 
     return _CALLBACK(callback)
@@ -470,6 +535,9 @@ class WasiNnHost:
         self.metrics = metrics
         self.owner = owner
         self.max_loaded_bytes = max_loaded_bytes
+        # Where an LLM context's stream-stdout prints its tokens: `wasminfer run` sets its own stdout;
+        # a served worker's tokens are not printed (its stdout is its HTTP response).
+        self.llm_stdout: Callable[[bytes], None] | None = None
         # Prometheus children, looked up once: `labels()` costs microseconds on every request.
         self._calls: dict[int, Any] = {}
         self._inference: dict[str, Any] = {}
@@ -479,7 +547,7 @@ class WasiNnHost:
         child = self._calls.get(slot)
         if child is None:
             fn = FUNCTIONS[slot // _ERRNO_SLOTS][0]
-            child = self._calls[slot] = self.metrics.wasi_nn_calls.labels(fn, Errno(slot % _ERRNO_SLOTS).name)
+            child = self._calls[slot] = self.metrics.wasi_nn_calls.labels(fn, _errno_of_slot(slot % _ERRNO_SLOTS).name)
         return child
 
     def inference_histogram(self, model: str) -> Any:
