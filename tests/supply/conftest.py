@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # signing.py
 
 from cluster import binaries  # noqa: E402
 from cluster.registry import RegistryFiles, RunningRegistry, start_registry  # noqa: E402
+from local_sigstore import LocalSigstore  # noqa: E402
 from signing import COSIGN_PASSWORD, Cosign, KeyPair, pem_pair  # noqa: E402
 
 
@@ -76,3 +77,15 @@ def cosign(bin_dir: Path, reg: RegistryFiles, tmp_path_factory: pytest.TempPathF
     subprocess.run([str(tool.binary), "generate-key-pair"], cwd=home, check=True, capture_output=True,
                    env={**os.environ, "COSIGN_PASSWORD": COSIGN_PASSWORD})
     return tool
+
+
+@pytest.fixture(scope="module")
+def sigstore() -> LocalSigstore:
+    """A Sigstore of the test's own (local_sigstore.py): its CA, CT log and Rekor."""
+    return LocalSigstore()
+
+
+@pytest.fixture(scope="module")
+def root(sigstore: LocalSigstore, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """That Sigstore's trusted_root.json."""
+    return sigstore.trusted_root(tmp_path_factory.mktemp("sigstore") / "trusted_root.json")

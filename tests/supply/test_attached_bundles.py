@@ -26,16 +26,6 @@ HELLO = ROOT / "examples" / "hello.wasm"
 ME, ISSUER = "release@example.com", "https://accounts.example.com"
 
 
-@pytest.fixture(scope="module")
-def sigstore() -> LocalSigstore:
-    return LocalSigstore()
-
-
-@pytest.fixture(scope="module")
-def root(sigstore: LocalSigstore, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return sigstore.trusted_root(tmp_path_factory.mktemp("sigstore") / "trusted_root.json")
-
-
 def keyless(root: Path, identity: str = ME) -> Trust:
     return Trust(sigstore=SigstoreTrust.of(root, [(identity, ISSUER)]))
 

@@ -29,16 +29,6 @@ ME, ISSUER = "release@example.com", "https://accounts.example.com"
 CI_IDENTITY = "https://github.com/example/workers/.github/workflows/release.yml@refs/tags/v1"
 
 
-@pytest.fixture(scope="module")
-def sigstore() -> LocalSigstore:
-    return LocalSigstore()
-
-
-@pytest.fixture(scope="module")
-def root(sigstore: LocalSigstore, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return sigstore.trusted_root(tmp_path_factory.mktemp("sigstore") / "trusted_root.json")
-
-
 def trust(root: Path, *identities: tuple[str, str]) -> SigstoreTrust:
     return SigstoreTrust(root, tuple(Identity(i, o) for i, o in identities))
 
