@@ -110,6 +110,12 @@ def test_hostile_configs_get_clean_errors(wasminfer_run: RunWasminfer, model: Pa
     # a context larger than the model was trained for (a KV cache the host would have to allocate)
     code, lines = run(wasminfer_run, model, "whole", "tiny", PROMPT, json.dumps({"ctx-size": 1 << 30}))
     assert code == 0 and "stop 1" in lines, lines
+    # NaN, which Python's JSON reads, is no temperature; a penalty window of two billion tokens is the context's
+    code, lines = run(wasminfer_run, model, "whole", "tiny", PROMPT, '{"temp": NaN}')
+    assert code == 1 and "error load 1" in lines, lines
+    code, lines = run(wasminfer_run, model, "whole", "tiny", PROMPT,
+                      json.dumps({**GREEDY, "n-predict": 4, "repeat-penalty": 1.1, "last-n-penalty": 2_000_000_000}))
+    assert code == 0 and meta(lines[-1])["output_tokens"] == 4, lines
     # a known key of the wrong type, in the metadata input
     code, lines = run(wasminfer_run, model, "meta", "tiny", PROMPT, json.dumps(GREEDY), '{"n-predict": "many"}')
     assert code == 1 and "error set_input_meta 1" in lines, lines

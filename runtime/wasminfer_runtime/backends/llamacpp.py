@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -96,13 +97,19 @@ class LlmOptions:
             if key not in doc:
                 continue
             value, kind = doc[key], type(getattr(self, f.name))
-            ok = (isinstance(value, bool) if kind is bool else isinstance(value, (int, float)) and not isinstance(value, bool)
-                  if kind is float else isinstance(value, int) and not isinstance(value, bool) if kind is int
-                  else isinstance(value, str))
-            if not ok:
-                raise InvalidTensor(f"{what}: {key} must be a {kind.__name__}")
+            if not _of_json_type(value, kind):
+                raise InvalidTensor(f"{what}: {key} must be a {'finite number' if kind is float else kind.__name__}")
             changes[f.name] = float(value) if kind is float else value
         return replace(self, **changes)
+
+
+def _of_json_type(value: Any, kind: type) -> bool:
+    """A JSON value of the option's type: a bool is no number here, an int is a float, NaN is nothing."""
+    if kind is bool or isinstance(value, bool):
+        return kind is bool and isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, kind)
 
 
 class InvalidEncoding(InvalidTensor):
@@ -381,7 +388,8 @@ class LlamaContext(ExecutionContext):
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         add = llama_cpp.llama_sampler_chain_add
         if o.repeat_penalty != 1.0 or o.presence_penalty or o.frequency_penalty:
-            add(chain, llama_cpp.llama_sampler_init_penalties(self.graph.n_vocab, o.last_n_penalty, o.repeat_penalty,
+            window = max(0, min(o.last_n_penalty, self.ctx_size))  # a guest's number sizes a buffer: bounded
+            add(chain, llama_cpp.llama_sampler_init_penalties(self.graph.n_vocab, window, o.repeat_penalty,
                                                              o.frequency_penalty, o.presence_penalty))
         if o.temp <= 0:
             add(chain, llama_cpp.llama_sampler_init_greedy())  # temperature 0: the likeliest token, every time
