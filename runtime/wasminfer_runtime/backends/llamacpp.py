@@ -2,7 +2,8 @@
 GGML backend does, so its LLM guests run unchanged.
 
 - A named model is loaded once (`llama_model`) and shared; each execution context has its own
-  `llama_context` (KV cache), created at its first compute with the context's `ctx-size`, and its sampler.
+  `llama_context` (KV cache) at its first compute, of the context's `ctx-size` (taken from the model's
+  pool of idle ones of that shape, which closed contexts go back to), and its own sampler.
 - Input 0 is the prompt (UTF-8 bytes, tokenized with BOS and special tokens); input 1 is metadata JSON
   that updates the context's options. Output 0 is the generated text (never the prompt; the end token's
   text included); output 1 is the token counts as WasmEdge writes them.
@@ -148,7 +149,7 @@ class LlamaCppBackend(Backend):
             raise Unsupported(f"llama.cpp reads GGUF models, not {cfg.format.value}")
         (path,) = cfg.files
         gpu_layers = -1 if cfg.device is Device.GPU else 0
-        return LlamaGraph(self.llama_cpp, str(path), gpu_layers, cfg.name, ShapeBounds(cfg.options))
+        return LlamaGraph(self.llama_cpp, str(path), gpu_layers, cfg.name, ShapeBounds(cfg.options), cfg.options.pool_size)
 
     def load_bytes(self, fmt: ModelFormat, parts: Sequence[bytes], device: Device) -> Graph:
         raise Unsupported("GGML models are loaded by name (a named model, or --nn-preload), not passed through guest memory")
@@ -157,7 +158,7 @@ class LlamaCppBackend(Backend):
 class LlamaGraph(Graph):
     """One GGUF model in memory, shared by every context of every worker that may use it."""
 
-    def __init__(self, llama_cpp: Any, path: str, gpu_layers: int, label: str, bounds: ShapeBounds) -> None:
+    def __init__(self, llama_cpp: Any, path: str, gpu_layers: int, label: str, bounds: ShapeBounds, pool_size: int = 4) -> None:
         super().__init__(label, bounds)
         self.llama_cpp = llama_cpp
         params = llama_cpp.llama_model_default_params()
@@ -174,6 +175,28 @@ class LlamaGraph(Graph):
         self._pieces: dict[int, bytes] = {}  # a dict's get and set are atomic: contexts on many threads share it
         self._lock = threading.Lock()
         self._closed = False
+        # llama.cpp contexts (KV caches) kept for the next execution context with the same shape, up to the
+        # model's pool_size: creating one is most of a request's time to first token.
+        self._idle: list[tuple[tuple[int, int, int], Any]] = []
+        self.pool_size = pool_size
+
+    def take_context(self, shape: tuple[int, int, int]) -> Any:
+        """An idle llama.cpp context of this shape (n_ctx, n_batch, flash attention), or None."""
+        with self._lock:
+            for i, (idle_shape, ctx) in enumerate(self._idle):
+                if idle_shape == shape:
+                    del self._idle[i]
+                    return ctx
+        return None
+
+    def give_back(self, shape: tuple[int, int, int], ctx: Any) -> None:
+        with self._lock:
+            if self._closed:
+                return  # shutting down with the model freed: freeing its context now would touch freed memory
+            if len(self._idle) < self.pool_size:
+                self._idle.append((shape, ctx))
+                return
+        self.llama_cpp.llama_free(ctx)
 
     def init_context(self) -> ExecutionContext:
         return LlamaContext(self, self.defaults)
@@ -217,9 +240,13 @@ class LlamaGraph(Graph):
 
     def close(self) -> None:
         with self._lock:
-            if not self._closed and self.model:
-                self._closed = True
-                self.llama_cpp.llama_model_free(self.model)
+            if self._closed or not self.model:
+                return
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for _, ctx in idle:
+            self.llama_cpp.llama_free(ctx)
+        self.llama_cpp.llama_model_free(self.model)
 
 
 @dataclass
@@ -245,6 +272,7 @@ class LlamaContext(ExecutionContext):
         self.run = _Run()
         self.ctx: Any = None
         self.ctx_size = 0
+        self.shape = (0, 0, 0)
         self.sampler: Any = None
         self.sampler_options: LlmOptions | None = None
         self.out = b""
@@ -353,22 +381,24 @@ class LlamaContext(ExecutionContext):
         cpus = os.cpu_count() or 1
         # Default: one per physical core (half the logical CPUs), as llama.cpp's own tools count them.
         threads = max(1, min(self.options.threads or cpus // 2, cpus))
-        if self.ctx is not None and want == self.ctx_size:
-            self.llama_cpp.llama_set_n_threads(self.ctx, threads, threads)
-            return
-        self._free_context()
+        shape = (want, max(1, min(self.options.batch_size, want)), self._flash_attention())
+        if self.ctx is None or shape != self.shape:
+            self._free_context()
+            ctx = self.graph.take_context(shape)
+            if ctx is None:
+                ctx = self._new_context(shape)
+            self.ctx, self.ctx_size, self.shape = ctx, want, shape
+        self.llama_cpp.llama_set_n_threads(self.ctx, threads, threads)
+
+    def _new_context(self, shape: tuple[int, int, int]) -> Any:
         llama_cpp = self.llama_cpp
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = want
-        params.n_batch = max(1, min(self.options.batch_size, want))
+        params.n_ctx, params.n_batch, params.flash_attn_type = shape
         params.n_ubatch = params.n_batch
-        params.n_threads = threads
-        params.n_threads_batch = threads
-        params.flash_attn_type = self._flash_attention()
         ctx = llama_cpp.llama_init_from_model(self.graph.model, params)
         if not ctx:
-            raise BackendError(f"llama.cpp could not create a context of {want} tokens")
-        self.ctx, self.ctx_size = ctx, want
+            raise BackendError(f"llama.cpp could not create a context of {shape[0]} tokens")
+        return ctx
 
     def _flash_attention(self) -> int:
         choice = self.options.flash_attn or ("auto" if self.graph.gpu_layers else "off")
@@ -440,7 +470,7 @@ class LlamaContext(ExecutionContext):
 
     def _free_context(self) -> None:
         if self.ctx is not None:
-            self.llama_cpp.llama_free(self.ctx)
+            self.graph.give_back(self.shape, self.ctx)  # its KV cache is cleared before its next prompt
             self.ctx, self.ctx_size = None, 0
 
 
