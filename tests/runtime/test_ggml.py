@@ -206,3 +206,22 @@ def test_a_served_worker_answers_with_the_generated_text_and_a_hostile_one_gets_
     finally:
         proc.terminate()
         proc.communicate(timeout=60)
+
+
+def test_embedding_mode_gives_llama_cpps_embedding_in_wasmedges_json(wasminfer_run: RunWasminfer, model: Path,
+                                                                       llama_cpp: Any) -> None:
+    import math
+
+    code, lines = run(wasminfer_run, model, "whole", "tiny", PROMPT, json.dumps({"embedding": True, "ctx-size": 128}))
+    assert code == 0, lines
+    ours = json.loads(bytes.fromhex(lines[1].removeprefix("text ")))
+    assert set(ours) == {"n_embedding", "embedding"} and ours["n_embedding"] == tiny_llama.N_EMBD == len(ours["embedding"])
+    assert meta(lines[-1])["output_tokens"] == 0
+    # llama.cpp's own: this model pools nothing, so the prompt's embedding is its last token's, L2-normalised
+    llm = llama_cpp.Llama(model_path=str(model), embedding=True, n_ctx=128, verbose=False)
+    last = llm.embed(PROMPT, normalize=False)[-1]
+    norm = math.sqrt(sum(v * v for v in last))
+    assert max(abs(a - b / norm) for a, b in zip(ours["embedding"], last)) < 1e-6
+    # a prompt longer than the batch takes is refused, as WasmEdge refuses it
+    code, lines = run(wasminfer_run, model, "whole", "tiny", PROMPT * 4, json.dumps({"embedding": True, "ctx-size": 128, "batch-size": 8}))
+    assert code == 0 and f"stop {PROMPT_TOO_LONG}" in lines, lines

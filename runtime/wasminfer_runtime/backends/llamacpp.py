@@ -9,7 +9,7 @@ GGML backend does, so its LLM guests run unchanged.
   text included); output 1 is the token counts as WasmEdge writes them.
 - `compute` generates until an end token, `n-predict` tokens or the `reverse-prompt`; `compute_single`
   generates one token (EndOfSequence after the end token), `output_single` is that token's text, and
-  `fini_single` ends the stream.
+  `fini_single` ends the stream. With `embedding`, `compute` gives the prompt's embedding instead.
 - Model-level options (the GPU layers) come from the runtime's model declaration: a guest's config cannot
   reload a model other workers share. What a guest asks for is bounded: the context is at most the
   model's trained length, the threads at most this machine's CPUs.
@@ -43,6 +43,7 @@ from wasminfer_runtime.config import Device, ModelConfig, ModelFormat
 from wasminfer_runtime.modelhost.client import DeadlineExceeded
 
 PROMPT, METADATA = 0, 1
+Shape = tuple[int, int, int, bool]  # a llama.cpp context's: n_ctx, n_batch, flash attention, embeddings
 MAX_PROMPT_BYTES = 1 << 20
 PROMPT_MARGIN = 4  # WasmEdge refuses a prompt of more than n_ctx - 4 tokens
 
@@ -177,11 +178,11 @@ class LlamaGraph(Graph):
         self._closed = False
         # llama.cpp contexts (KV caches) kept for the next execution context with the same shape, up to the
         # model's pool_size: creating one is most of a request's time to first token.
-        self._idle: list[tuple[tuple[int, int, int], Any]] = []
+        self._idle: list[tuple[Shape, Any]] = []
         self.pool_size = pool_size
 
-    def take_context(self, shape: tuple[int, int, int]) -> Any:
-        """An idle llama.cpp context of this shape (n_ctx, n_batch, flash attention), or None."""
+    def take_context(self, shape: Shape) -> Any:
+        """An idle llama.cpp context of this shape, or None."""
         with self._lock:
             for i, (idle_shape, ctx) in enumerate(self._idle):
                 if idle_shape == shape:
@@ -189,7 +190,7 @@ class LlamaGraph(Graph):
                     return ctx
         return None
 
-    def give_back(self, shape: tuple[int, int, int], ctx: Any) -> None:
+    def give_back(self, shape: Shape, ctx: Any) -> None:
         with self._lock:
             if self._closed:
                 return  # shutting down with the model freed: freeing its context now would touch freed memory
@@ -272,7 +273,7 @@ class LlamaContext(ExecutionContext):
         self.run = _Run()
         self.ctx: Any = None
         self.ctx_size = 0
-        self.shape = (0, 0, 0)
+        self.shape: Shape = (0, 0, 0, False)
         self.sampler: Any = None
         self.sampler_options: LlmOptions | None = None
         self.out = b""
@@ -297,7 +298,8 @@ class LlamaContext(ExecutionContext):
     # -- generation ---------------------------------------------------------------------------
     def compute(self) -> None:
         if self.options.embedding:
-            raise Unsupported("embedding mode is not served by this host yet")
+            self._embed()
+            return
         self._start()
         limit = self.options.n_predict if self.options.n_predict >= 0 else 1 << 31
         reverse = self.options.reverse_prompt.encode()
@@ -318,6 +320,32 @@ class LlamaContext(ExecutionContext):
         except BaseException:
             self.run.started = False
             raise
+
+    def _embed(self) -> None:
+        """Embedding mode: the prompt's embedding (the model's pooling, else its last token's), L2-normalised,
+        as output 0 in WasmEdge's JSON."""
+        if not self.prompt:
+            raise InvalidTensor("no prompt was set (input 0)")
+        self._ensure_context()
+        llama_cpp = self.llama_cpp
+        if len(self.prompt) > min(self.shape[1], self.ctx_size - PROMPT_MARGIN):
+            raise PromptTooLong(f"the prompt is {len(self.prompt)} tokens; embedding takes at most "
+                                f"{min(self.shape[1], self.ctx_size - PROMPT_MARGIN)} (batch-size, ctx-size)")
+        memory = llama_cpp.llama_get_memory(self.ctx)
+        if memory:
+            llama_cpp.llama_memory_clear(memory, True)
+        self.run = _Run()
+        self._check_time()
+        self._decode(self.prompt)
+        n = int(llama_cpp.llama_model_n_embd(self.graph.model))
+        pooled = llama_cpp.llama_pooling_type(self.ctx) != llama_cpp.LLAMA_POOLING_TYPE_NONE
+        values = llama_cpp.llama_get_embeddings_seq(self.ctx, 0) if pooled else llama_cpp.llama_get_embeddings_ith(self.ctx, -1)
+        if not values:
+            raise BackendError("llama.cpp gave no embedding for the prompt")
+        vector = [float(values[i]) for i in range(n)]
+        norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+        text = ",".join("%.10g" % (v / norm) for v in vector)
+        self.run.text = bytearray(f'{{"n_embedding": {n}, "embedding": [{text}]}}'.encode())
 
     def _start(self) -> None:
         """A fresh generation of the stored prompt: KV cache and sampler reset, the prompt decoded."""
@@ -381,7 +409,7 @@ class LlamaContext(ExecutionContext):
         cpus = os.cpu_count() or 1
         # Default: one per physical core (half the logical CPUs), as llama.cpp's own tools count them.
         threads = max(1, min(self.options.threads or cpus // 2, cpus))
-        shape = (want, max(1, min(self.options.batch_size, want)), self._flash_attention())
+        shape = (want, max(1, min(self.options.batch_size, want)), self._flash_attention(), self.options.embedding)
         if self.ctx is None or shape != self.shape:
             self._free_context()
             ctx = self.graph.take_context(shape)
@@ -390,10 +418,10 @@ class LlamaContext(ExecutionContext):
             self.ctx, self.ctx_size, self.shape = ctx, want, shape
         self.llama_cpp.llama_set_n_threads(self.ctx, threads, threads)
 
-    def _new_context(self, shape: tuple[int, int, int]) -> Any:
+    def _new_context(self, shape: Shape) -> Any:
         llama_cpp = self.llama_cpp
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx, params.n_batch, params.flash_attn_type = shape
+        params.n_ctx, params.n_batch, params.flash_attn_type, params.embeddings = shape
         params.n_ubatch = params.n_batch
         ctx = llama_cpp.llama_init_from_model(self.graph.model, params)
         if not ctx:
