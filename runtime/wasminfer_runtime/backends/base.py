@@ -53,6 +53,23 @@ class Unsupported(BackendError):
     """A device or format this backend (or this host) does not have."""
 
 
+# An LLM backend's (WasmEdge's GGML API): how a token stream ends, and the limits of its context.
+class EndOfSequence(BackendError):
+    """The model emitted its end token (compute_single): the stream is over."""
+
+
+class ContextFull(BackendError):
+    """The prompt and the generated tokens fill the context (ctx-size)."""
+
+
+class PromptTooLong(BackendError):
+    """The prompt alone takes more than the context leaves room for."""
+
+
+class InvalidEncoding(InvalidTensor):
+    """Metadata that is not JSON (WasmEdge answers invalid_encoding)."""
+
+
 class _TypedInput(Protocol):
     @property
     def etype(self) -> ElementType | None: ...

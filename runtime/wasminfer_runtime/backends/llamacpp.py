@@ -30,11 +30,15 @@ from wasminfer_runtime import deadlines
 from wasminfer_runtime.backends.base import (
     Backend,
     BackendError,
+    ContextFull,
     ElementType,
+    EndOfSequence,
     ExecutionContext,
     Graph,
+    InvalidEncoding,
     InvalidModel,
     InvalidTensor,
+    PromptTooLong,
     ShapeBounds,
     TooLarge,
     Unsupported,
@@ -46,18 +50,6 @@ PROMPT, METADATA = 0, 1
 Shape = tuple[int, int, int, bool]  # a llama.cpp context's: n_ctx, n_batch, flash attention, embeddings
 MAX_PROMPT_BYTES = 1 << 20
 PROMPT_MARGIN = 4  # WasmEdge refuses a prompt of more than n_ctx - 4 tokens
-
-
-class EndOfSequence(BackendError):
-    """The model emitted its end token (compute_single): the stream is over."""
-
-
-class ContextFull(BackendError):
-    """The prompt and the generated tokens fill the context (ctx-size)."""
-
-
-class PromptTooLong(BackendError):
-    """The prompt alone takes more than the context leaves room for."""
 
 
 @dataclass(frozen=True)
@@ -112,10 +104,6 @@ def _of_json_type(value: Any, kind: type) -> bool:
     if kind is float:
         return isinstance(value, (int, float)) and math.isfinite(value)
     return isinstance(value, kind)
-
-
-class InvalidEncoding(InvalidTensor):
-    """Metadata that is not JSON (WasmEdge answers invalid_encoding)."""
 
 
 def _llama() -> Any:

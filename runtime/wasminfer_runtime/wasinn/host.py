@@ -31,11 +31,15 @@ from wasminfer_runtime import capi, formats
 from wasminfer_runtime.backends.base import (
     Backend,
     BackendError,
+    ContextFull,
     ElementType,
+    EndOfSequence,
     ExecutionContext,
     Graph,
+    InvalidEncoding,
     InvalidModel,
     InvalidTensor,
+    PromptTooLong,
     TooLarge,
     Unsupported,
 )
@@ -94,9 +98,9 @@ def _errno_of_slot(slot: int) -> Errno:
 def _errno_for(err: BaseException) -> Errno:
     if isinstance(err, AbiError):
         return err.errno
-    llm = _LLM_ERRNOS.get(type(err).__name__)
-    if llm is not None:
-        return llm
+    for kind, errno in _LLM_ERRNOS:
+        if isinstance(err, kind):
+            return errno
     if isinstance(err, TooLarge):
         return Errno.too_large
     if isinstance(err, (InvalidTensor, InvalidModel)):
@@ -106,13 +110,13 @@ def _errno_for(err: BaseException) -> Errno:
     return Errno.runtime_error
 
 
-# The LLM backend's errors by class name (importing it would load llama.cpp into every runtime).
-_LLM_ERRNOS = {
-    "EndOfSequence": Errno.end_of_sequence,
-    "ContextFull": Errno.context_full,
-    "PromptTooLong": Errno.prompt_too_long,
-    "InvalidEncoding": Errno.invalid_encoding,
-}
+# WasmEdge's errnos for its LLM backends' errors.
+_LLM_ERRNOS = (
+    (EndOfSequence, Errno.end_of_sequence),
+    (ContextFull, Errno.context_full),
+    (PromptTooLong, Errno.prompt_too_long),
+    (InvalidEncoding, Errno.invalid_encoding),
+)
 
 _TARGETS = {
     ExecutionTarget.cpu: Device.CPU,
@@ -464,9 +468,9 @@ FUNCTIONS: list[tuple[str, int, Callable[..., int]]] = [
 
 def _failed(session: NnSession, name: str, err: BaseException) -> int:
     """The errno for an exception raised by an import; logs what the operator should see."""
-    if type(err).__name__ == "EndOfSequence":  # how a token stream ends, not a failure
+    if isinstance(err, EndOfSequence):  # how a token stream ends, not a failure
         return int(Errno.end_of_sequence)
-    if isinstance(err, (AbiError, InvalidTensor, InvalidModel, Unsupported)) or type(err).__name__ in _LLM_ERRNOS:
+    if isinstance(err, (AbiError, InvalidTensor, InvalidModel, Unsupported, ContextFull, PromptTooLong)):
         errno = _errno_for(err)
         log.debug("worker %s: wasi-nn %s -> %s: %s", session.host.owner, name, errno.name, err)
         if len(session.errors) < MAX_REASONS:
