@@ -23,6 +23,7 @@ from kubernetes import client, config
 from wasminfer_operator import __version__
 from wasminfer_operator.handlers import Operator, register
 from wasminfer_operator.kube import Kube
+from wasminfer_operator.handmade.namespaces import install as notice_every_new_namespace
 from wasminfer_operator.handmade.lease import Leadership, LeaseSettings, default_identity
 from wasminfer_operator.profiles import ConfigurationError, load_operator_config
 from wasminfer_operator.reconcile import Reconciler
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     kube = Kube(api_client, threads=args.concurrency)
     op = Operator(cfg=cfg, kube=kube, concurrency=args.concurrency, namespaces=list(args.namespace))
+    notice_every_new_namespace()
     registry = kopf.OperatorRegistry()
     register(registry, op)
     log.info(

@@ -3,7 +3,7 @@
 Everything else runs on kopf: the two custom resources are watched and indexed by `kopf.index`,
 their events reach the reconciler through `kopf.on.event`, its events are posted by `kopf.event`,
 kopf's login, probes, startup and cleanup handlers run the process, and its stop flag ends it.
-Three pieces are hand-made:
+Three pieces are hand-made, and one of kopf's is mended:
 
 - `informer`: the caches of the children (Deployments, Services, ConfigMaps, Pods). kopf indexes
   could hold the same compact views, but `bench/operator_scale.py` fills both over the children
@@ -22,4 +22,7 @@ Three pieces are hand-made:
   pause (or all act with `standalone`), and a standby only notices a dead peer after the peering
   lifetime (60 s). The Lease here runs on kopf's event loop, takes over within the lease duration
   (15 s) and is released at once on a clean stop.
+- `namespaces`: with namespace patterns kopf skips the listing that opens each watch of the
+  namespaces, so a namespace created in that instant (at startup, at every reconnection) would
+  not be watched until it next changed; the listing counts here like any other event.
 """
