@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import wasmtime
+from wasmtime import component
 from wasmtime import _ffi as ffi
 
 from wasminfer_runtime.metrics import Metrics
@@ -160,7 +161,26 @@ class RuntimeEngine:
         self._store_in_cache(cached, module, source)
         return module
 
-    def _store_in_cache(self, path: Path, module: wasmtime.Module, source: str) -> None:
+    def compile_component(self, path: Path) -> component.Component:
+        """Compile a component, or load it from the disk cache (raises WorkerLoadError)."""
+        try:
+            wasm = path.read_bytes()
+        except OSError as err:
+            raise WorkerLoadError(f"{path}: cannot read component: {err.strerror or err}") from None
+        cached = self.cache_dir / f"{self.cache_key(wasm)}.component.cwasm"
+        if cached.is_file():
+            try:
+                return component.Component.deserialize_file(self.engine, str(cached))
+            except wasmtime.WasmtimeError as err:
+                log.warning("module cache entry %s is unusable (%s); recompiling %s", cached, err, path)
+        try:
+            compiled = component.Component(self.engine, wasm)
+        except wasmtime.WasmtimeError as err:
+            raise WorkerLoadError(f"{path}: not a valid WebAssembly component: {first_line(err)}") from None
+        self._store_in_cache(cached, compiled, str(path))
+        return compiled
+
+    def _store_in_cache(self, path: Path, module: wasmtime.Module | component.Component, source: str) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".cwasm")
@@ -169,6 +189,16 @@ class RuntimeEngine:
             os.replace(tmp, path)  # atomic: concurrent runtimes never read half a file
         except OSError as err:
             log.warning("cannot write module cache %s for %s: %s", path, source, err)
+
+
+def is_component(path: Path) -> bool:
+    """Whether a .wasm file is a component (layer 1) rather than a core module (layer 0)."""
+    try:
+        with path.open("rb") as f:
+            header = f.read(8)
+    except OSError:
+        return False  # compiling it reports why it cannot be read
+    return header[:4] == b"\0asm" and header[6:8] == b"\x01\x00"
 
 
 def _use_pooling_allocator(config: wasmtime.Config) -> None:

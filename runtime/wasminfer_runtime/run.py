@@ -28,6 +28,7 @@ from wasminfer_runtime.config import (
     WorkerConfig,
 )
 from wasminfer_runtime.engine import RuntimeEngine, WorkerLoadError
+from wasminfer_runtime.component_executor import ComponentExecutor, new_executor
 from wasminfer_runtime.executor import WorkerExecutor
 from wasminfer_runtime.metrics import Metrics
 from wasminfer_runtime.models import ModelLoadError, ModelRegistry
@@ -200,7 +201,7 @@ def main(args: argparse.Namespace) -> int:
     stdin = b"" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read()
     with RuntimeEngine(args.cache_dir, metrics) as engine:
         try:
-            executor = WorkerExecutor(engine, registry, worker)
+            executor = new_executor(engine, registry, worker)
         except WorkerLoadError as err:
             hint = " (pass -S nn, or --nn-graph to preload a model)" if not worker.wasi_nn.enabled else ""
             print(f"wasminfer run: {err}{hint}", file=sys.stderr)
@@ -220,7 +221,8 @@ def main(args: argparse.Namespace) -> int:
     if result.outcome == "exit":
         return result.exit_code
     print(f"wasminfer run: {args.module}: {result.message}", file=sys.stderr)
-    return TRAP_EXIT_CODE
+    # wasmtime run: a core module's trap exits as an abort, a component's as a plain failure
+    return 1 if isinstance(executor, ComponentExecutor) else TRAP_EXIT_CODE
 
 
 

@@ -20,6 +20,7 @@ from wasminfer_runtime import capi
 from wasminfer_runtime.admission import WorkerGate, concurrency_for
 from wasminfer_runtime.config import ConfigError, ModelConfig, RuntimeConfig, WorkerConfig
 from wasminfer_runtime.engine import RuntimeEngine
+from wasminfer_runtime.component_executor import new_executor
 from wasminfer_runtime.executor import WorkerExecutor
 from wasminfer_runtime.kv import KvStores
 from wasminfer_runtime.metrics import Metrics
@@ -206,7 +207,7 @@ class Service:
             if cfg.name in self.cfg.worker_errors:
                 raise ConfigError(self.cfg.worker_errors[cfg.name])
             cfg = self.supply.prepare_worker(cfg)
-            executor = WorkerExecutor(self.engine, self.models, self.sources.prepare(cfg), stopping=self.stopping)
+            executor = new_executor(self.engine, self.models, self.sources.prepare(cfg), stopping=self.stopping)
         except Exception as err:
             self._finish(self._worker_status, cfg.name, "worker", err, t0)
         else:

@@ -15,6 +15,7 @@ import pytest
 
 from wasminfer_runtime.config import ModelConfig, WorkerConfig
 from wasminfer_runtime.engine import RuntimeEngine
+from wasminfer_runtime.component_executor import new_executor
 from wasminfer_runtime.executor import Invocation, WorkerExecutor
 from wasminfer_runtime.metrics import Metrics
 from wasminfer_runtime.models import ModelRegistry
@@ -101,7 +102,7 @@ class Runtime:
     def worker(self, module: Path, **cfg: object) -> WorkerExecutor:
         data: dict[str, object] = {"name": module.stem, "module": module, "route": "/" + module.stem}
         data.update(cfg)
-        return WorkerExecutor(self.engine, self.registry, WorkerConfig.model_validate(data))
+        return new_executor(self.engine, self.registry, WorkerConfig.model_validate(data))
 
     def run(self, module: Path, args: Sequence[str] = (), stdin: bytes = b"", **cfg: object) -> Invocation:
         return self.worker(module, **cfg).invoke(stdin, args)

@@ -36,6 +36,7 @@ GUEST_SOURCES = {
     "greet": ROOT / "examples" / "api" / "[name].c",
     "nn_named": ROOT / "bench" / "guests" / "nn_named.c",
     "nn_load": ROOT / "tests" / "guests" / "nn_load.c",
+    "wws_component": ROOT / "tests" / "guests" / "wws_component.c",
     **{name: ROOT / "tests" / "guests" / f"{name}.c" for name in HOSTILE},
     "hostile_sleep": ROOT / "tests" / "guests" / "hostile_sleep.c",
     "write_file": ROOT / "tests" / "guests" / "write_file.c",

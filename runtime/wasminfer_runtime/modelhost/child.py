@@ -65,6 +65,8 @@ class Host:
                 self._reply(conn, lambda: self._load(doc, fds.pop()))
             elif op == "unload":
                 self._reply(conn, lambda: self._unload(int(doc["graph"])))
+            elif op == "signature":
+                self._reply(conn, lambda: self._signature(int(doc["graph"])))
             elif op == "cancel":
                 self._reply(conn, lambda: self._cancel(int(doc["context"])))
         except (wire.HostGone, OSError, ValueError, KeyError, IndexError):
@@ -102,6 +104,12 @@ class Host:
             gid = next(self._ids)
             self.graphs[gid] = graph
         return {"graph": gid}
+
+    def _signature(self, gid: int) -> dict[str, Any]:
+        graph = self.graphs.get(gid)
+        if graph is None:
+            raise InvalidModel(f"no graph {gid} in this host")
+        return wire.signature_doc(graph.signature())
 
     def _unload(self, gid: int) -> dict[str, int]:
         with self._lock:
@@ -167,6 +175,9 @@ class Host:
                     reply = self._compute(ctx, arena, msg)
                 elif msg[:1] == wire.OP_COMPUTE:
                     reply = self._compute(ctx, arena, msg)
+                elif msg[:1] == wire.OP_OUTPUT_DIMS:
+                    count = int(json.loads(msg[1:]))
+                    reply = wire.REPLY_OK + json.dumps([list(ctx.output_dims(i)) for i in range(count)]).encode()
                 else:
                     return
             except Exception as err:  # a backend error ends this call only, never the channel

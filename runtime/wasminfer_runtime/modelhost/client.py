@@ -25,6 +25,7 @@ from wasminfer_runtime.backends.base import (
     Graph,
     InvalidTensor,
     ShapeBounds,
+    Signature,
 )
 from wasminfer_runtime.modelhost import wire
 
@@ -113,6 +114,7 @@ class RemoteContext(ExecutionContext):
         self.pending: dict[int, bytes] = {}  # input index -> its descriptor in the compute message
         self.checked: set[tuple[int, ElementType, tuple[int, ...], int]] = set()
         self.outputs: list[tuple[int, int]] = []
+        self.output_shapes: list[tuple[int, ...]] | None = None  # asked for after a compute, when needed
         self.fresh = True
         self.broken = False
         self.spinner = wire.Spinner(self.host.poll_seconds)
@@ -160,6 +162,7 @@ class RemoteContext(ExecutionContext):
         op = wire.OP_COMPUTE_FRESH if self.fresh else wire.OP_COMPUTE
         head = wire.COMPUTE_HEAD.pack(self.arena.size, self.used, len(self.pending))
         self.outputs = []
+        self.output_shapes = None
         reply = self._call(op + head + b"".join(self.pending.values()), "compute")
         self.fresh = False
         _, count = wire.OUTPUTS_HEAD.unpack_from(reply, 1)
@@ -184,6 +187,19 @@ class RemoteContext(ExecutionContext):
         offset, n = self.outputs[index]
         return self.arena.addr + offset, n
 
+    def output_dims(self, index: int) -> tuple[int, ...]:
+        self.output(index)  # the same checks
+        if self.output_shapes is None:
+            self._usable()
+            reply = self._call(wire.OP_OUTPUT_DIMS + str(len(self.outputs)).encode(), "output shapes")
+            try:
+                self.output_shapes = [tuple(int(d) for d in dims) for dims in json.loads(reply[1:])]
+            except (ValueError, TypeError):
+                raise BackendError("the model host sent output shapes that are not JSON") from None
+        if index >= len(self.output_shapes):
+            raise BackendError("the model host sent too few output shapes")
+        return self.output_shapes[index]
+
     def close(self) -> None:
         self.graph.release(self)
 
@@ -193,6 +209,7 @@ class RemoteContext(ExecutionContext):
         """Ready for the next user: no inputs, no outputs, and a fresh context on the host side."""
         self.pending.clear()
         self.outputs = []
+        self.output_shapes = None
         self.fresh = True
         if self.arena.size > _KEEP_ARENA:  # a large request's pages go back to the system
             self.arena.release(0)
@@ -288,6 +305,7 @@ class RemoteGraph(Graph):
         self.generation = host.generation
         self._pool: list[RemoteContext] = []
         self._lock = threading.Lock()
+        self._signature: Signature | None = None
 
     def init_context(self) -> ExecutionContext:
         if self.owned and self.generation != self.host.generation:
@@ -300,6 +318,11 @@ class RemoteGraph(Graph):
             if ctx.healthy():
                 return ctx
             ctx.shut()
+
+    def signature(self) -> Signature:
+        if self._signature is None:
+            self._signature = wire.signature_from_doc(self.host.request({"op": "signature", "graph": self.gid}))
+        return self._signature
 
     def release(self, ctx: RemoteContext) -> None:
         ctx.reset()

@@ -23,6 +23,8 @@ from wasminfer_runtime.backends.base import (
     ElementType,
     InvalidModel,
     InvalidTensor,
+    Signature,
+    TensorInfo,
     TooLarge,
     Unsupported,
 )
@@ -41,6 +43,7 @@ _now = time.perf_counter
 OP_CHECK = b"V"  # one input, validated by the backend once per (index, type, dims, size)
 OP_COMPUTE = b"C"
 OP_COMPUTE_FRESH = b"F"  # the first compute of a new user: the host context forgets earlier inputs
+OP_OUTPUT_DIMS = b"D"  # the shapes of the last compute's outputs (JSON), asked for only by who needs them
 REPLY_OK = b"K"
 REPLY_ERR = b"E"
 
@@ -258,3 +261,21 @@ class Arena:
             self._map = None
         os.close(self.fd)
         self.addr = self.size = 0
+
+
+def signature_doc(sig: Signature) -> dict[str, Any]:
+    """A model's inputs and outputs as JSON (the `signature` request's reply)."""
+
+    def info(t: TensorInfo) -> list[Any]:
+        return [t.name, None if t.etype is None else t.etype.value, None if t.dims is None else list(t.dims)]
+
+    return {"inputs": [info(t) for t in sig.inputs], "outputs": [info(t) for t in sig.outputs]}
+
+
+def signature_from_doc(doc: dict[str, Any]) -> Signature:
+    def info(item: list[Any]) -> TensorInfo:
+        name, etype, dims = item
+        return TensorInfo(str(name), None if etype is None else ElementType(etype),
+                          None if dims is None else tuple(None if d is None else int(d) for d in dims))
+
+    return Signature(tuple(info(i) for i in doc["inputs"]), tuple(info(o) for o in doc["outputs"]))

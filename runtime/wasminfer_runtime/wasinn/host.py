@@ -255,13 +255,8 @@ class NnSession:
         parts = m.read_builders(builders_ptr, builders_len)
         if len(self.graphs) >= MAX_GRAPHS:
             raise AbiError(Errno.too_large, f"more than {MAX_GRAPHS} graphs in one instance")
-        # Compiled models live in host memory: what a guest may load is bounded by its own memory limit.
-        size = sum(len(p) for p in parts)
-        if self.loaded_bytes + size > self.host.max_loaded_bytes:
-            raise AbiError(Errno.too_large, f"models loaded by this instance would exceed "
-                                            f"{self.host.max_loaded_bytes} bytes (its memory limit)")
-        graph = backend.load_bytes(fmt, parts, device)
-        self.loaded_bytes += size
+        graph = self.host.load_graph(backend, fmt, parts, device, self.loaded_bytes)
+        self.loaded_bytes += sum(len(p) for p in parts)
         m.write_u32(graph_out, self._add_graph(graph, owned=True, fmt=fmt))
         return 0
 
@@ -315,12 +310,7 @@ class NnSession:
             name = m.read(name_ptr, name_len).decode("utf-8")
         except UnicodeDecodeError:
             raise AbiError(Errno.invalid_argument, "model name is not UTF-8") from None
-        found = self.host.named_graph(name)
-        if found is None:
-            if name in self.host.allowed_models and self.host.models.is_missing(name):
-                raise AbiError(Errno.model_not_found, f"model {name!r}: its file is missing")
-            raise AbiError(Errno.not_found, f"no model named {name!r} for this worker")
-        return found
+        return self.host.resolve_named(name)
 
     def init_execution_context(self, graph: int, ctx_out: int) -> int:
         m = self.memory()
@@ -330,11 +320,7 @@ class NnSession:
             raise AbiError(Errno.invalid_argument, f"no graph {graph}")
         if len(self.contexts) >= MAX_CONTEXTS:
             raise AbiError(Errno.too_large, f"more than {MAX_CONTEXTS} execution contexts in one instance")
-        backend_ctx = g.graph.init_context()
-        if hasattr(backend_ctx, "stdout"):  # an LLM context's stream-stdout
-            backend_ctx.stdout = self.host.llm_stdout
-        if g.nhwc:
-            backend_ctx = NhwcInputs(backend_ctx)
+        backend_ctx = self.host.open_context(g.graph, g.nhwc)
         durations = self.durations.setdefault(g.graph.label, [])
         handle = self._next_context
         self._next_context += 1
@@ -576,6 +562,32 @@ class WasiNnHost:
 
     def session(self) -> NnSession:
         return NnSession(self)
+
+    # -- what both wasi-nn frontends (these witx imports, the WIT interfaces of wit.py) share ---------
+
+    def resolve_named(self, name: str) -> tuple[Graph, ModelFormat]:
+        """The named model `name` and its format; AbiError when this worker may not use it."""
+        found = self.named_graph(name)
+        if found is None:
+            if name in self.allowed_models and self.models.is_missing(name):
+                raise AbiError(Errno.model_not_found, f"model {name!r}: its file is missing")
+            raise AbiError(Errno.not_found, f"no model named {name!r} for this worker")
+        return found
+
+    def load_graph(self, backend: Backend, fmt: ModelFormat, parts: list[bytes], device: Device, loaded: int) -> Graph:
+        """A model a guest passed as bytes, after `loaded` bytes already passed by its instance."""
+        # Compiled models live in host memory: what a guest may load is bounded by its own memory limit.
+        size = sum(len(p) for p in parts)
+        if loaded + size > self.max_loaded_bytes:
+            raise AbiError(Errno.too_large, f"models loaded by this instance would exceed "
+                                            f"{self.max_loaded_bytes} bytes (its memory limit)")
+        return backend.load_bytes(fmt, parts, device)
+
+    def open_context(self, graph: Graph, nhwc: bool) -> ExecutionContext:
+        backend_ctx = graph.init_context()
+        if hasattr(backend_ctx, "stdout"):  # an LLM context's stream-stdout
+            backend_ctx.stdout = self.llm_stdout
+        return NhwcInputs(backend_ctx) if nhwc else backend_ctx
 
     def named_graph(self, name: str) -> tuple[Graph, ModelFormat] | None:
         """A named model this worker may use, and its format."""

@@ -84,6 +84,9 @@ class NhwcInputs(ExecutionContext):
     def output(self, index: int) -> tuple[int, int]:
         return self.inner.output(index)
 
+    def output_dims(self, index: int) -> tuple[int, ...]:
+        return self.inner.output_dims(index)
+
     def close(self) -> None:
         self.inner.close()
 

@@ -1,0 +1,389 @@
+"""The WIT `wasi:nn@0.2.0-rc-2024-10-28` interfaces (sdk/wit/wasi-nn.wit) for components.
+
+The same host as the witx imports of host.py: `WasiNnHost` decides which named models a worker
+may use, which backend reads a loaded model and how much a guest may load, and opens the
+backends' execution contexts. What differs is the shape of the API: here graphs, contexts,
+tensors and errors are resources in per-instance tables, and `compute` takes and returns named
+tensors (inputs by model input name, or by index written in decimal; outputs by index for
+OpenVINO models and by name for ONNX models, as wasmtime names them).
+
+Resources are host-defined (`ResourceType.host`); the component model checks every handle, so
+a dropped or foreign handle traps in the guest before it reaches a function here. What the
+component model does not check is checked here: tensor data that does not match its dimensions,
+too many live resources, tensors beyond the memory the worker is allowed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from wasmtime import component as cm
+
+from wasminfer_runtime.backends.base import ElementType, ExecutionContext, Graph, Signature, Unsupported
+from wasminfer_runtime.config import Device, ModelFormat
+from wasminfer_runtime.modelhost.client import DeadlineExceeded
+from wasminfer_runtime.wasinn.abi import AbiError, Errno, element_count
+from wasminfer_runtime.wasinn.host import (
+    MAX_CONTEXTS,
+    MAX_GRAPHS,
+    MAX_NAME_BYTES,
+    MAX_REASONS,
+    WasiNnHost,
+    _close_quietly,
+    _errno_for,
+)
+from wasminfer_runtime.wasinn.layout import reads_nhwc
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.2.0-rc-2024-10-28"
+INTERFACES = tuple(f"wasi:nn/{name}@{VERSION}" for name in ("tensor", "graph", "inference", "errors"))
+
+MAX_TENSORS = 256  # live tensors per instance (inputs the guest made and outputs it has not dropped)
+MAX_ERRORS = 256  # live error resources per instance; a guest that never drops them is refused more
+MAX_DIMS = 8
+MAX_INPUTS = 64
+
+# Host resource type ids (distinct per resource type, so a tensor handle can never pass as a graph).
+TENSOR, GRAPH, CONTEXT, ERROR = 1, 2, 3, 4
+
+_TENSOR_TYPES = {"FP16": ElementType.f16, "FP32": ElementType.f32, "FP64": ElementType.f64,
+                 "U8": ElementType.u8, "I32": ElementType.i32, "I64": ElementType.i64}
+_TYPE_NAMES = {t: name for name, t in _TENSOR_TYPES.items()}
+_ENCODINGS = {"openvino": ModelFormat.openvino, "onnx": ModelFormat.onnx, "ggml": ModelFormat.ggml}
+_TARGETS = {"cpu": Device.CPU, "gpu": Device.GPU, "tpu": Device.NPU}
+_OUTPUTS_BY_INDEX = frozenset({ModelFormat.openvino})  # wasmtime names OpenVINO outputs "0", "1", ...
+
+# error-code for each errno of the shared host layer
+_CODES = {
+    Errno.invalid_argument: "invalid-argument",
+    Errno.invalid_encoding: "invalid-encoding",
+    Errno.unsupported_operation: "unsupported-operation",
+    Errno.too_large: "too-large",
+    Errno.not_found: "not-found",
+    Errno.model_not_found: "not-found",
+}
+
+
+class WitError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class _Tensor:
+    dims: list[int]
+    type_name: str
+    data: bytes
+
+
+@dataclass
+class _GraphEntry:
+    graph: Graph
+    fmt: ModelFormat
+    owned: bool  # loaded from bytes by this instance; a named graph is shared
+    nhwc: bool
+    signature: Signature | None = None
+
+
+@dataclass
+class _ContextEntry:
+    backend: ExecutionContext
+    graph: _GraphEntry
+    durations: list[float]
+
+
+class WitSession:
+    """The wasi:nn resources of one component instance."""
+
+    def __init__(self, host: WasiNnHost) -> None:
+        self.host = host
+        self.tensors: dict[int, _Tensor] = {}
+        self.graphs: dict[int, _GraphEntry] = {}
+        self.contexts: dict[int, _ContextEntry] = {}
+        self.errors_live: dict[int, WitError] = {}
+        self.tensor_bytes = 0
+        self.loaded_bytes = 0
+        self._next = 1
+        self.errors: list[str] = []  # why calls were refused, for `wasminfer run` to print (the first few)
+        self.failure: str | None = None
+        self.deadline_passed = False
+
+    def enter(self) -> None:
+        _local.session = self
+
+    def close(self) -> None:
+        if getattr(_local, "session", None) is self:
+            _local.session = None
+        for c in self.contexts.values():
+            _close_quietly(c.backend.close)
+        for g in self.graphs.values():
+            if g.owned:
+                _close_quietly(g.graph.close)
+        self.contexts.clear()
+        self.graphs.clear()
+        self.tensors.clear()
+        self.errors_live.clear()
+
+    def _rep(self) -> int:
+        rep = self._next
+        self._next += 1
+        return rep
+
+    # -- tensor ---------------------------------------------------------------------------------
+
+    def new_tensor(self, dims: list[int], type_name: str, data: bytes) -> int:
+        if len(self.tensors) >= MAX_TENSORS:
+            raise GuestTrap(f"more than {MAX_TENSORS} live wasi-nn tensors in one instance")
+        if self.tensor_bytes + len(data) > self.host.max_loaded_bytes:
+            raise GuestTrap(f"wasi-nn tensors of this instance would exceed {self.host.max_loaded_bytes} bytes (its memory limit)")
+        rep = self._rep()
+        self.tensors[rep] = _Tensor(list(dims), type_name, data)
+        self.tensor_bytes += len(data)
+        return rep
+
+    def drop_tensor(self, rep: int) -> None:
+        t = self.tensors.pop(rep, None)
+        if t is not None:
+            self.tensor_bytes -= len(t.data)
+
+    def tensor(self, rep: int) -> _Tensor:
+        t = self.tensors.get(rep)
+        if t is None:
+            raise GuestTrap(f"no wasi-nn tensor {rep}")
+        return t
+
+    # -- graph ----------------------------------------------------------------------------------
+
+    def _add_graph(self, entry: _GraphEntry) -> int:
+        if len(self.graphs) >= MAX_GRAPHS:
+            raise AbiError(Errno.too_large, f"more than {MAX_GRAPHS} graphs in one instance")
+        rep = self._rep()
+        self.graphs[rep] = entry
+        return rep
+
+    def load(self, builders: list[bytes], encoding: str, target: str) -> int:
+        fmt = _ENCODINGS.get(encoding)
+        if encoding == "autodetect" and builders:
+            fmt = ModelFormat.openvino if builders[0].lstrip()[:1] == b"<" else ModelFormat.onnx
+        if fmt is None:
+            raise AbiError(Errno.invalid_encoding, f"{encoding} models are not supported")
+        if not builders:
+            raise AbiError(Errno.invalid_argument, "no graph builders")
+        backend = self.host.backend_for(fmt, 0)
+        if len(self.graphs) >= MAX_GRAPHS:
+            raise AbiError(Errno.too_large, f"more than {MAX_GRAPHS} graphs in one instance")
+        graph = self.host.load_graph(backend, fmt, builders, _TARGETS[target], self.loaded_bytes)
+        self.loaded_bytes += sum(len(b) for b in builders)
+        return self._add_graph(_GraphEntry(graph, fmt, True, reads_nhwc(self.host.input_layout, fmt)))
+
+    def load_by_name(self, name: str) -> int:
+        if len(name.encode()) > MAX_NAME_BYTES:
+            raise AbiError(Errno.invalid_argument, f"model name of {len(name.encode())} bytes")
+        graph, fmt = self.host.resolve_named(name)
+        return self._add_graph(_GraphEntry(graph, fmt, False, reads_nhwc(self.host.input_layout, fmt)))
+
+    def drop_graph(self, rep: int) -> None:
+        g = self.graphs.pop(rep, None)
+        if g is not None and g.owned and not any(c.graph is g for c in self.contexts.values()):
+            g.graph.close()
+
+    def init_context(self, graph_rep: int) -> int:
+        g = self.graphs.get(graph_rep)
+        if g is None:
+            raise GuestTrap(f"no wasi-nn graph {graph_rep}")
+        if len(self.contexts) >= MAX_CONTEXTS:
+            raise AbiError(Errno.too_large, f"more than {MAX_CONTEXTS} execution contexts in one instance")
+        backend = self.host.open_context(g.graph, g.nhwc)
+        rep = self._rep()
+        self.contexts[rep] = _ContextEntry(backend, g, [])
+        return rep
+
+    def drop_context(self, rep: int) -> None:
+        c = self.contexts.pop(rep, None)
+        if c is None:
+            return
+        _close_quietly(c.backend.close)
+        if c.graph.owned and not any(g is c.graph for g in self.graphs.values()) \
+                and not any(o.graph is c.graph for o in self.contexts.values()):
+            _close_quietly(c.graph.graph.close)  # its graph handle was dropped first
+
+    # -- inference ------------------------------------------------------------------------------
+
+    def compute(self, ctx_rep: int, inputs: list[tuple[str, int]]) -> list[tuple[str, _Tensor]]:
+        c = self.contexts.get(ctx_rep)
+        if c is None:
+            raise GuestTrap(f"no wasi-nn execution context {ctx_rep}")
+        tensors = []
+        for name, rep in inputs:  # the inputs are moved to the host: they are gone whatever happens
+            tensors.append((name, self.tensor(rep)))
+            self.drop_tensor(rep)
+        if len(tensors) > MAX_INPUTS:
+            raise AbiError(Errno.invalid_argument, f"{len(tensors)} inputs (at most {MAX_INPUTS})")
+        sig = self._signature(c.graph)
+        text = bool(getattr(c.backend, "takes_text", False))
+        for name, t in tensors:
+            index = _input_index(sig, name)
+            etype = _TENSOR_TYPES.get(t.type_name)
+            if etype is None:
+                raise AbiError(Errno.unsupported_operation, f"input {name!r}: {t.type_name} tensors are not supported")
+            if len(t.dims) > MAX_DIMS:
+                raise AbiError(Errno.invalid_argument, f"input {name!r} has {len(t.dims)} dimensions (at most {MAX_DIMS})")
+            dims = tuple(t.dims)
+            if text:
+                etype, dims = ElementType.u8, (len(t.data),)
+            elif element_count(dims) * etype.size != len(t.data):
+                raise AbiError(Errno.invalid_argument, f"input {name!r}: {len(t.data)} bytes of data for "
+                                                       f"{'x'.join(map(str, dims))} {t.type_name} elements")
+            buf = ctypes.create_string_buffer(t.data, len(t.data)) if t.data else ctypes.create_string_buffer(1)
+            c.backend.set_input(index, etype, dims, ctypes.addressof(buf), len(t.data))
+        c.backend.compute()
+        outputs = []
+        for i, info in enumerate(sig.outputs):
+            addr, nbytes = c.backend.output(i)
+            etype = info.etype
+            if etype is None:
+                raise AbiError(Errno.unsupported_operation, f"output {info.name!r} has a type wasi-nn cannot carry")
+            data = ctypes.string_at(addr, nbytes)
+            out_dims = list(c.backend.output_dims(i))
+            name = str(i) if c.graph.fmt in _OUTPUTS_BY_INDEX else info.name
+            outputs.append((name, _Tensor(out_dims, _TYPE_NAMES[etype], data)))
+        return outputs
+
+    def _signature(self, g: _GraphEntry) -> Signature:
+        if g.signature is None:
+            try:
+                g.signature = g.graph.signature()
+            except Unsupported:
+                raise AbiError(Errno.unsupported_operation, "this model's inputs and outputs are not known to the "
+                                                            "host, which named-tensor compute needs") from None
+        return g.signature
+
+    # -- errors ---------------------------------------------------------------------------------
+
+    def drop_error(self, rep: int) -> None:
+        self.errors_live.pop(rep, None)
+
+    def error(self, name: str, err: BaseException) -> int:
+        """An error resource for a failed call (and the log line and reason the operator sees)."""
+        if len(self.errors_live) >= MAX_ERRORS:
+            raise GuestTrap(f"more than {MAX_ERRORS} live wasi-nn errors in one instance (errors must be dropped)")
+        if isinstance(err, DeadlineExceeded):
+            self.deadline_passed = True
+            code, text = "timeout", str(err)
+        else:
+            errno = _errno_for(err)
+            code = _CODES.get(errno, "runtime-error")
+            text = str(err) if isinstance(err, AbiError) or code != "runtime-error" else f"backend failure: {err}"
+            if code == "runtime-error":
+                log.warning("worker %s: wasi:nn %s failed: %s", self.host.owner, name, err)
+        if len(self.errors) < MAX_REASONS:
+            self.errors.append(f"wasi:nn {name} -> {code}: {text}")
+        rep = self._rep()
+        self.errors_live[rep] = WitError(code, text)
+        return rep
+
+
+class GuestTrap(Exception):
+    """A guest error that ends the invocation (a trap): a handle that is not there, too many resources."""
+
+
+def _input_index(sig: Signature, name: str) -> int:
+    for i, info in enumerate(sig.inputs):
+        if info.name == name:
+            return i
+    if name.isdecimal() and int(name) < len(sig.inputs):
+        return int(name)
+    known = ", ".join(repr(i.name) for i in sig.inputs)
+    raise AbiError(Errno.invalid_argument, f"the model has no input {name!r} (its inputs: {known})")
+
+
+_local = threading.local()
+
+
+def _session() -> WitSession:
+    s: WitSession | None = getattr(_local, "session", None)
+    if s is None:
+        raise RuntimeError("wasi:nn called outside an invocation")
+    return s
+
+
+def _rep(store: Any, handle: Any) -> int:
+    host = handle.to_host(store) if isinstance(handle, cm.ResourceAny) else handle
+    return int(host.rep)
+
+
+def _fallible(name: str, kind: int, fn: Callable[..., int]) -> Callable[..., Any]:
+    """A function returning result<own<resource>, error>."""
+
+    def call(store: Any, *args: Any) -> Any:
+        s = _session()
+        try:
+            return cm.Variant("ok", cm.ResourceHost.own(fn(s, store, *args), kind))
+        except GuestTrap:
+            raise
+        except Exception as err:
+            return cm.Variant("err", cm.ResourceHost.own(s.error(name, err), ERROR))
+
+    return call
+
+
+def _compute(store: Any, ctx: Any, inputs: list[tuple[str, Any]]) -> Any:
+    s = _session()
+    moved = [(name, _rep(store, t)) for name, t in inputs]
+    try:
+        outputs = s.compute(_rep(store, ctx), moved)
+        return [(name, cm.ResourceHost.own(s.new_tensor(t.dims, t.type_name, t.data), TENSOR)) for name, t in outputs]
+    except GuestTrap:
+        raise
+    except Exception as err:
+        return cm.ResourceHost.own(s.error("compute", err), ERROR)
+
+
+def _dropper(drop: Callable[[WitSession, int], None]) -> Callable[[Any, int], None]:
+    def dtor(store: Any, rep: int) -> None:
+        s = getattr(_local, "session", None)
+        if s is not None:
+            drop(s, rep)
+
+    return dtor
+
+
+def define(linker: cm.Linker) -> None:
+    """The four interfaces on a component linker (their state is the session bound to the thread)."""
+    from wasminfer_runtime.wasinn import component_bytes  # numpy: only once a component uses wasi:nn
+
+    component_bytes.install()
+    with linker.root() as root:
+        with root.add_instance(INTERFACES[0]) as tensor:
+            tensor.add_resource("tensor", cm.ResourceType.host(TENSOR), _dropper(WitSession.drop_tensor))
+            tensor.add_func("[constructor]tensor", lambda store, dims, ty, data: cm.ResourceHost.own(
+                _session().new_tensor(dims, ty, data), TENSOR))
+            tensor.add_func("[method]tensor.dimensions", lambda store, t: list(_session().tensor(_rep(store, t)).dims))
+            tensor.add_func("[method]tensor.ty", lambda store, t: _session().tensor(_rep(store, t)).type_name)
+            tensor.add_func("[method]tensor.data", lambda store, t: _session().tensor(_rep(store, t)).data)
+        with root.add_instance(INTERFACES[3]) as errors:
+            errors.add_resource("error", cm.ResourceType.host(ERROR), _dropper(WitSession.drop_error))
+            errors.add_func("[method]error.code", lambda store, e: _session().errors_live[_rep(store, e)].code)
+            errors.add_func("[method]error.data", lambda store, e: str(_session().errors_live[_rep(store, e)]))
+        with root.add_instance(INTERFACES[2]) as inference:
+            inference.add_resource("graph-execution-context", cm.ResourceType.host(CONTEXT),
+                                   _dropper(WitSession.drop_context))
+            inference.add_func("[method]graph-execution-context.compute", _compute)
+        with root.add_instance(INTERFACES[1]) as graph:
+            graph.add_resource("graph", cm.ResourceType.host(GRAPH), _dropper(WitSession.drop_graph))
+            graph.add_func("load", _fallible("load", GRAPH, lambda s, store, b, enc, target: s.load(b, enc, target)))
+            graph.add_func("load-by-name", _fallible("load-by-name", GRAPH, lambda s, store, name: s.load_by_name(name)))
+            graph.add_func("[method]graph.init-execution-context", _fallible(
+                "init-execution-context", CONTEXT, lambda s, store, g: s.init_context(_rep(store, g))))
+
+
+def imports_wasi_nn(component: cm.Component, engine: Any) -> bool:
+    """Whether a component imports any of the wasi:nn interfaces."""
+    return any(name.startswith("wasi:nn/") for name in component.type.imports(engine))
