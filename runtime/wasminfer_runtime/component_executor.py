@@ -144,6 +144,7 @@ class ComponentExecutor(WorkerExecutor):
             return _Verdict("trap", 0, f"cannot set up WASI: {first_line(e)}")
         if session is not None:
             session.enter()
+        wit.take_trap()  # nothing left from an earlier invocation on this thread
         instantiated = False
         try:
             instance = self.linker.instantiate(store, self.component)
@@ -167,6 +168,9 @@ class ComponentExecutor(WorkerExecutor):
                 return _Verdict("timeout", 0, why)
             return _Verdict("trap", 0, f"trapped: {_trap_text(e)}")
         except wasmtime.WasmtimeError as e:
+            trapped = wit.take_trap()  # a wasi:nn call that ended the invocation, and why
+            if trapped is not None:
+                return _Verdict("trap", 0, f"trapped: {trapped}")
             text = _error_text(e)
             if "wasm trap: interrupt" in text:
                 secs = self.worker.limits.timeout_seconds

@@ -8,7 +8,8 @@ tensors (inputs by model input name, or by index written in decimal; outputs by 
 OpenVINO models and by name for ONNX models, as wasmtime names them).
 
 Resources are host-defined (`ResourceType.host`); the component model checks every handle, so
-a dropped or foreign handle traps in the guest before it reaches a function here. What the
+a dropped or foreign handle traps in the guest before it reaches a function here. The functions
+themselves are raw C-API callbacks (wit_linker.py) that call the session of this module. What the
 component model does not check is checked here: tensor data that does not match its dimensions,
 too many live resources, tensors beyond the memory the worker is allowed.
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -270,6 +270,12 @@ class WitSession:
     def drop_error(self, rep: int) -> None:
         self.errors_live.pop(rep, None)
 
+    def error_of(self, rep: int) -> WitError:
+        e = self.errors_live.get(rep)
+        if e is None:
+            raise GuestTrap(f"no wasi:nn error {rep}")
+        return e
+
     def error(self, name: str, err: BaseException) -> int:
         """An error resource for a failed call (and the log line and reason the operator sees)."""
         if len(self.errors_live) >= MAX_ERRORS:
@@ -307,81 +313,27 @@ def _input_index(sig: Signature, name: str) -> int:
 _local = threading.local()
 
 
-def _session() -> WitSession:
-    s: WitSession | None = getattr(_local, "session", None)
-    if s is None:
-        raise RuntimeError("wasi:nn called outside an invocation")
-    return s
+def current() -> WitSession | None:
+    """The session of the invocation running on this thread."""
+    return getattr(_local, "session", None)
 
 
-def _rep(store: Any, handle: Any) -> int:
-    host = handle.to_host(store) if isinstance(handle, cm.ResourceAny) else handle
-    return int(host.rep)
+def note_trap(message: str) -> None:
+    """Why a wasi:nn call trapped, for the executor to report (wasmtime wraps it in its own text)."""
+    _local.trap = message
 
 
-def _fallible(name: str, kind: int, fn: Callable[..., int]) -> Callable[..., Any]:
-    """A function returning result<own<resource>, error>."""
-
-    def call(store: Any, *args: Any) -> Any:
-        s = _session()
-        try:
-            return cm.Variant("ok", cm.ResourceHost.own(fn(s, store, *args), kind))
-        except GuestTrap:
-            raise
-        except Exception as err:
-            return cm.Variant("err", cm.ResourceHost.own(s.error(name, err), ERROR))
-
-    return call
-
-
-def _compute(store: Any, ctx: Any, inputs: list[tuple[str, Any]]) -> Any:
-    s = _session()
-    moved = [(name, _rep(store, t)) for name, t in inputs]
-    try:
-        outputs = s.compute(_rep(store, ctx), moved)
-        return [(name, cm.ResourceHost.own(s.new_tensor(t.dims, t.type_name, t.data), TENSOR)) for name, t in outputs]
-    except GuestTrap:
-        raise
-    except Exception as err:
-        return cm.ResourceHost.own(s.error("compute", err), ERROR)
-
-
-def _dropper(drop: Callable[[WitSession, int], None]) -> Callable[[Any, int], None]:
-    def dtor(store: Any, rep: int) -> None:
-        s = getattr(_local, "session", None)
-        if s is not None:
-            drop(s, rep)
-
-    return dtor
+def take_trap() -> str | None:
+    message: str | None = getattr(_local, "trap", None)
+    _local.trap = None
+    return message
 
 
 def define(linker: cm.Linker) -> None:
     """The four interfaces on a component linker (their state is the session bound to the thread)."""
-    from wasminfer_runtime.wasinn import component_bytes  # numpy: only once a component uses wasi:nn
+    from wasminfer_runtime.wasinn import wit_linker  # numpy: only once a component uses wasi:nn
 
-    component_bytes.install()
-    with linker.root() as root:
-        with root.add_instance(INTERFACES[0]) as tensor:
-            tensor.add_resource("tensor", cm.ResourceType.host(TENSOR), _dropper(WitSession.drop_tensor))
-            tensor.add_func("[constructor]tensor", lambda store, dims, ty, data: cm.ResourceHost.own(
-                _session().new_tensor(dims, ty, data), TENSOR))
-            tensor.add_func("[method]tensor.dimensions", lambda store, t: list(_session().tensor(_rep(store, t)).dims))
-            tensor.add_func("[method]tensor.ty", lambda store, t: _session().tensor(_rep(store, t)).type_name)
-            tensor.add_func("[method]tensor.data", lambda store, t: _session().tensor(_rep(store, t)).data)
-        with root.add_instance(INTERFACES[3]) as errors:
-            errors.add_resource("error", cm.ResourceType.host(ERROR), _dropper(WitSession.drop_error))
-            errors.add_func("[method]error.code", lambda store, e: _session().errors_live[_rep(store, e)].code)
-            errors.add_func("[method]error.data", lambda store, e: str(_session().errors_live[_rep(store, e)]))
-        with root.add_instance(INTERFACES[2]) as inference:
-            inference.add_resource("graph-execution-context", cm.ResourceType.host(CONTEXT),
-                                   _dropper(WitSession.drop_context))
-            inference.add_func("[method]graph-execution-context.compute", _compute)
-        with root.add_instance(INTERFACES[1]) as graph:
-            graph.add_resource("graph", cm.ResourceType.host(GRAPH), _dropper(WitSession.drop_graph))
-            graph.add_func("load", _fallible("load", GRAPH, lambda s, store, b, enc, target: s.load(b, enc, target)))
-            graph.add_func("load-by-name", _fallible("load-by-name", GRAPH, lambda s, store, name: s.load_by_name(name)))
-            graph.add_func("[method]graph.init-execution-context", _fallible(
-                "init-execution-context", CONTEXT, lambda s, store, g: s.init_context(_rep(store, g))))
+    wit_linker.define(linker)
 
 
 def imports_wasi_nn(component: cm.Component, engine: Any) -> bool:
