@@ -108,6 +108,21 @@ def test_nvidia_worker_lands_on_the_nvidia_node_mocked_gpu(cluster: Cluster, ns:
     assert status(cluster, ns, "inferencemodel", "resnet50-onnx")["profile"] == "nvidia-gpu"
 
 
+def test_gguf_model_on_gpu_lands_on_the_nvidia_node_with_llamacpp_mocked_gpu(cluster: Cluster, ns: str) -> None:
+    cluster.apply((EXAMPLES / "llm-gpu.yaml").read_text(), namespace=ns)
+    ready(cluster, ns, "chat")
+    (pod,) = pods(cluster, ns, "chat")
+    assert pod["spec"]["nodeName"] == "gpu-nvidia-1"
+    runtime = next(c for c in pod["spec"]["containers"] if c["name"] == "runtime")
+    assert runtime["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert runtime["image"] == "ghcr.io/wasminfer/runtime-nvidia:0.1.0"
+    model = status(cluster, ns, "inferencemodel", "tinyllama")
+    assert model["profile"] == "nvidia-gpu", model
+    config = yaml.safe_load(cluster.get_json("configmap", "chat-runtime", namespace=ns)["data"]["runtime.yaml"])
+    (m,) = config["models"]
+    assert (m["name"], m["format"], m["device"], m.get("backend")) == ("tinyllama", "ggml", "GPU", "llamacpp"), m
+
+
 def test_intel_gpu_worker_waits_for_its_configmap_then_lands_on_the_intel_node_mocked_gpu(cluster: Cluster, ns: str) -> None:
     cluster.apply((EXAMPLES / "intel-gpu.yaml").read_text(), namespace=ns)
     c = wait_condition(cluster, ns, "inferencemodel", "tiny-net", "Ready", "False", "SourceNotFound")

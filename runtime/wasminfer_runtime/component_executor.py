@@ -47,6 +47,9 @@ RUN_INTERFACE = "wasi:cli/run@0.2"  # any 0.2.x
 # The WASI 0.2 release wasmtime 50's `add_wasip2` defines; imports of older 0.2.x resolve to it.
 WASI_P2_VERSION = "0.2.12"
 MONOTONIC_CLOCK = f"wasi:clocks/monotonic-clock@{WASI_P2_VERSION}"
+HOSTCALL_FUEL = "fuel allocated for hostcalls has been exhausted"
+TOO_MUCH_DATA = ("one call passed more data than wasmtime lets a host call copy through its embedding API "
+                 "(about 2.7 MiB): pass large models by name (load-by-name)")
 NO_SLEEP = ("components cannot sleep here: a WASI 0.2 sleep cannot be stopped at the worker's timeout "
             "(wasi:clocks/monotonic-clock subscribe-duration / subscribe-instant)")
 
@@ -178,7 +181,10 @@ class ComponentExecutor(WorkerExecutor):
             if not instantiated and "memory" in text and ("limit" in text or "exceed" in text):
                 mib = self.worker.limits.memory_mib
                 return _Verdict("memory", 0, f"needs more memory than its {mib} MiB limit at start: {text}")
-            return _Verdict("trap", 0, f"failed: {text}")
+            if HOSTCALL_FUEL in text:
+                return _Verdict("trap", 0, f"trapped: {TOO_MUCH_DATA}")
+            cause = text.partition("Caused by:")[2].strip()
+            return _Verdict("trap", 0, f"failed: {cause or text}")
         except wit.GuestTrap as e:  # raised by a wasi:nn or wasi:clocks function; wasmtime-py re-raises it here
             return _Verdict("trap", 0, f"trapped: {e}")
         except Exception as e:

@@ -108,6 +108,26 @@ def test_a_dropped_tensor_traps_and_the_worker_serves_on(runtime: Runtime, guest
     assert good.ok and fc256_reference(models).hex().encode() in good.stdout
 
 
+def test_a_model_too_large_for_one_call_traps_with_the_way_out(runtime: Runtime, guests: Path, models: Path,
+                                                             tmp_path: Path) -> None:
+    """wasmtime bounds what one host call may copy (its hostcall fuel): a 4 MiB model through `load`
+    ends the invocation with a reason that says what to do, and the worker serves on."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    x, y = (helper.make_tensor_value_info(v, TensorProto.FLOAT, [1, 256]) for v in ("x", "y"))
+    ballast = numpy_helper.from_array(np.ones((4096, 256), np.float32), "ballast")  # 4 MiB of initializer
+    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "double", [x], [y], [ballast])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "big.onnx")
+    worker = runtime.worker(guests / "nn_component.wasm", folders=[{"from": tmp_path, "to": "/t"}], **NN)
+    inv = worker.invoke(FC_INPUT, ["onnx", "/t/big.onnx", "x", "1,256"])
+    assert inv.outcome == "trap" and "pass large models by name (load-by-name)" in inv.message, inv.message
+    good = worker.invoke(FC_INPUT, ["name", "fc256", "input", "1,256"])
+    assert good.ok and fc256_reference(models).hex().encode() in good.stdout
+
+
 @pytest.mark.parametrize("mode, outcome, reason", [
     (["spin"], "timeout", "exceeded the 2 s execution timeout"),
     (["sleep"], "trap", "components cannot sleep here"),

@@ -37,7 +37,7 @@ _ResourceAnyPtr = ctypes.POINTER(ffi.wasmtime_component_resource_any_t)
 _ResourceHostPtr = ctypes.POINTER(ffi.wasmtime_component_resource_host_t)
 
 _CALLBACK = ffi.wasmtime_component_func_callback_t
-_NO_FINALIZER = ctypes.cast(None, ctypes.CFUNCTYPE(None, ctypes.c_void_p))  # the callbacks live forever
+_NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)()  # NULL: the callbacks live as long as the process
 
 
 class _Abort(Exception):
