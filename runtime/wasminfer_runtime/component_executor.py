@@ -130,12 +130,7 @@ class ComponentExecutor(WorkerExecutor):
             self.current_stdout = None
             stdout, out_over = out.collect()
             stderr, err_over = err.collect()
-        failure = session.failure if session is not None else None
-        nn_errors = tuple(session.errors) if session is not None else ()
-        if session is not None and session.deadline_passed and verdict.outcome != "timeout":
-            secs = self.worker.limits.timeout_seconds
-            verdict = _Verdict("timeout", 0, f"exceeded the {secs:g} s execution timeout in a wasi-nn call")
-        return self._finish(verdict, stdout, stderr, out_over, err_over, failure, nn_errors)
+        return self._conclude(verdict, stdout, stderr, out_over, err_over, session)
 
     def _run_component(self, store: wasmtime.Store, stdin: bytes, args: Sequence[str], out: capture.GuestOutput,
                        err: capture.GuestOutput, session: wit.WitSession | None) -> _Verdict:

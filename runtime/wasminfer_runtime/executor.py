@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import wasmtime
 from wasmtime import _ffi as ffi
@@ -57,6 +57,14 @@ class Invocation:
     @property
     def ok(self) -> bool:
         return self.outcome == "ok"
+
+
+class NnCallRecord(Protocol):
+    """What a wasi-nn session (witx or WIT) tells about its calls when the invocation ends."""
+
+    failure: str | None
+    errors: list[str]
+    deadline_passed: bool
 
 
 class _WasiSetupError(Exception):
@@ -205,12 +213,7 @@ class WorkerExecutor:
             self.current_stdout = None
             stdout, out_over = out.collect()
             stderr, err_over = err.collect()
-        failure = session.failure if session is not None else None
-        nn_errors = tuple(session.errors) if session is not None else ()
-        if session is not None and session.deadline_passed and verdict.outcome != "timeout":
-            secs = self.worker.limits.timeout_seconds
-            verdict = _Verdict("timeout", 0, f"exceeded the {secs:g} s execution timeout in a wasi-nn call")
-        return self._finish(verdict, stdout, stderr, out_over, err_over, failure, nn_errors)
+        return self._conclude(verdict, stdout, stderr, out_over, err_over, session)
 
     def _run(self, ctx: int, stdin: bytes, args: Sequence[str], out: capture.GuestOutput,
              err: capture.GuestOutput, deadline: wasi_deadline.Deadline, session: NnSession | None) -> _Verdict:
@@ -283,6 +286,16 @@ class WorkerExecutor:
         # Allocators grow in modest steps, so a refused growth leaves the memory close to the cap.
         headroom: int = self.memory_cap - capi.memory_data_size(ctx, ctypes.addressof(memory))
         return headroom < min(max(self.memory_cap // 8, 64 * 1024), 8 * _MIB)
+
+    def _conclude(self, verdict: _Verdict, stdout: bytes, stderr: bytes, out_over: bool, err_over: bool,
+                  session: NnCallRecord | None) -> Invocation:
+        """The invocation's result, with what its wasi-nn calls saw (a model host's failure, refusals)."""
+        failure = session.failure if session is not None else None
+        nn_errors = tuple(session.errors) if session is not None else ()
+        if session is not None and session.deadline_passed and verdict.outcome != "timeout":
+            secs = self.worker.limits.timeout_seconds
+            verdict = _Verdict("timeout", 0, f"exceeded the {secs:g} s execution timeout in a wasi-nn call")
+        return self._finish(verdict, stdout, stderr, out_over, err_over, failure, nn_errors)
 
     def _finish(self, verdict: _Verdict, stdout: bytes, stderr: bytes, out_over: bool,
                 err_over: bool, model_failure: str | None = None, nn_errors: tuple[str, ...] = ()) -> Invocation:

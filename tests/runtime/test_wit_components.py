@@ -72,9 +72,15 @@ def test_onnx_outputs_carry_the_models_names_and_types(runtime: Runtime, guests:
     feed = {session.get_inputs()[0].name: np.frombuffer(FC_INPUT, np.float32).reshape(1, 256)}
     expected = np.asarray(session.run(None, feed)[0], np.float32)
     name = session.get_outputs()[0].name
-    inv = runtime.run(guests / "nn_component.wasm", ["name", "fc256-onnx", session.get_inputs()[0].name, "1,256"],
+    def inferences() -> float:
+        value = runtime.metrics.registry.get_sample_value("wasminfer_inference_duration_seconds_count", {"model": "fc256-onnx"})
+        return value or 0.0
+
+    before = inferences()
+    inv = runtime.run(guests / "nn_component.wasm", ["name", "fc256-onnx", session.get_inputs()[0].name, "1,256", "2"],
                       FC_INPUT, **NN)
     assert inv.ok, (inv.message, inv.stdout, inv.stderr)
+    assert inferences() == before + 2, "the component's inferences are in the metrics"
     dims = ",".join(str(d) for d in expected.shape)
     assert inv.stdout == f"output {name} 1 {dims} {expected.nbytes} {expected.tobytes().hex()}\n".encode()
 

@@ -188,25 +188,11 @@ class NnSession:
         """Unbind from the thread, give back every handle (pooled contexts return to their graph)."""
         if getattr(_local, "session", None) is self:
             _local.session = None
-        for c in self.contexts.values():
-            _close_quietly(c.backend.close)
-        for g in self.graphs.values():
-            if g.owned:
-                _close_quietly(g.graph.close)
-        self.contexts.clear()
-        self.graphs.clear()
-        self._flush_metrics()
-
-    def _flush_metrics(self) -> None:
-        """Add this instance's call counts and inference times to the Prometheus metrics."""
-        host = self.host
+        release_handles(self.contexts, self.graphs)
+        self.host.record_inferences(self.durations)
         for i, n in enumerate(self.counts):
             if n:
-                host.call_counter(i).inc(n)
-        for label, durations in self.durations.items():
-            hist = host.inference_histogram(label)
-            for d in durations:
-                hist.observe(d)
+                self.host.call_counter(i).inc(n)
 
     # -- guest memory ---------------------------------------------------------------------------
 
@@ -426,6 +412,18 @@ class NnSession:
         return 0
 
 
+def release_handles(contexts: dict[int, Any], graphs: dict[int, Any]) -> None:
+    """Give back an instance's execution contexts (pooled ones return to their graph) and the graphs
+    it loaded from bytes; a named graph is shared and stays."""
+    for c in contexts.values():
+        _close_quietly(c.backend.close)
+    for g in graphs.values():
+        if g.owned:
+            _close_quietly(g.graph.close)
+    contexts.clear()
+    graphs.clear()
+
+
 def _close_quietly(close: Callable[[], None]) -> None:
     try:
         close()
@@ -539,6 +537,13 @@ class WasiNnHost:
             fn = FUNCTIONS[slot // _ERRNO_SLOTS][0]
             child = self._calls[slot] = self.metrics.wasi_nn_calls.labels(fn, _errno_of_slot(slot % _ERRNO_SLOTS).name)
         return child
+
+    def record_inferences(self, durations: dict[str, list[float]]) -> None:
+        """An ended instance's inference times, per model, into the Prometheus histogram."""
+        for label, seconds in durations.items():
+            hist = self.inference_histogram(label)
+            for d in seconds:
+                hist.observe(d)
 
     def inference_histogram(self, model: str) -> Any:
         child = self._inference.get(model)

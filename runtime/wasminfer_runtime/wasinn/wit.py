@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ from wasminfer_runtime.wasinn.host import (
     WasiNnHost,
     _close_quietly,
     _errno_for,
+    release_handles,
 )
 from wasminfer_runtime.wasinn.layout import reads_nhwc
 
@@ -96,7 +98,6 @@ class _GraphEntry:
 class _ContextEntry:
     backend: ExecutionContext
     graph: _GraphEntry
-    durations: list[float]
 
 
 class WitSession:
@@ -112,6 +113,7 @@ class WitSession:
         self.loaded_bytes = 0
         self._next = 1
         self.errors: list[str] = []  # why calls were refused, for `wasminfer run` to print (the first few)
+        self.durations: dict[str, list[float]] = {}  # inference seconds per model, for the metrics
         self.failure: str | None = None
         self.deadline_passed = False
 
@@ -121,15 +123,10 @@ class WitSession:
     def close(self) -> None:
         if getattr(_local, "session", None) is self:
             _local.session = None
-        for c in self.contexts.values():
-            _close_quietly(c.backend.close)
-        for g in self.graphs.values():
-            if g.owned:
-                _close_quietly(g.graph.close)
-        self.contexts.clear()
-        self.graphs.clear()
+        release_handles(self.contexts, self.graphs)
         self.tensors.clear()
         self.errors_live.clear()
+        self.host.record_inferences(self.durations)
 
     def _rep(self) -> int:
         rep = self._next
@@ -202,7 +199,7 @@ class WitSession:
             raise AbiError(Errno.too_large, f"more than {MAX_CONTEXTS} execution contexts in one instance")
         backend = self.host.open_context(g.graph, g.nhwc)
         rep = self._rep()
-        self.contexts[rep] = _ContextEntry(backend, g, [])
+        self.contexts[rep] = _ContextEntry(backend, g)
         return rep
 
     def drop_context(self, rep: int) -> None:
@@ -243,7 +240,9 @@ class WitSession:
                                                        f"{'x'.join(map(str, dims))} {t.type_name} elements")
             buf = ctypes.create_string_buffer(t.data, len(t.data)) if t.data else ctypes.create_string_buffer(1)
             c.backend.set_input(index, etype, dims, ctypes.addressof(buf), len(t.data))
+        started = time.perf_counter()
         c.backend.compute()
+        self.durations.setdefault(c.graph.graph.label, []).append(time.perf_counter() - started)
         outputs = []
         for i, info in enumerate(sig.outputs):
             addr, nbytes = c.backend.output(i)
