@@ -14,6 +14,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable
+from typing import TypeVar
 from pathlib import Path
 
 import wasmtime
@@ -50,6 +51,9 @@ _POOLING: dict[str, int] = {
     "table_keep_resident": 64 * 1024,
     "max_unused_warm_slots": 16,  # at most 16 x 4 MiB stay resident while idle
 }
+
+
+_C = TypeVar("_C", wasmtime.Module, component.Component)  # what the module cache holds
 
 
 class WorkerLoadError(Exception):
@@ -145,21 +149,7 @@ class RuntimeEngine:
         return self.compile_bytes(wasm, str(module_path))
 
     def compile_bytes(self, wasm: bytes, source: str) -> wasmtime.Module:
-        key = self.cache_key(wasm)
-        cached = self.cache_dir / f"{key}.cwasm"
-        if cached.is_file():
-            try:
-                module = wasmtime.Module.deserialize_file(self.engine, str(cached))
-                log.debug("loaded %s from the module cache (%s)", source, cached.name)
-                return module
-            except wasmtime.WasmtimeError as err:
-                log.warning("module cache entry %s is unusable (%s); recompiling %s", cached, err, source)
-        try:
-            module = wasmtime.Module(self.engine, wasm)
-        except wasmtime.WasmtimeError as err:
-            raise WorkerLoadError(f"{source}: not a valid WebAssembly module: {first_line(err)}") from None
-        self._store_in_cache(cached, module, source)
-        return module
+        return self._compile_cached(wasm, source, "", wasmtime.Module, wasmtime.Module.deserialize_file)
 
     def compile_component(self, path: Path) -> component.Component:
         """Compile a component, or load it from the disk cache (raises WorkerLoadError)."""
@@ -167,17 +157,25 @@ class RuntimeEngine:
             wasm = path.read_bytes()
         except OSError as err:
             raise WorkerLoadError(f"{path}: cannot read component: {err.strerror or err}") from None
-        cached = self.cache_dir / f"{self.cache_key(wasm)}.component.cwasm"
+        return self._compile_cached(wasm, str(path), "component", component.Component,
+                                    component.Component.deserialize_file)
+
+    def _compile_cached(self, wasm: bytes, source: str, kind: str, compile_new: Callable[[wasmtime.Engine, bytes], _C],
+                        deserialize: Callable[[wasmtime.Engine, str], _C]) -> _C:
+        """A module or component from the disk cache, else compiled and cached."""
+        cached = self.cache_dir / f"{self.cache_key(wasm)}{'.' + kind if kind else ''}.cwasm"
         if cached.is_file():
             try:
-                return component.Component.deserialize_file(self.engine, str(cached))
+                compiled = deserialize(self.engine, str(cached))
+                log.debug("loaded %s from the module cache (%s)", source, cached.name)
+                return compiled
             except wasmtime.WasmtimeError as err:
-                log.warning("module cache entry %s is unusable (%s); recompiling %s", cached, err, path)
+                log.warning("module cache entry %s is unusable (%s); recompiling %s", cached, err, source)
         try:
-            compiled = component.Component(self.engine, wasm)
+            compiled = compile_new(self.engine, wasm)
         except wasmtime.WasmtimeError as err:
-            raise WorkerLoadError(f"{path}: not a valid WebAssembly component: {first_line(err)}") from None
-        self._store_in_cache(cached, compiled, str(path))
+            raise WorkerLoadError(f"{source}: not a valid WebAssembly {kind or 'module'}: {first_line(err)}") from None
+        self._store_in_cache(cached, compiled, source)
         return compiled
 
     def _store_in_cache(self, path: Path, module: wasmtime.Module | component.Component, source: str) -> None:
