@@ -25,7 +25,7 @@ from typing import Any
 
 from wasmtime import component as cm
 
-from wasminfer_runtime.backends.base import ElementType, ExecutionContext, Graph, Signature, Unsupported
+from wasminfer_runtime.backends.base import ElementType, ExecutionContext, Graph, ModelDims, Signature, Unsupported
 from wasminfer_runtime.config import Device, ModelFormat
 from wasminfer_runtime.modelhost.client import DeadlineExceeded
 from wasminfer_runtime.wasinn.abi import AbiError, Errno, element_count
@@ -238,8 +238,8 @@ class WitSession:
             elif element_count(dims) * etype.size != len(t.data):
                 raise AbiError(Errno.invalid_argument, f"input {name!r}: {len(t.data)} bytes of data for "
                                                        f"{'x'.join(map(str, dims))} {t.type_name} elements")
-            buf = ctypes.create_string_buffer(t.data, len(t.data)) if t.data else ctypes.create_string_buffer(1)
-            c.backend.set_input(index, etype, dims, ctypes.addressof(buf), len(t.data))
+            # the tensor's own bytes, read in place (they live until this call returns)
+            c.backend.set_input(index, etype, dims, _address(t.data), len(t.data))
         started = time.perf_counter()
         c.backend.compute()
         self.durations.setdefault(c.graph.graph.label, []).append(time.perf_counter() - started)
@@ -250,7 +250,9 @@ class WitSession:
             if etype is None:
                 raise AbiError(Errno.unsupported_operation, f"output {info.name!r} has a type wasi-nn cannot carry")
             data = ctypes.string_at(addr, nbytes)
-            out_dims = list(c.backend.output_dims(i))
+            out_dims = _static(info.dims)
+            if out_dims is None:  # a dynamic shape: this inference's
+                out_dims = list(c.backend.output_dims(i))
             name = str(i) if c.graph.fmt in _OUTPUTS_BY_INDEX else info.name
             outputs.append((name, _Tensor(out_dims, _TYPE_NAMES[etype], data)))
         return outputs
@@ -297,6 +299,17 @@ class WitSession:
 
 class GuestTrap(Exception):
     """A guest error that ends the invocation (a trap): a handle that is not there, too many resources."""
+
+
+def _static(dims: ModelDims) -> list[int] | None:
+    """A model's fixed shape, or None when any dimension is dynamic."""
+    if dims is None or any(d is None for d in dims):
+        return None
+    return [int(d) for d in dims if d is not None]
+
+
+def _address(data: bytes) -> int:
+    return ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value or 0
 
 
 def _input_index(sig: Signature, name: str) -> int:
