@@ -104,7 +104,7 @@ class ComponentExecutor(WorkerExecutor):
         self._check_links()
 
     def _check_links(self) -> None:
-        """Every import can be satisfied (instantiating in a throwaway store says which cannot)."""
+        """Every import is an interface this host provides; else the worker fails to load, naming them."""
         missing = [name for name in self.component.type.imports(self.engine.engine)
                    if not name.startswith(("wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:filesystem/", "wasi:random/",
                                            "wasi:sockets/", "wasi:nn/"))]
@@ -135,6 +135,7 @@ class ComponentExecutor(WorkerExecutor):
     def _run_component(self, store: wasmtime.Store, stdin: bytes, args: Sequence[str], out: capture.GuestOutput,
                        err: capture.GuestOutput, session: wit.WitSession | None) -> _Verdict:
         try:
+            # The C API's WASI setter, through the store's raw context: wasmtime-py's WasiConfig cannot take stdin bytes.
             error = capi.context_set_wasi(capi.address(store._context()), self._wasi.build(stdin, args, out, err))
             if error:
                 return _Verdict("trap", 0, "cannot set up WASI")
@@ -188,7 +189,6 @@ class ComponentExecutor(WorkerExecutor):
         finally:
             if session is not None:
                 session.close()
-
 
 
 def _refuse_sleeps(linker: cm.Linker) -> None:

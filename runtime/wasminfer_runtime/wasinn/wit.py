@@ -21,13 +21,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from wasmtime import component as cm
 
 from wasminfer_runtime.backends.base import ElementType, ExecutionContext, Graph, ModelDims, Signature, Unsupported
 from wasminfer_runtime.config import Device, ModelFormat
 from wasminfer_runtime.modelhost.client import DeadlineExceeded
+from wasminfer_runtime.modelhost.wire import HostFailure
 from wasminfer_runtime.wasinn.abi import AbiError, Errno, element_count
 from wasminfer_runtime.wasinn.host import (
     MAX_CONTEXTS,
@@ -288,6 +288,8 @@ class WitSession:
             errno = _errno_for(err)
             code = _CODES.get(errno, "runtime-error")
             text = str(err) if isinstance(err, AbiError) or code != "runtime-error" else f"backend failure: {err}"
+            if isinstance(err, HostFailure):  # the model host failed: the server reports it with the request
+                self.failure = str(err)
             if code == "runtime-error":
                 log.warning("worker %s: wasi:nn %s failed: %s", self.host.owner, name, err)
         if len(self.errors) < MAX_REASONS:
@@ -346,8 +348,3 @@ def define(linker: cm.Linker) -> None:
     from wasminfer_runtime.wasinn import wit_linker  # numpy: only once a component uses wasi:nn
 
     wit_linker.define(linker)
-
-
-def imports_wasi_nn(component: cm.Component, engine: Any) -> bool:
-    """Whether a component imports any of the wasi:nn interfaces."""
-    return any(name.startswith("wasi:nn/") for name in component.type.imports(engine))
