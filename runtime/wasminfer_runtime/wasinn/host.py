@@ -40,6 +40,7 @@ from wasminfer_runtime.backends.base import (
     InvalidModel,
     InvalidTensor,
     PromptTooLong,
+    Signature,
     TooLarge,
     Unsupported,
 )
@@ -529,6 +530,7 @@ class WasiNnHost:
         # Prometheus children, looked up once: `labels()` costs microseconds on every request.
         self._calls: dict[int, Any] = {}
         self._inference: dict[str, Any] = {}
+        self._signatures: dict[int, tuple[Graph, Signature]] = {}  # named graphs' (they outlive every instance)
 
     def call_counter(self, slot: int) -> Any:
         """The wasi_nn_calls child for a slot of NnSession.counts (function x errno)."""
@@ -587,6 +589,13 @@ class WasiNnHost:
             raise AbiError(Errno.too_large, f"models loaded by this instance would exceed "
                                             f"{self.max_loaded_bytes} bytes (its memory limit)")
         return backend.load_bytes(fmt, parts, device)
+
+    def shared_signature(self, graph: Graph) -> Signature:
+        """A named graph's inputs and outputs, derived once for all instances of this worker."""
+        held = self._signatures.get(id(graph))
+        if held is None or held[0] is not graph:
+            held = self._signatures[id(graph)] = (graph, graph.signature())
+        return held[1]
 
     def open_context(self, graph: Graph, nhwc: bool) -> ExecutionContext:
         backend_ctx = graph.init_context()

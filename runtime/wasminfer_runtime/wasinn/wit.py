@@ -260,7 +260,7 @@ class WitSession:
     def _signature(self, g: _GraphEntry) -> Signature:
         if g.signature is None:
             try:
-                g.signature = g.graph.signature()
+                g.signature = g.graph.signature() if g.owned else self.host.shared_signature(g.graph)
             except Unsupported:
                 raise AbiError(Errno.unsupported_operation, "this model's inputs and outputs are not known to the "
                                                             "host, which named-tensor compute needs") from None
