@@ -225,3 +225,61 @@ def test_embedding_mode_gives_llama_cpps_embedding_in_wasmedges_json(wasminfer_r
     # a prompt longer than the batch takes is refused, as WasmEdge refuses it
     code, lines = run(wasminfer_run, model, "whole", "tiny", PROMPT * 4, json.dumps({"embedding": True, "ctx-size": 128, "batch-size": 8}))
     assert code == 0 and f"stop {PROMPT_TOO_LONG}" in lines, lines
+
+
+# --- the same models through the WIT interface, from a component -------------------------------------------
+
+COMPONENT = GUESTS / "llm_component.wasm"
+TOO_LARGE, INVALID_ARGUMENT, INVALID_ENCODING = 5, 0, 1  # wasi:nn error-code cases
+
+
+def run_component(wasminfer_run: RunWasminfer, model: Path, *inputs: str) -> tuple[int, dict[str, bytes], list[str]]:
+    """The component's outputs by name, and its other lines."""
+    done = wasminfer_run(["--nn-preload", f"tiny:GGML:AUTO:{model}", str(COMPONENT), "--", "tiny", *inputs])
+    assert b"Traceback" not in done.stderr, done.stderr.decode()
+    outputs, other = {}, []
+    for line in done.stdout.decode().splitlines():
+        words = line.split(" ")
+        if words[0] == "output":
+            name, ty, dims, nbytes, data = words[1], int(words[2]), words[3], int(words[4]), bytes.fromhex(words[5])
+            assert (ty, dims, nbytes) == (4, str(len(data)), len(data)), f"{name}: not a U8 tensor of its bytes: {line}"
+            outputs[name] = data
+        else:
+            other.append(line)
+    return done.returncode, outputs, other
+
+
+def test_a_component_generates_what_llama_cpp_generates(wasminfer_run: RunWasminfer, model: Path, reference: Any) -> None:
+    prompt_tokens, pieces = reference(PROMPT, 16)
+    config = json.dumps({**GREEDY, "n-predict": 16})
+    code, outputs, other = run_component(wasminfer_run, model, f"prompt={PROMPT}", f"metadata={config}")
+    assert code == 0 and not other, other
+    assert list(outputs) == ["0", "1"], "outputs keep the indices of WasmEdge's GGML API"
+    assert outputs["0"] == b"".join(pieces)
+    counts = json.loads(outputs["1"])
+    assert (counts["input_tokens"], counts["output_tokens"]) == (len(prompt_tokens), 16)
+    # inputs by index, as WasmEdge's set_input numbers them: the same generation
+    code, by_index, _ = run_component(wasminfer_run, model, f"1={config}", f"0={PROMPT}")
+    assert code == 0 and by_index == outputs
+
+
+def test_a_components_generation_that_fills_the_context_ends_with_its_text(wasminfer_run: RunWasminfer, model: Path,
+                                                                            reference: Any) -> None:
+    config = json.dumps({**GREEDY, "ctx-size": 24, "ignore-eos": True})
+    code, outputs, other = run_component(wasminfer_run, model, f"prompt={PROMPT}", f"metadata={config}")
+    assert code == 0, other
+    counts = json.loads(outputs["1"])
+    assert counts["input_tokens"] + counts["output_tokens"] >= 24 - 1, counts
+    _, pieces = reference(PROMPT, counts["output_tokens"])
+    assert outputs["0"] == b"".join(pieces)
+
+
+def test_a_components_bad_inputs_get_wasi_nn_errors(wasminfer_run: RunWasminfer, model: Path) -> None:
+    code, _, other = run_component(wasminfer_run, model, "prompt=" + "abc " * 40, "metadata=" + json.dumps({**GREEDY, "ctx-size": 32}))
+    assert code == 1 and other[0].startswith(f"error compute {TOO_LARGE} the prompt is "), other
+    code, _, other = run_component(wasminfer_run, model, "question=hi")
+    assert code == 1 and other == [f"error compute {INVALID_ARGUMENT} the model has no input 'question' (its inputs: 'prompt', 'metadata')"]
+    code, _, other = run_component(wasminfer_run, model, "prompt=hi", "metadata={not json")
+    assert code == 1 and other[0].startswith(f"error compute {INVALID_ENCODING} the metadata (input 1) is not JSON"), other
+    code, _, other = run_component(wasminfer_run, model, f"prompt={PROMPT}", "metadata=" + json.dumps({"ctx-size": 1 << 30}))
+    assert code == 1 and other[0].startswith(f"error compute {INVALID_ARGUMENT} "), other

@@ -10,6 +10,8 @@ GGML backend does, so its LLM guests run unchanged.
 - `compute` generates until an end token, `n-predict` tokens or the `reverse-prompt`; `compute_single`
   generates one token (EndOfSequence after the end token), `output_single` is that token's text, and
   `fini_single` ends the stream. With `embedding`, `compute` gives the prompt's embedding instead.
+- To a component's named-tensor compute (the WIT interface) a model shows that as its signature:
+  inputs `prompt` and `metadata`, outputs `text` and `metadata`, all bytes.
 - Model-level options (the GPU layers) come from the runtime's model declaration: a guest's config cannot
   reload a model other workers share. What a guest asks for is bounded: the context is at most the
   model's trained length, the threads at most this machine's CPUs.
@@ -40,6 +42,8 @@ from wasminfer_runtime.backends.base import (
     InvalidTensor,
     PromptTooLong,
     ShapeBounds,
+    Signature,
+    TensorInfo,
     TooLarge,
     Unsupported,
 )
@@ -50,6 +54,11 @@ PROMPT, METADATA = 0, 1
 Shape = tuple[int, int, int, bool]  # a llama.cpp context's: n_ctx, n_batch, flash attention, embeddings
 MAX_PROMPT_BYTES = 1 << 20
 PROMPT_MARGIN = 4  # WasmEdge refuses a prompt of more than n_ctx - 4 tokens
+_BYTES = (None,)  # a byte string of any length
+SIGNATURE = Signature(
+    inputs=(TensorInfo("prompt", ElementType.u8, _BYTES), TensorInfo("metadata", ElementType.u8, _BYTES)),
+    outputs=(TensorInfo("text", ElementType.u8, _BYTES), TensorInfo("metadata", ElementType.u8, _BYTES)),
+)
 
 
 @dataclass(frozen=True)
@@ -189,6 +198,9 @@ class LlamaGraph(Graph):
 
     def init_context(self) -> ExecutionContext:
         return LlamaContext(self, self.defaults)
+
+    def signature(self) -> Signature:
+        return SIGNATURE
 
     def with_defaults(self, config: bytes) -> LlamaGraph:
         """A view of this graph whose contexts start from a guest's load-time config."""

@@ -5,7 +5,10 @@ may use, which backend reads a loaded model and how much a guest may load, and o
 backends' execution contexts. What differs is the shape of the API: here graphs, contexts,
 tensors and errors are resources in per-instance tables, and `compute` takes and returns named
 tensors (inputs by model input name, or by index written in decimal; outputs by index for
-OpenVINO models and by name for ONNX models, as wasmtime names them).
+OpenVINO models and by name for ONNX models, as wasmtime names them). A GGML model takes its
+prompt and metadata JSON as U8 tensors (`prompt` or "0", `metadata` or "1") and gives the generated
+text and the token counts as outputs "0" and "1", the indices of WasmEdge's GGML API; a generation
+that fills the context ends there with its text, since a component cannot read outputs after an error.
 
 Resources are host-defined (`ResourceType.host`); the component model checks every handle, so
 a dropped or foreign handle traps in the guest before it reaches a function here. The functions
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 
 from wasmtime import component as cm
 
-from wasminfer_runtime.backends.base import ElementType, ExecutionContext, Graph, ModelDims, Signature, Unsupported
+from wasminfer_runtime.backends.base import ContextFull, ElementType, ExecutionContext, Graph, ModelDims, Signature, Unsupported
 from wasminfer_runtime.config import Device, ModelFormat
 from wasminfer_runtime.modelhost.client import DeadlineExceeded
 from wasminfer_runtime.modelhost.wire import HostFailure
@@ -59,7 +62,8 @@ _TENSOR_TYPES = {"FP16": ElementType.f16, "FP32": ElementType.f32, "FP64": Eleme
 _TYPE_NAMES = {t: name for name, t in _TENSOR_TYPES.items()}
 _ENCODINGS = {"openvino": ModelFormat.openvino, "onnx": ModelFormat.onnx, "ggml": ModelFormat.ggml}
 _TARGETS = {"cpu": Device.CPU, "gpu": Device.GPU, "tpu": Device.NPU}
-_OUTPUTS_BY_INDEX = frozenset({ModelFormat.openvino})  # wasmtime names OpenVINO outputs "0", "1", ...
+# wasmtime names OpenVINO outputs "0", "1", ...; GGML outputs keep WasmEdge's indices
+_OUTPUTS_BY_INDEX = frozenset({ModelFormat.openvino, ModelFormat.ggml})
 
 # error-code for each errno of the shared host layer
 _CODES = {
@@ -69,6 +73,7 @@ _CODES = {
     Errno.too_large: "too-large",
     Errno.not_found: "not-found",
     Errno.model_not_found: "not-found",
+    Errno.prompt_too_long: "too-large",
 }
 
 
@@ -241,7 +246,13 @@ class WitSession:
             # the tensor's own bytes, read in place (they live until this call returns)
             c.backend.set_input(index, etype, dims, _address(t.data), len(t.data))
         started = time.perf_counter()
-        c.backend.compute()
+        try:
+            c.backend.compute()
+        except ContextFull:
+            # A component cannot read a partial generation after an error, as a witx guest can:
+            # a generation that fills the context ends there, like one that reaches n-predict.
+            if not text:
+                raise
         self.durations.setdefault(c.graph.graph.label, []).append(time.perf_counter() - started)
         outputs = []
         for i, info in enumerate(sig.outputs):
@@ -251,7 +262,9 @@ class WitSession:
                 raise AbiError(Errno.unsupported_operation, f"output {info.name!r} has a type wasi-nn cannot carry")
             data = ctypes.string_at(addr, nbytes)
             out_dims = _static(info.dims)
-            if out_dims is None:  # a dynamic shape: this inference's
+            if text:  # text out as it came in: bytes
+                out_dims = [nbytes]
+            elif out_dims is None:  # a dynamic shape: this inference's
                 out_dims = list(c.backend.output_dims(i))
             name = str(i) if c.graph.fmt in _OUTPUTS_BY_INDEX else info.name
             outputs.append((name, _Tensor(out_dims, _TYPE_NAMES[etype], data)))
