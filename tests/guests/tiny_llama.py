@@ -5,8 +5,11 @@ prompt gives the same tokens every run, so a guest's tokens can be checked again
 
 from __future__ import annotations
 
+import ctypes
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,6 +78,30 @@ def build(path: Path, seed: int = 7) -> Path:
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def llama_cpp_generation(llama_cpp: Any, path: Path) -> Callable[[str, int], tuple[list[int], list[bytes]]]:
+    """llama.cpp's own greedy generation with the model at `path` (llama-cpp-python's `Llama` and its
+    sampler): for a prompt and a token count, the prompt's tokens and the generated tokens' pieces."""
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=128, verbose=False)
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+
+    def piece(token: int) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, True)
+        return buf.raw[:n]
+
+    def generate(prompt: str, n: int) -> tuple[list[int], list[bytes]]:
+        prompt_tokens: list[int] = llm.tokenize(prompt.encode(), add_bos=True, special=True)
+        llm.reset()
+        pieces = []
+        for token in llm.generate(prompt_tokens, temp=0.0, top_k=1, reset=True):
+            pieces.append(piece(token))
+            if len(pieces) == n or llama_cpp.llama_vocab_is_eog(vocab, token):
+                break
+        return prompt_tokens, pieces
+
+    return generate
 
 
 if __name__ == "__main__":

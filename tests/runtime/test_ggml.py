@@ -6,7 +6,6 @@ configs get clean errors."""
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import json
 import sys
@@ -43,25 +42,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def reference(llama_cpp: Any, model: Path) -> Any:
     """What llama.cpp itself generates, greedily, for a prompt: the token pieces."""
-    llm = llama_cpp.Llama(model_path=str(model), n_ctx=128, verbose=False)
-    vocab = llama_cpp.llama_model_get_vocab(llm.model)
-
-    def piece(token: int) -> bytes:
-        buf = ctypes.create_string_buffer(64)
-        n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, True)
-        return buf.raw[:n]
-
-    def generate(prompt: str, n: int) -> tuple[list[int], list[bytes]]:
-        prompt_tokens = llm.tokenize(prompt.encode(), add_bos=True, special=True)
-        llm.reset()
-        pieces = []
-        for token in llm.generate(prompt_tokens, temp=0.0, top_k=1, reset=True):
-            pieces.append(piece(token))
-            if len(pieces) == n or llama_cpp.llama_vocab_is_eog(vocab, token):
-                break
-        return prompt_tokens, pieces
-
-    return generate
+    return tiny_llama.llama_cpp_generation(llama_cpp, model)
 
 
 def run(wasminfer_run: RunWasminfer, model: Path, *args: str) -> tuple[int, list[str]]:
@@ -225,6 +206,47 @@ def test_embedding_mode_gives_llama_cpps_embedding_in_wasmedges_json(wasminfer_r
     # a prompt longer than the batch takes is refused, as WasmEdge refuses it
     code, lines = run(wasminfer_run, model, "whole", "tiny", PROMPT * 4, json.dumps({"embedding": True, "ctx-size": 128, "batch-size": 8}))
     assert code == 0 and f"stop {PROMPT_TOO_LONG}" in lines, lines
+
+
+def generated(lines: list[str]) -> bytes:
+    (text,) = [line for line in lines if line.startswith("text ")]
+    return bytes.fromhex(text.removeprefix("text "))
+
+
+def test_grammar_and_json_schema_hold_generation_to_them(wasminfer_run: RunWasminfer, model: Path) -> None:
+    """WasmEdge's `grammar` (GBNF) and `json-schema` keys: what the model generates is what they allow,
+    where the same prompt alone gives something else; the end token follows once the grammar is done."""
+    code, lines = run(wasminfer_run, model, "whole", "tiny", PROMPT, json.dumps({**GREEDY, "n-predict": 12}))
+    free = generated(lines)
+    assert code == 0 and free[:2] not in (b"ye", b"no", b"tr", b"fa"), free
+    code, lines = run(wasminfer_run, model, "whole", "tiny", PROMPT,
+                      json.dumps({**GREEDY, "n-predict": 12, "grammar": 'root ::= "yes" | "no"'}))
+    assert code == 0 and generated(lines) in (b"yes</s>", b"no</s>"), lines
+    code, lines = run(wasminfer_run, model, "whole", "tiny", PROMPT,
+                      json.dumps({**GREEDY, "n-predict": 12, "json-schema": json.dumps({"type": "boolean"})}))
+    assert code == 0 and generated(lines) in (b"true</s>", b"false</s>"), lines
+    # sampled, not greedy: still an object with an integer `n`, whatever the seed
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    for seed in (1, 2, 3):
+        code, lines = run(wasminfer_run, model, "whole", "tiny", PROMPT,
+                          json.dumps({"temp": 0.8, "seed": seed, "n-predict": 60, "ctx-size": 128, "json-schema": json.dumps(schema)}))
+        text = generated(lines)
+        assert code == 0 and text.endswith(b"</s>"), lines
+        assert isinstance(json.loads(text.removesuffix(b"</s>"))["n"], int), text
+
+
+def test_bad_grammars_get_clean_errors(wasminfer_run: RunWasminfer, model: Path) -> None:
+    for config in ({"grammar": "root ::= root \"a\""},  # left recursion: llama.cpp refuses it
+                   {"grammar": "not gbnf"},
+                   {"json-schema": "{not json"}):
+        code, lines = run(wasminfer_run, model, "whole", "tiny", PROMPT, json.dumps({**GREEDY, **config}))
+        assert code == 0 and "stop 1" in lines, (config, lines)
+    # past the size bound, in the metadata input (a load config is bounded to 64 KiB before)
+    huge = json.dumps({"grammar": "root ::= " + " | ".join(['"a"'] * 12000)})
+    code, lines = run(wasminfer_run, model, "meta", "tiny", PROMPT, json.dumps(GREEDY), huge)
+    assert code == 0 and "stop 1" in lines, lines[-3:]
+    code, lines = run(wasminfer_run, model, "whole", "tiny", PROMPT, json.dumps({**GREEDY, "n-predict": 4}))
+    assert code == 0 and meta(lines[-1])["output_tokens"] == 4, "the next run generates as before"
 
 
 # --- the same models through the WIT interface, from a component -------------------------------------------

@@ -53,6 +53,7 @@ from wasminfer_runtime.modelhost.client import DeadlineExceeded
 PROMPT, METADATA = 0, 1
 Shape = tuple[int, int, int, bool]  # a llama.cpp context's: n_ctx, n_batch, flash attention, embeddings
 MAX_PROMPT_BYTES = 1 << 20
+MAX_GRAMMAR_BYTES = 64 << 10  # a grammar's rules are compiled for every token: a guest's is bounded
 PROMPT_MARGIN = 4  # WasmEdge refuses a prompt of more than n_ctx - 4 tokens
 _BYTES = (None,)  # a byte string of any length
 SIGNATURE = Signature(
@@ -84,6 +85,8 @@ class LlmOptions:
     embedding: bool = False
     enable_log: bool = False
     flash_attn: str = ""  # on, off or auto; unset: off on the CPU (slower there per token), auto with a GPU
+    grammar: str = ""  # GBNF, as llama.cpp reads it; generation is held to it
+    json_schema: str = ""  # a JSON schema (as a string), held to through the grammar llama.cpp derives from it
 
     def updated(self, text: bytes, what: str) -> LlmOptions:
         """These options with the keys of a metadata JSON object applied; unknown keys are ignored (as
@@ -449,6 +452,9 @@ class LlamaContext(ExecutionContext):
             window = max(0, min(o.last_n_penalty, self.ctx_size))  # a guest's number sizes a buffer: bounded
             add(chain, llama_cpp.llama_sampler_init_penalties(self.graph.n_vocab, window, o.repeat_penalty,
                                                              o.frequency_penalty, o.presence_penalty))
+        grammar = self._grammar()
+        if grammar is not None:
+            add(chain, grammar)  # first: the samplers after it choose among the tokens it allows
         if o.temp <= 0:
             add(chain, llama_cpp.llama_sampler_init_greedy())  # temperature 0: the likeliest token, every time
         else:
@@ -458,6 +464,30 @@ class LlamaContext(ExecutionContext):
             add(chain, llama_cpp.llama_sampler_init_temp(o.temp))
             add(chain, llama_cpp.llama_sampler_init_dist(o.seed & 0xFFFFFFFF))
         self.sampler, self.sampler_options = chain, o
+
+    def _grammar(self) -> Any:
+        """The grammar sampler of the options' json-schema (which wins, as in WasmEdge) or grammar, or None."""
+        o = self.options
+        if o.json_schema:
+            if len(o.json_schema) > MAX_GRAMMAR_BYTES:
+                raise InvalidTensor(f"json-schema of {len(o.json_schema)} bytes (at most {MAX_GRAMMAR_BYTES})")
+            from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+            try:
+                text = json_schema_to_gbnf(o.json_schema)
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as err:
+                raise InvalidTensor(f"json-schema: not a schema llama.cpp can hold generation to: {err}") from None
+            what = "the grammar of json-schema"
+        elif o.grammar:
+            text, what = o.grammar, "grammar"
+        else:
+            return None
+        if len(text.encode()) > MAX_GRAMMAR_BYTES:
+            raise InvalidTensor(f"{what} is {len(text.encode())} bytes (at most {MAX_GRAMMAR_BYTES})")
+        sampler = self.llama_cpp.llama_sampler_init_grammar(self.graph.vocab, text.encode(), b"root")
+        if not sampler:
+            raise InvalidTensor(f"{what}: llama.cpp cannot parse it (GBNF with a `root` rule, no left recursion)")
+        return sampler
 
     # -- outputs --------------------------------------------------------------------------------
     def output(self, index: int) -> tuple[int, int]:
