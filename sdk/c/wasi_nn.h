@@ -24,7 +24,7 @@ enum {
     WASI_NN_NOT_FOUND = 8,
 };
 
-enum { WASI_NN_ENCODING_OPENVINO = 0, WASI_NN_ENCODING_ONNX = 1, WASI_NN_ENCODING_AUTODETECT = 5 };
+enum { WASI_NN_ENCODING_OPENVINO = 0, WASI_NN_ENCODING_ONNX = 1, WASI_NN_ENCODING_AUTODETECT = 5, WASI_NN_ENCODING_GGML = 6 };
 /* TPU is served on an NPU where the runtime has one; AUTO (a WasmEdge addition) lets the backend choose. */
 enum { WASI_NN_TARGET_CPU = 0, WASI_NN_TARGET_GPU = 1, WASI_NN_TARGET_TPU = 2, WASI_NN_TARGET_AUTO = 3 };
 

@@ -2,6 +2,7 @@
  *
  *   nn_infer ir DIR DIMS [TYPE] [REPEAT]     load DIR/model.xml + DIR/model.bin (encoding openvino)
  *   nn_infer onnx FILE DIMS [TYPE] [REPEAT]  load FILE (encoding onnx)
+ *   nn_infer ggml FILE DIMS [TYPE] [REPEAT]  load FILE (encoding ggml, WasmEdge's 6)
  *   nn_infer name NAME DIMS [TYPE] [REPEAT]  load_by_name NAME
  *
  * DIMS is like 1,256. TYPE is the tensor type code put in the tensor (default 1, f32); the host
@@ -47,7 +48,7 @@ static int fail(const char *step, wasi_nn_errno_t e) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: nn_infer ir|onnx|name WHERE DIMS [TYPE] [REPEAT]\n");
+        fprintf(stderr, "usage: nn_infer ir|onnx|ggml|name WHERE DIMS [TYPE] [REPEAT]\n");
         return 2;
     }
     const char *mode = argv[1], *where = argv[2];
@@ -74,9 +75,10 @@ int main(int argc, char **argv) {
         e = wasi_nn_load(builders, 2, WASI_NN_ENCODING_OPENVINO, WASI_NN_TARGET_CPU, &graph);
     } else {
         size_t len;
-        uint8_t *onnx = read_file(where, &len);
-        wasi_nn_graph_builder_t builder = {onnx, (uint32_t)len};
-        e = wasi_nn_load(&builder, 1, WASI_NN_ENCODING_ONNX, WASI_NN_TARGET_CPU, &graph);
+        uint8_t *model = read_file(where, &len);
+        wasi_nn_graph_builder_t builder = {model, (uint32_t)len};
+        int ggml = strcmp(mode, "ggml") == 0;
+        e = wasi_nn_load(&builder, 1, ggml ? WASI_NN_ENCODING_GGML : WASI_NN_ENCODING_ONNX, WASI_NN_TARGET_CPU, &graph);
     }
     if (e) return fail("load", e);
 

@@ -249,6 +249,13 @@ def test_bad_grammars_get_clean_errors(wasminfer_run: RunWasminfer, model: Path)
     assert code == 0 and meta(lines[-1])["output_tokens"] == 4, "the next run generates as before"
 
 
+def test_gguf_bytes_through_load_are_refused_before_llama_cpp_reads_them(wasminfer_run: RunWasminfer, model: Path) -> None:
+    """GGML models load in the serving process: a guest's own bytes are never handed to llama.cpp's parser."""
+    done = wasminfer_run(["-S", "nn", "--dir", f"{model.parent}::/m", str(GUESTS / "nn_infer.wasm"), "--", "ggml", f"/m/{model.name}", "1"])
+    assert done.returncode == 1 and done.stdout.decode().splitlines() == ["error load 6"], done.stdout  # unsupported operation
+    assert b"GGML models are loaded by name" in done.stderr, done.stderr.decode()
+
+
 # --- the same models through the WIT interface, from a component -------------------------------------------
 
 COMPONENT = GUESTS / "llm_component.wasm"
