@@ -44,8 +44,9 @@ cluster-binaries: python
 	bash e2e/cluster/build
 
 # Container images from the Dockerfiles, built with buildah into OCI archives for the test node
-# (cached by content; NVIDIA=1 adds runtime-nvidia). Needs root, buildah and mmdebstrap.
-images: python
+# (cached by content; NVIDIA=1 adds runtime-nvidia). Needs root, buildah and mmdebstrap. The runtime
+# image takes its llama.cpp from `make llama-cpp`, so llama.cpp is compiled once.
+images: llama-cpp
 	bash e2e/cluster/images $(if $(NVIDIA),--nvidia)
 
 serve: setup

@@ -51,6 +51,10 @@ DEFAULT_NAMES = ("pause", "runtime", "operator")
 # Bumped when the build steps below change in a way the hashed inputs would not show.
 RECIPE_VERSION = "1"
 INSTALL_HINT = "apt-get install buildah mmdebstrap gcc libc6-dev (or, as root: bash .ci/system-packages.sh)"
+# The runtime image's llama.cpp: the portable wheel `make llama-cpp` compiled (runtime/llama-cpp-wheel.sh),
+# given to the build in place of the Dockerfile's own compile stage, so llama.cpp is compiled once.
+LLAMA_CPP_STAGE = "llama-cpp-wheels"
+LLAMA_CPP_IMAGES = ("runtime",)
 HEARTBEAT_S = 60.0
 KEEP_LOGS = 40
 
@@ -344,12 +348,34 @@ def _file_digest(path: Path) -> str:
     return mode + hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def llama_cpp_wheels() -> Path:
+    """Where .ci/llama-cpp.sh keeps the portable llama-cpp-python wheel: WASMINFER_WHEELS_CACHE, else
+    $XDG_CACHE_HOME (or ~/.cache)/wasminfer/wheels, then portable/."""
+    return cache_home("wheels", "WASMINFER_WHEELS_CACHE") / "portable"
+
+
+def _llama_cpp_wheel_files() -> list[Path]:
+    pin = re.search(r'"llama-cpp-python==([^"]+)"', (REPO / "pyproject.toml").read_text())
+    assert pin is not None, "pyproject.toml pins no llama-cpp-python"
+    wheels = sorted(llama_cpp_wheels().glob(f"llama_cpp_python-{pin.group(1)}-*.whl"))
+    if not wheels:
+        raise ImageBuildError(
+            f"no llama-cpp-python {pin.group(1)} wheel in {llama_cpp_wheels()}: the runtime image takes the one "
+            "`make llama-cpp` compiles; run it first"
+        )
+    return wheels
+
+
 def _project_inputs(name: str, base_id: str) -> str:
-    """The Dockerfile, the context it sees, the base image it starts from, and the build flags."""
+    """The Dockerfile, the context it sees, the base image it starts from, the build flags, and the
+    llama.cpp wheel given to the build."""
     dockerfile = REPO / DOCKERFILES[name]
     parts: list[str | bytes] = [RECIPE_VERSION, name, dockerfile.read_bytes(), base_id, BASE_REF]
     for rel in context_files(REPO):
         parts += [rel, _file_digest(REPO / rel)]
+    if name in LLAMA_CPP_IMAGES:
+        for wheel in _llama_cpp_wheel_files():
+            parts += [wheel.name, _file_digest(wheel)]
     return _sha256(*parts)
 
 
@@ -597,6 +623,13 @@ def _build_project(name: str, inputs: str, base: _Entry, fresh: bool) -> _Entry:
     ref = f"{REGISTRY}/{name}:{inputs[:12]}"
     command = ["buildah", "build", "--file", DOCKERFILES[name], "--tag", ref]
     command += ["--build-arg", f"PYTHON_IMAGE={base.image.ref}", "--pull=never"]
+    wheels = logfile.with_suffix(".wheels")
+    if name in LLAMA_CPP_IMAGES:
+        # Only the pinned wheel, in a folder of its own: an older wheel in the cache stays out.
+        wheels.mkdir()
+        for wheel in _llama_cpp_wheel_files():
+            shutil.copy(wheel, wheels)
+        command += ["--build-context", f"{LLAMA_CPP_STAGE}={wheels}"]
     # pip and apt-get in RUN steps reach their registries through the host's network.
     command += ["--network", "host", "--isolation", _pick_isolation()]
     bundle = _host_ca_bundle()
@@ -609,7 +642,10 @@ def _build_project(name: str, inputs: str, base: _Entry, fresh: bool) -> _Entry:
     command += ["--layers", *(["--no-cache"] if fresh else [])]
     command += ["--force-rm", str(REPO)]  # no working container left behind by a failed step
     log.info("%s: buildah build %s (log: %s)", name, DOCKERFILES[name], logfile)
-    _run(f"{name}: buildah build", command, logfile)
+    try:
+        _run(f"{name}: buildah build", command, logfile)
+    finally:
+        shutil.rmtree(wheels, ignore_errors=True)
     return _finish(name, ref, inputs, logfile, started)
 
 

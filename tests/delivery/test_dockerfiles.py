@@ -28,7 +28,11 @@ from wasminfer_runtime import cli
 from .conftest import CHART, REPO
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
-PINS = {Requirement(r).name.lower(): Requirement(r) for r in PYPROJECT["project"]["dependencies"]}
+# The images install the project's dependencies and its GGML extra (llama-cpp-python).
+PINS = {
+    Requirement(r).name.lower(): Requirement(r)
+    for r in PYPROJECT["project"]["dependencies"] + PYPROJECT["project"]["optional-dependencies"]["ggml"]
+}
 BUILD_TOOLS = {"gcc", "g++", "cc", "clang", "make", "cmake", "build-essential", "git", "go", "golang", "cargo", "rustc", "zig", "ziglang", "python3-dev"}
 
 
@@ -77,6 +81,17 @@ def parse(path: Path) -> tuple[dict[str, str], list[Stage]]:
     return args, stages
 
 
+# The one stage that may hold compilers: it compiles llama.cpp (no wheel of it is on PyPI) into wheels,
+# and only those wheels go on, through a `FROM scratch` stage.
+COMPILE_STAGE, WHEELS_STAGE = "llama-cpp-compile", "llama-cpp-wheels"
+
+
+def build_stage(stages: list[Stage]) -> Stage:
+    """The stage that assembles /opt/venv, which the final stage copies."""
+    (build,) = [s for s in stages if s.name == "build"]
+    return build
+
+
 def pip_installs(stage: Stage) -> list[str]:
     """Distribution names given to `pip install` in the stage's RUN lines (options and `.` left out)."""
     names = []
@@ -97,7 +112,7 @@ def pip_installs(stage: Stage) -> list[str]:
                     if skip:
                         skip = False
                         continue
-                    if w in ("--constraint", "-c", "-r", "--requirement"):
+                    if w in ("--constraint", "-c", "-r", "--requirement", "--find-links", "-f", "--only-binary"):
                         skip = True
                         continue
                     if w.startswith("-") or w == ".":
@@ -117,12 +132,12 @@ class Image:
 
 # The runtime's CLI imports each command's module by name (cli.COMMANDS): those are roots too.
 RUNTIME_ROOTS = ("wasminfer_runtime.cli", *(module for module, _ in cli.COMMANDS.values()))
-# llama.cpp compiles for tens of minutes and no wheel of it is on PyPI: the images do not carry it yet, and a
-# GGML model on a pod fails its load with "GGML models need llama-cpp-python" (docs/workers.md).
-RUNTIME_LACKS = (("llama_cpp", "GGML models need llama-cpp-python"),)
+# llama.cpp with CUDA is not compiled into runtime-nvidia yet: a GGML model on it fails its load with
+# "GGML models need llama-cpp-python" (docs/devices.md).
+NVIDIA_LACKS = (("llama_cpp", "GGML models need llama-cpp-python"),)
 IMAGES = {
-    "runtime/Dockerfile": Image("wasminfer-runtime", "wasminfer", RUNTIME_ROOTS, RUNTIME_LACKS),
-    "runtime/Dockerfile.nvidia": Image("wasminfer-runtime-nvidia", "wasminfer", RUNTIME_ROOTS, RUNTIME_LACKS),
+    "runtime/Dockerfile": Image("wasminfer-runtime", "wasminfer", RUNTIME_ROOTS),
+    "runtime/Dockerfile.nvidia": Image("wasminfer-runtime-nvidia", "wasminfer", RUNTIME_ROOTS, NVIDIA_LACKS),
     "operator/Dockerfile": Image("wasminfer-operator", "wasminfer-operator", ("wasminfer_operator.main",)),
 }
 
@@ -141,7 +156,7 @@ def test_multi_stage_with_a_fresh_final_stage(dockerfile: tuple[str, list[Stage]
     build_names = {s.name for s in stages[:-1]}
     final = stages[-1]
     assert final.base not in build_names, f"{name}: the final stage builds on a build stage ({final.base})"
-    assert final.base == stages[0].base, f"{name}: final stage should start from the same slim base as the build"
+    assert final.base == build_stage(stages).base, f"{name}: final stage should start from the same slim base as the build"
     assert "slim" in final.base, f"{name}: final base {final.base} is not a slim image"
     copies = final.all("COPY")
     assert any(c.startswith("--from=") for c in copies), f"{name}: the final stage copies nothing from the build stage"
@@ -169,9 +184,27 @@ def test_final_stage_installs_nothing_and_holds_no_build_tools(dockerfile: tuple
         assert not (BUILD_TOOLS & words), f"{name}: build tools in the final stage: {run}"
     for stage in stages:
         for run in stage.all("RUN"):
-            assert not (BUILD_TOOLS & set(re.findall(r"[\w+.-]+", run)) & {"build-essential", "gcc", "g++"}), (
-                f"{name}: a stage installs compilers; every dependency must come as a wheel"
+            assert stage.name == COMPILE_STAGE or not (BUILD_TOOLS & set(re.findall(r"[\w+.-]+", run)) & {"build-essential", "gcc", "g++"}), (
+                f"{name}: stage {stage.name} installs compilers; every dependency but llama.cpp must come as a wheel"
             )
+
+
+def test_llama_cpp_is_compiled_apart_and_only_its_wheels_go_on(dockerfile: tuple[str, list[Stage]]) -> None:
+    """llama.cpp is compiled in a stage of its own by runtime/llama-cpp-wheel.sh (the script `make
+    llama-cpp` runs too, so a build may give its wheel instead); what leaves that stage is its wheels."""
+    name, stages = dockerfile
+    if IMAGES[name].entry != "wasminfer" or IMAGES[name].lacks:
+        return  # the operator runs no models; runtime-nvidia has no llama.cpp yet
+    by_name = {s.name: s for s in stages}
+    compile_runs = " ".join(by_name[COMPILE_STAGE].all("RUN"))
+    assert "runtime/llama-cpp-wheel.sh" in " ".join(by_name[COMPILE_STAGE].all("COPY")) and "llama-cpp-wheel.sh" in compile_runs
+    wheels = by_name[WHEELS_STAGE]
+    assert wheels.base == "scratch" and wheels.all("COPY") == [f"--from={COMPILE_STAGE} /wheels/ /"], wheels.all("COPY")
+    assert not [s for s in stages if any(f"--from={COMPILE_STAGE}" in c for c in s.all("COPY")) and s is not wheels]
+    build = build_stage(stages)
+    assert f"--from={WHEELS_STAGE} / /tmp/wheels/" in build.all("COPY")
+    assert "--find-links /tmp/wheels --only-binary llama-cpp-python" in " ".join(build.all("RUN"))
+    assert "libgomp1" in " ".join(stages[-1].all("RUN")), f"{name}: llama.cpp needs GNU OpenMP at run time"
 
 
 def test_build_stage_drops_pip_from_the_shipped_environment(dockerfile: tuple[str, list[Stage]]) -> None:
@@ -190,8 +223,8 @@ def test_entrypoint_is_a_project_command(dockerfile: tuple[str, list[Stage]]) ->
 def test_installs_are_pinned_by_pyproject(dockerfile: tuple[str, list[Stage]]) -> None:
     name, stages = dockerfile
     runs = " ".join(r for s in stages for r in s.all("RUN"))
-    assert "--constraint /tmp/constraints.txt" in runs and "['project']['dependencies']" in runs
-    for dist in pip_installs(stages[0]):
+    assert "--constraint /tmp/constraints.txt" in runs and "p['dependencies'] + p['optional-dependencies']['ggml']" in runs
+    for dist in pip_installs(build_stage(stages)):
         req = Requirement(dist.replace("${ORT_VERSION}", "0"))
         if req.name == "onnxruntime-gpu":
             continue  # pinned to the onnxruntime pin, checked below
@@ -201,12 +234,13 @@ def test_installs_are_pinned_by_pyproject(dockerfile: tuple[str, list[Stage]]) -
 
 def test_nvidia_image_uses_onnxruntime_gpu_at_the_onnxruntime_pin() -> None:
     _, stages = parse(REPO / "runtime" / "Dockerfile.nvidia")
-    installs = pip_installs(stages[0])
-    assert '"onnxruntime-gpu[cuda,cudnn]==${ORT_VERSION}"' in " ".join(stages[0].all("RUN")) or any(
+    build = build_stage(stages)
+    installs = pip_installs(build)
+    assert '"onnxruntime-gpu[cuda,cudnn]==${ORT_VERSION}"' in " ".join(build.all("RUN")) or any(
         i.startswith("onnxruntime-gpu[cuda,cudnn]==") for i in installs
     )
     assert "onnxruntime" not in [Requirement(i.replace("${ORT_VERSION}", "0")).name for i in installs]
-    assert "sed -n 's/^onnxruntime==//p'" in " ".join(stages[0].all("RUN"))
+    assert "sed -n 's/^onnxruntime==//p'" in " ".join(build.all("RUN"))
     assert str(PINS["onnxruntime"].specifier).startswith("==")
     env = " ".join(stages[-1].all("ENV"))
     assert "nvidia/cu13/lib" in env and "nvidia/cudnn/lib" in env and "NVIDIA_VISIBLE_DEVICES" in env
@@ -269,7 +303,7 @@ def _closure(dists: list[str]) -> set[str]:
 def test_image_installs_cover_the_code_it_runs(dockerfile: tuple[str, list[Stage]]) -> None:
     """Every third-party module imported by the code the image runs comes from an installed dist."""
     name, stages = dockerfile
-    installed = _closure(pip_installs(stages[0]))
+    installed = _closure(pip_installs(build_stage(stages)))
     if "onnxruntime-gpu" in installed:
         installed.add("onnxruntime")  # same `onnxruntime` module
     provides = importlib.metadata.packages_distributions()
@@ -298,7 +332,7 @@ def test_image_installs_nothing_its_code_does_not_import(dockerfile: tuple[str, 
     imported = {
         d.lower().replace("_", "-") for m in _third_party_imports(IMAGES[name].roots) for d in provides.get(m, [])
     }
-    for dist in pip_installs(stages[0]):
+    for dist in pip_installs(build_stage(stages)):
         req = Requirement(dist.replace("${ORT_VERSION}", "0")).name.lower()
         req = "onnxruntime" if req == "onnxruntime-gpu" else req
         assert req in imported, f"{name} installs {req}, which the code it runs never imports"
@@ -322,7 +356,9 @@ def test_build_context_is_limited_to_what_images_copy() -> None:
                     if copy.startswith("--from="):
                         continue
                     for src in copy.split()[:-1]:
-                        assert f"!{src}" in ignore or f"!{src.rstrip('/')}/" in ignore, f"{rel}: COPY {src} is excluded by .dockerignore"
+                        parts = src.rstrip("/").split("/")
+                        let_in = {f"!{src}"} | {"!" + "/".join(parts[:i]) + "/" for i in range(1, len(parts) + 1)}
+                        assert let_in & set(ignore), f"{rel}: COPY {src} is excluded by .dockerignore"
 
 
 def test_chart_and_operator_default_to_these_images() -> None:
