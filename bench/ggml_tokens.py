@@ -5,6 +5,8 @@ called directly, on the same tiny llama GGUF (tests/guests/tiny_llama.py), greed
 - guest, streamed:    tests/guests/nn_llm.wasm in a real instance: load_by_name_with_config, set_input,
                       then compute_single / get_output_single per token (WasmEdge's llama-stream flow)
 - guest, whole:       the same guest with one compute of n-predict tokens (WasmEdge's llama flow)
+- component, whole:   tests/guests/llm_component.wasm, the WIT interface: one compute of n-predict
+                      tokens with prompt and metadata tensors
 
 Time to first token: prompt in to the first token out (for a guest, the whole invocation of one
 token: instance, load_by_name, a context, the prompt). Tokens per second: from the difference
@@ -48,6 +50,7 @@ def main() -> int:
         return 1
     from harness import build_guest
 
+    from wasminfer_runtime.component_executor import new_executor
     from wasminfer_runtime.config import ModelConfig, WorkerConfig
     from wasminfer_runtime.engine import RuntimeEngine
     from wasminfer_runtime.executor import WorkerExecutor
@@ -57,6 +60,7 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="wasminfer-ggml-bench-"))
     model = tiny_llama.build(folder / "tiny.gguf")
     guest = build_guest(ROOT / "tests" / "guests" / "nn_llm.c")
+    component = build_guest(ROOT / "tests" / "guests" / "llm_component.c")
     n_ctx = 1024
     config = json.dumps({"temp": 0.0, "ctx-size": n_ctx, "ignore-eos": True})  # threads: both sides' default
 
@@ -73,11 +77,14 @@ def main() -> int:
     metrics = Metrics()
     registry = ModelRegistry(metrics, "in-process")
     registry.load(ModelConfig.model_validate({"name": "tiny", "format": "ggml", "files": [str(model)]}))
-    worker = WorkerConfig.model_validate({"name": "llm", "module": str(guest), "route": "/",
-                                          "wasi_nn": {"enabled": True, "models": ["tiny"]}, "limits": {"timeout_seconds": 300}})
+    def worker(module: Path) -> WorkerConfig:
+        return WorkerConfig.model_validate({"name": module.stem, "module": str(module), "route": "/",
+                                            "wasi_nn": {"enabled": True, "models": ["tiny"]}, "limits": {"timeout_seconds": 300}})
+
     rows: dict[str, Any] = {}
     with RuntimeEngine(folder / "cache", metrics) as engine:
-        executor = WorkerExecutor(engine, registry, worker)
+        executor = WorkerExecutor(engine, registry, worker(guest))
+        wit = new_executor(engine, registry, worker(component))
 
         def streamed(n: int) -> float:
             started = time.perf_counter()
@@ -93,7 +100,14 @@ def main() -> int:
             assert inv.outcome == "ok" and b"\ntext " in inv.stdout, (inv.message, inv.stdout[-300:])
             return took
 
-        rows = {"llama.cpp (direct)": direct, "guest, streamed": streamed, "guest, whole": whole}
+        def wit_whole(n: int) -> float:
+            started = time.perf_counter()
+            inv = wit.invoke(b"", ["tiny", f"prompt={PROMPT}", "metadata=" + json.dumps({**json.loads(config), "n-predict": n})])
+            took = time.perf_counter() - started
+            assert inv.outcome == "ok" and b"output 0 " in inv.stdout, (inv.message, inv.stdout[-300:])
+            return took
+
+        rows = {"llama.cpp (direct)": direct, "guest, streamed": streamed, "guest, whole": whole, "component, whole": wit_whole}
         for fn in rows.values():  # warm: the module compiled, llama.cpp's first allocations made
             fn(2)
         first: dict[str, list[float]] = {k: [] for k in rows}
