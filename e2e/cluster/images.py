@@ -55,6 +55,9 @@ INSTALL_HINT = "apt-get install buildah mmdebstrap gcc libc6-dev (or, as root: b
 # given to the build in place of the Dockerfile's own compile stage, so llama.cpp is compiled once.
 LLAMA_CPP_STAGE = "llama-cpp-wheels"
 LLAMA_CPP_IMAGES = ("runtime",)
+# runtime-nvidia compiles llama.cpp with CUDA itself, for the GPUs this lists (the Dockerfile's
+# CUDA_ARCHITECTURES; unset: its default). Each one is about an hour on two cores.
+CUDA_ARCHITECTURES_VARIABLE = "WASMINFER_CUDA_ARCHITECTURES"
 HEARTBEAT_S = 60.0
 KEEP_LOGS = 40
 
@@ -376,7 +379,14 @@ def _project_inputs(name: str, base_id: str) -> str:
     if name in LLAMA_CPP_IMAGES:
         for wheel in _llama_cpp_wheel_files():
             parts += [wheel.name, _file_digest(wheel)]
+    parts += [_build_args(name)]
     return _sha256(*parts)
+
+
+def _build_args(name: str) -> str:
+    """Build arguments beyond PYTHON_IMAGE, as one string (also hashed into the tag)."""
+    archs = os.environ.get(CUDA_ARCHITECTURES_VARIABLE, "")
+    return f"CUDA_ARCHITECTURES={archs}" if name == "runtime-nvidia" and archs else ""
 
 
 # --- running the tools -----------------------------------------------------------------------------
@@ -623,6 +633,8 @@ def _build_project(name: str, inputs: str, base: _Entry, fresh: bool) -> _Entry:
     ref = f"{REGISTRY}/{name}:{inputs[:12]}"
     command = ["buildah", "build", "--file", DOCKERFILES[name], "--tag", ref]
     command += ["--build-arg", f"PYTHON_IMAGE={base.image.ref}", "--pull=never"]
+    if _build_args(name):
+        command += ["--build-arg", _build_args(name)]
     wheels = logfile.with_suffix(".wheels")
     if name in LLAMA_CPP_IMAGES:
         # Only the pinned wheel, in a folder of its own: an older wheel in the cache stays out.

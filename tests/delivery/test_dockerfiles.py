@@ -17,7 +17,6 @@ import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -126,18 +125,13 @@ class Image:
     title: str  # org.opencontainers.image.title
     entry: str  # the console script it runs
     roots: tuple[str, ...]  # the modules its entry point starts from
-    # Modules its code imports that it does not carry yet, and what a user then sees instead.
-    lacks: tuple[tuple[str, str], ...] = ()
 
 
 # The runtime's CLI imports each command's module by name (cli.COMMANDS): those are roots too.
 RUNTIME_ROOTS = ("wasminfer_runtime.cli", *(module for module, _ in cli.COMMANDS.values()))
-# llama.cpp with CUDA is not compiled into runtime-nvidia yet: a GGML model on it fails its load with
-# "GGML models need llama-cpp-python" (docs/devices.md).
-NVIDIA_LACKS = (("llama_cpp", "GGML models need llama-cpp-python"),)
 IMAGES = {
     "runtime/Dockerfile": Image("wasminfer-runtime", "wasminfer", RUNTIME_ROOTS),
-    "runtime/Dockerfile.nvidia": Image("wasminfer-runtime-nvidia", "wasminfer", RUNTIME_ROOTS, NVIDIA_LACKS),
+    "runtime/Dockerfile.nvidia": Image("wasminfer-runtime-nvidia", "wasminfer", RUNTIME_ROOTS),
     "operator/Dockerfile": Image("wasminfer-operator", "wasminfer-operator", ("wasminfer_operator.main",)),
 }
 
@@ -193,8 +187,8 @@ def test_llama_cpp_is_compiled_apart_and_only_its_wheels_go_on(dockerfile: tuple
     """llama.cpp is compiled in a stage of its own by runtime/llama-cpp-wheel.sh (the script `make
     llama-cpp` runs too, so a build may give its wheel instead); what leaves that stage is its wheels."""
     name, stages = dockerfile
-    if IMAGES[name].entry != "wasminfer" or IMAGES[name].lacks:
-        return  # the operator runs no models; runtime-nvidia has no llama.cpp yet
+    if IMAGES[name].entry != "wasminfer":
+        return  # the operator runs no models
     by_name = {s.name: s for s in stages}
     compile_runs = " ".join(by_name[COMPILE_STAGE].all("RUN"))
     assert "runtime/llama-cpp-wheel.sh" in " ".join(by_name[COMPILE_STAGE].all("COPY")) and "llama-cpp-wheel.sh" in compile_runs
@@ -244,6 +238,21 @@ def test_nvidia_image_uses_onnxruntime_gpu_at_the_onnxruntime_pin() -> None:
     assert str(PINS["onnxruntime"].specifier).startswith("==")
     env = " ".join(stages[-1].all("ENV"))
     assert "nvidia/cu13/lib" in env and "nvidia/cudnn/lib" in env and "NVIDIA_VISIBLE_DEVICES" in env
+
+
+def test_nvidia_image_compiles_llama_cpp_with_cuda_against_the_libraries_it_carries() -> None:
+    """llama.cpp is compiled with CUDA by the toolkit wheels of pyproject.toml's cuda-build extra, and the
+    same pins constrain the CUDA runtime and cuBLAS that the image installs for ONNX Runtime and llama.cpp."""
+    _, stages = parse(REPO / "runtime" / "Dockerfile.nvidia")
+    by_name = {s.name: s for s in stages}
+    compile_runs = " ".join(by_name[COMPILE_STAGE].all("RUN"))
+    for flag in ("-DGGML_CUDA=on", "-DGGML_CUDA_NO_VMM=ON", "-DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES}"):
+        assert flag in compile_runs, f"the CUDA compile lacks {flag}"
+    assert "['optional-dependencies']['cuda-build']" in compile_runs and "--requirement /tmp/cuda-build.txt" in compile_runs
+    assert "p['optional-dependencies']['cuda-build']" in " ".join(build_stage(stages).all("RUN"))
+    pins = [Requirement(r) for r in PYPROJECT["project"]["optional-dependencies"]["cuda-build"]]
+    assert pins and all(str(r.specifier).startswith("==") for r in pins), pins
+    assert {"nvidia-cuda-nvcc", "nvidia-cuda-runtime", "nvidia-cublas"} <= {r.name for r in pins}
 
 
 def _third_party_imports(roots: tuple[str, ...]) -> dict[str, str]:
@@ -308,22 +317,13 @@ def test_image_installs_cover_the_code_it_runs(dockerfile: tuple[str, list[Stage
         installed.add("onnxruntime")  # same `onnxruntime` module
     provides = importlib.metadata.packages_distributions()
     missing = []
-    lacks = dict(IMAGES[name].lacks)
     imports = _third_party_imports(IMAGES[name].roots)
     for module, importer in sorted(imports.items()):
         dists = {d.lower().replace("_", "-") for d in provides.get(module, [])}
         assert dists, f"{module} (imported by {importer}) is not installed in the development environment"
-        if not dists & installed and module not in lacks:
+        if not dists & installed:
             missing.append(f"{module} (from {sorted(dists)}, imported by {importer})")
     assert not missing, f"{name} lacks: {', '.join(missing)}"
-    for module, says in lacks.items():  # what it lacks, its code imports only when needed, and says so
-        assert module in imports and not dists_installed(module, installed, provides), f"{name}: {module} is no longer lacking"
-        source = Path(importlib.util.find_spec(imports[module]).origin or "").read_text()  # type: ignore[union-attr]
-        assert says in source, f"{imports[module]} does not tell a user that {module} is missing ({says!r})"
-
-
-def dists_installed(module: str, installed: set[str], provides: Any) -> bool:
-    return bool({d.lower().replace("_", "-") for d in provides.get(module, [])} & installed)
 
 
 def test_image_installs_nothing_its_code_does_not_import(dockerfile: tuple[str, list[Stage]]) -> None:
