@@ -444,6 +444,7 @@ class LlamaContext(ExecutionContext):
             if reset:
                 self.llama_cpp.llama_sampler_reset(self.sampler)
             return
+        grammar = self._grammar()  # before the chain: a refused grammar leaves nothing to free
         self._free_sampler()
         llama_cpp = self.llama_cpp
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
@@ -452,9 +453,8 @@ class LlamaContext(ExecutionContext):
             window = max(0, min(o.last_n_penalty, self.ctx_size))  # a guest's number sizes a buffer: bounded
             add(chain, llama_cpp.llama_sampler_init_penalties(self.graph.n_vocab, window, o.repeat_penalty,
                                                              o.frequency_penalty, o.presence_penalty))
-        grammar = self._grammar()
         if grammar is not None:
-            add(chain, grammar)  # first: the samplers after it choose among the tokens it allows
+            add(chain, grammar)  # before the choosing samplers: they choose among the tokens it allows
         if o.temp <= 0:
             add(chain, llama_cpp.llama_sampler_init_greedy())  # temperature 0: the likeliest token, every time
         else:
