@@ -95,27 +95,29 @@ def ready(cluster: Cluster, ns: str, worker: str, timeout: float = 90) -> None:
     cluster.wait(f"wasmworker/{worker}", "Ready", timeout=timeout, namespace=ns)
 
 
-def test_nvidia_worker_lands_on_the_nvidia_node_mocked_gpu(cluster: Cluster, ns: str) -> None:
-    cluster.apply((EXAMPLES / "nvidia-gpu.yaml").read_text(), namespace=ns)
-    ready(cluster, ns, "resnet")
-    (pod,) = pods(cluster, ns, "resnet")
+def on_the_nvidia_node(cluster: Cluster, ns: str, example: str, worker: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Applies an example and waits for its worker: its one pod is on the NVIDIA node, and its runtime
+    container (returned with the pod) asks for one GPU and runs the runtime-nvidia image."""
+    cluster.apply((EXAMPLES / example).read_text(), namespace=ns)
+    ready(cluster, ns, worker)
+    (pod,) = pods(cluster, ns, worker)
     assert pod["spec"]["nodeName"] == "gpu-nvidia-1"
     runtime = next(c for c in pod["spec"]["containers"] if c["name"] == "runtime")
-    assert runtime["resources"]["limits"]["nvidia.com/gpu"] == "1" and runtime["resources"]["requests"]["nvidia.com/gpu"] == "1"
+    assert runtime["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert runtime["image"] == "ghcr.io/wasminfer/runtime-nvidia:0.1.0"
+    return pod, runtime
+
+
+def test_nvidia_worker_lands_on_the_nvidia_node_mocked_gpu(cluster: Cluster, ns: str) -> None:
+    pod, runtime = on_the_nvidia_node(cluster, ns, "nvidia-gpu.yaml", "resnet")
+    assert runtime["resources"]["requests"]["nvidia.com/gpu"] == "1"
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["spec"]["tolerations"]
     assert status(cluster, ns, "wasmworker", "resnet")["profile"] == "nvidia-gpu"
     assert status(cluster, ns, "inferencemodel", "resnet50-onnx")["profile"] == "nvidia-gpu"
 
 
 def test_gguf_model_on_gpu_lands_on_the_nvidia_node_with_llamacpp_mocked_gpu(cluster: Cluster, ns: str) -> None:
-    cluster.apply((EXAMPLES / "llm-gpu.yaml").read_text(), namespace=ns)
-    ready(cluster, ns, "chat")
-    (pod,) = pods(cluster, ns, "chat")
-    assert pod["spec"]["nodeName"] == "gpu-nvidia-1"
-    runtime = next(c for c in pod["spec"]["containers"] if c["name"] == "runtime")
-    assert runtime["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert runtime["image"] == "ghcr.io/wasminfer/runtime-nvidia:0.1.0"
+    on_the_nvidia_node(cluster, ns, "llm-gpu.yaml", "chat")
     model = status(cluster, ns, "inferencemodel", "tinyllama")
     assert model["profile"] == "nvidia-gpu", model
     config = yaml.safe_load(cluster.get_json("configmap", "chat-runtime", namespace=ns)["data"]["runtime.yaml"])

@@ -633,8 +633,9 @@ def _build_project(name: str, inputs: str, base: _Entry, fresh: bool) -> _Entry:
     ref = f"{REGISTRY}/{name}:{inputs[:12]}"
     command = ["buildah", "build", "--file", DOCKERFILES[name], "--tag", ref]
     command += ["--build-arg", f"PYTHON_IMAGE={base.image.ref}", "--pull=never"]
-    if _build_args(name):
-        command += ["--build-arg", _build_args(name)]
+    build_args = _build_args(name)
+    if build_args:
+        command += ["--build-arg", build_args]
     wheels = logfile.with_suffix(".wheels")
     if name in LLAMA_CPP_IMAGES:
         # Only the pinned wheel, in a folder of its own: an older wheel in the cache stays out.
